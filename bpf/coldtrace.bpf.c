@@ -1,0 +1,895 @@
+//go:build ignore
+
+// SPDX-License-Identifier: GPL-2.0
+/* coldtrace: the kernel side of the cold-start tracer.
+ *
+ * Only stable attach points: syscall and subsystem tracepoints, BTF tracepoints and
+ * uprobes. Work outside the traced set costs one or two map lookups: a process is traced
+ * when its tgid is in tracked_pids (the tree of `record -- CMD`, followed through fork) or
+ * its cgroup is in tracked_cgroups (containers). Reads are coalesced into sequential runs
+ * and page-cache insertions into runs of consecutive pages before anything is sent; socket
+ * bytes are counted in the kernel and sampled at most once per sample_ns. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "coldtrace.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define MSG_PEEK 2
+#define MAP_ANONYMOUS 0x20
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_CLOSE 7
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define S_IFREG 0100000
+#define S_IFCHR 0020000
+#define PAGE_SHIFT 12
+
+/* Set by the loader before load. */
+const volatile __u64 sample_ns = 1000000;       /* socket byte samples: at most one per ms */
+const volatile __u64 fault_around_bytes = 65536; /* the kernel's fault-around window */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24);
+} events SEC(".maps");
+
+/* Failed ring buffer reservations, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} tracked_pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u8);
+} tracked_cgroups SEC(".maps");
+
+/* Syscall arguments saved at entry for the exit handler, per thread. A thread is inside one
+ * syscall at a time, so one slot serves every syscall we follow. */
+struct args {
+	__u64 ts;
+	__u64 a[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct args);
+} pending SEC(".maps");
+
+struct fdkey {
+	__u32 pid;
+	__s32 fd;
+};
+
+/* The open run of sequential reads per descriptor. */
+struct run {
+	__u64 dev, ino;
+	__s64 off, end;
+	__u64 first, last, busy;
+	__u32 count;
+	__u32 tid;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct fdkey);
+	__type(value, struct run);
+} runs SEC(".maps");
+
+/* Character-device descriptors (accelerators among them), whose ioctls are reported. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct fdkey);
+	__type(value, __u64); /* rdev */
+} devfds SEC(".maps");
+
+/* The open run of page-cache insertions per process. */
+struct miss_run {
+	__u64 dev, ino, index, pages, ts;
+	__u32 tid;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct miss_run);
+} misses SEC(".maps");
+
+/* TCP sockets of traced processes. */
+struct sockstate {
+	__u32 pid;
+	__u32 tid;
+	__u16 dir;
+	__u16 _pad[3];
+	__u64 open;
+	__u64 recv, sent, first_recv, last_recv, last_emit;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct sockstate);
+} socks SEC(".maps");
+
+struct callkey {
+	__u32 tid;
+	__u32 _pad;
+	__u64 cookie;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct callkey);
+	__type(value, __u64);
+} calls SEC(".maps");
+
+static __always_inline bool tracked(__u32 pid)
+{
+	if (bpf_map_lookup_elem(&tracked_pids, &pid))
+		return true;
+	__u64 cg = bpf_get_current_cgroup_id();
+	return bpf_map_lookup_elem(&tracked_cgroups, &cg) != NULL;
+}
+
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+	if (n)
+		*n += 1;
+}
+
+/* reserve takes a ring buffer slot and fills the header; size must be a constant. */
+#define reserve(ptr, typ, pid_, tid_)                                    \
+	({                                                                   \
+		ptr = bpf_ringbuf_reserve(&events, sizeof(*ptr), 0);             \
+		if (ptr) {                                                       \
+			ptr->h.type = typ;                                           \
+			ptr->h.pid = pid_;                                           \
+			ptr->h.tid = tid_;                                           \
+			ptr->h._pad = 0;                                             \
+			ptr->h.ts = bpf_ktime_get_ns();                              \
+			ptr->h.cgroup = bpf_get_current_cgroup_id();                 \
+		} else {                                                         \
+			count_lost();                                                \
+		}                                                                \
+		ptr;                                                             \
+	})
+
+static __always_inline struct file *fd_file(int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	unsigned int max = BPF_CORE_READ(task, files, fdt, max_fds);
+	struct file *f = NULL;
+
+	if (fd < 0 || (unsigned int)fd >= max)
+		return NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+struct finfo {
+	__u64 dev, ino, rdev;
+	__s64 size;
+	__u32 mode;
+};
+
+static __always_inline void file_info(struct file *f, struct finfo *fi)
+{
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+	fi->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	fi->ino = BPF_CORE_READ(inode, i_ino);
+	fi->rdev = BPF_CORE_READ(inode, i_rdev);
+	fi->size = BPF_CORE_READ(inode, i_size);
+	fi->mode = BPF_CORE_READ(inode, i_mode);
+}
+
+static __always_inline struct sock *fd_sock(int fd)
+{
+	struct file *f = fd_file(fd);
+	if (!f)
+		return NULL;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	return BPF_CORE_READ(sock, sk);
+}
+
+/* save_args keeps the first n arguments: a tracepoint's context holds only as many as its
+ * syscall takes, and reading past them makes the attach fail. */
+static __always_inline void save_args(struct trace_event_raw_sys_enter *ctx, __u32 tid, int n)
+{
+	struct args a = { .ts = bpf_ktime_get_ns() };
+	if (n > 0) a.a[0] = ctx->args[0];
+	if (n > 1) a.a[1] = ctx->args[1];
+	if (n > 2) a.a[2] = ctx->args[2];
+	if (n > 3) a.a[3] = ctx->args[3];
+	if (n > 4) a.a[4] = ctx->args[4];
+	if (n > 5) a.a[5] = ctx->args[5];
+	bpf_map_update_elem(&pending, &tid, &a, BPF_ANY);
+}
+
+/* take returns and removes the saved arguments of the current thread's syscall. */
+static __always_inline bool take(__u32 tid, struct args *out)
+{
+	struct args *a = bpf_map_lookup_elem(&pending, &tid);
+	if (!a)
+		return false;
+	*out = *a;
+	bpf_map_delete_elem(&pending, &tid);
+	return true;
+}
+
+#define ENTER_SAVE(name, nargs)                                                       \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                \
+	int enter_##name(struct trace_event_raw_sys_enter *ctx)                    \
+	{                                                                          \
+		__u64 id = bpf_get_current_pid_tgid();                                 \
+		if (tracked(id >> 32))                                                 \
+			save_args(ctx, (__u32)id, nargs);                                  \
+		return 0;                                                              \
+	}
+
+/* ---- processes ---- */
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(sched_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ppid = parent->tgid;
+	__u32 pid = child->tgid;
+
+	if (child->pid != child->tgid) /* a thread */
+		return 0;
+	if (bpf_map_lookup_elem(&tracked_pids, &ppid)) {
+		__u8 one = 1;
+		bpf_map_update_elem(&tracked_pids, &pid, &one, BPF_ANY);
+	} else if (!tracked(ppid)) {
+		return 0;
+	}
+	struct event_fork *e;
+	if (!reserve(e, EV_FORK, ppid, parent->pid))
+		return 0;
+	e->child = pid;
+	e->_pad = 0;
+	__builtin_memcpy(e->comm, child->comm, COMM_LEN);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 pid = p->tgid;
+	if (!tracked(pid))
+		return 0;
+	struct event_exec *e;
+	if (!reserve(e, EV_EXEC, pid, p->pid))
+		return 0;
+	e->ppid = p->real_parent->tgid;
+	e->_pad = 0;
+	__builtin_memcpy(e->comm, p->comm, COMM_LEN);
+	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), bprm->filename);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(sched_exit, struct task_struct *p)
+{
+	__u32 pid = p->tgid;
+	if (p->pid != p->tgid || !tracked(pid))
+		return 0;
+	struct event_exit *e;
+	if (reserve(e, EV_EXIT, pid, p->pid)) {
+		e->code = p->exit_code;
+		e->_pad = 0;
+		bpf_ringbuf_submit(e, 0);
+	}
+	bpf_map_delete_elem(&tracked_pids, &pid);
+	return 0;
+}
+
+/* ---- files ---- */
+
+ENTER_SAVE(openat, 4)
+ENTER_SAVE(openat2, 4)
+ENTER_SAVE(open, 3)
+
+static __always_inline int open_exit(long ret, int dirfd_arg, int path_arg, int flags_arg)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32, tid = id;
+	struct args a;
+
+	if (!take(tid, &a) || ret < 0)
+		return 0;
+	struct event_open *e;
+	if (!reserve(e, EV_OPEN, pid, tid))
+		return 0;
+	e->dirfd = dirfd_arg < 0 ? -100 /* AT_FDCWD */ : (int)a.a[dirfd_arg];
+	e->fd = ret;
+	e->flags = flags_arg < 0 ? 0 : (int)a.a[flags_arg];
+	bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)a.a[path_arg]);
+
+	struct finfo fi = {};
+	struct file *f = fd_file(ret);
+	if (f)
+		file_info(f, &fi);
+	e->dev = fi.dev;
+	e->ino = fi.ino;
+	e->size = fi.size;
+	e->mode = fi.mode;
+	e->rdev = fi.rdev;
+	bpf_ringbuf_submit(e, 0);
+
+	if ((fi.mode & S_IFMT) == S_IFCHR) {
+		struct fdkey k = { .pid = pid, .fd = ret };
+		bpf_map_update_elem(&devfds, &k, &fi.rdev, BPF_ANY);
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int exit_openat(struct trace_event_raw_sys_exit *ctx) { return open_exit(ctx->ret, 0, 1, 2); }
+
+/* openat2's flags live in struct open_how; the collector needs only dirfd and path. */
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int exit_openat2(struct trace_event_raw_sys_exit *ctx) { return open_exit(ctx->ret, 0, 1, -1); }
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int exit_open(struct trace_event_raw_sys_exit *ctx) { return open_exit(ctx->ret, -1, 0, 1); }
+
+static __always_inline void emit_run(struct run *r, __u32 pid, int fd)
+{
+	struct event_read *e;
+	if (!reserve(e, EV_READ, pid, r->tid))
+		return;
+	e->dev = r->dev;
+	e->ino = r->ino;
+	e->off = r->off;
+	e->len = r->end - r->off;
+	e->first = r->first;
+	e->last = r->last;
+	e->busy = r->busy;
+	e->count = r->count;
+	e->fd = fd;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void flush_run(__u32 pid, int fd)
+{
+	struct fdkey k = { .pid = pid, .fd = fd };
+	struct run *r = bpf_map_lookup_elem(&runs, &k);
+	if (!r)
+		return;
+	emit_run(r, pid, fd);
+	bpf_map_delete_elem(&runs, &k);
+}
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32;
+	int fd = ctx->args[0];
+
+	if (!tracked(pid))
+		return 0;
+	flush_run(pid, fd);
+	struct fdkey k = { .pid = pid, .fd = fd };
+	bpf_map_delete_elem(&devfds, &k);
+	struct event_close *e;
+	if (reserve(e, EV_CLOSE, pid, (__u32)id)) {
+		e->fd = fd;
+		e->_pad = 0;
+		bpf_ringbuf_submit(e, 0);
+	}
+	return 0;
+}
+
+/* read_enter notes a read of fd at off (-1: the file position) if fd is a regular file.
+ * Slots: a[0] fd, a[1] dev, a[2] ino, a[3] offset. */
+static __always_inline int read_enter(int fd, __s64 off)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!tracked(id >> 32))
+		return 0;
+	struct file *f = fd_file(fd);
+	if (!f)
+		return 0;
+	struct finfo fi = {};
+	file_info(f, &fi);
+	if ((fi.mode & S_IFMT) != S_IFREG)
+		return 0;
+	if (off < 0)
+		off = BPF_CORE_READ(f, f_pos);
+	struct args a = { .ts = bpf_ktime_get_ns() };
+	a.a[0] = fd;
+	a.a[1] = fi.dev;
+	a.a[2] = fi.ino;
+	a.a[3] = off;
+	__u32 tid = id;
+	bpf_map_update_elem(&pending, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+static __always_inline __s64 user_off(__u64 ptr)
+{
+	__s64 off = -1;
+	if (ptr)
+		bpf_probe_read_user(&off, sizeof(off), (void *)ptr);
+	return off;
+}
+
+static __always_inline int read_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32, tid = id;
+	struct args a;
+
+	if (!take(tid, &a) || ret <= 0)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	struct fdkey k = { .pid = pid, .fd = a.a[0] };
+	struct run *r = bpf_map_lookup_elem(&runs, &k);
+	if (r && r->dev == a.a[1] && r->ino == a.a[2] && r->end == (__s64)a.a[3]) {
+		r->end += ret;
+		r->last = now;
+		r->busy += now - a.ts;
+		r->count++;
+		return 0;
+	}
+	if (r)
+		emit_run(r, pid, k.fd);
+	struct run n = {
+		.dev = a.a[1], .ino = a.a[2], .off = a.a[3], .end = (__s64)a.a[3] + ret,
+		.first = a.ts, .last = now, .busy = now - a.ts, .count = 1, .tid = tid,
+	};
+	bpf_map_update_elem(&runs, &k, &n, BPF_ANY);
+	return 0;
+}
+
+#define READ_PROBES(name, fdexpr, offexpr)                                     \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                \
+	int enter_##name(struct trace_event_raw_sys_enter *ctx)                    \
+	{                                                                          \
+		return read_enter(fdexpr, offexpr);                                    \
+	}                                                                          \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                 \
+	int exit_##name(struct trace_event_raw_sys_exit *ctx)                      \
+	{                                                                          \
+		return read_exit(ctx->ret);                                            \
+	}
+
+READ_PROBES(read, ctx->args[0], -1)
+READ_PROBES(readv, ctx->args[0], -1)
+READ_PROBES(pread64, ctx->args[0], ctx->args[3])
+READ_PROBES(preadv, ctx->args[0], ctx->args[3])
+READ_PROBES(preadv2, ctx->args[0], ctx->args[3]) /* offset -1 means the file position */
+READ_PROBES(sendfile64, ctx->args[1], user_off(ctx->args[2]))
+READ_PROBES(copy_file_range, ctx->args[0], user_off(ctx->args[1]))
+READ_PROBES(splice, ctx->args[0], user_off(ctx->args[1]))
+
+ENTER_SAVE(mmap, 6)
+
+SEC("tracepoint/syscalls/sys_exit_mmap")
+int exit_mmap(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32, tid = id;
+	struct args a;
+
+	if (!take(tid, &a))
+		return 0;
+	int fd = a.a[4];
+	__u64 ret = ctx->ret;
+	if (fd < 0 || (a.a[3] & MAP_ANONYMOUS) || ret >= (__u64)-4095)
+		return 0;
+	struct file *f = fd_file(fd);
+	if (!f)
+		return 0;
+	struct event_mmap *e;
+	if (!reserve(e, EV_MMAP, pid, tid))
+		return 0;
+	struct finfo fi = {};
+	file_info(f, &fi);
+	e->addr = ret;
+	e->len = a.a[1];
+	e->off = a.a[5];
+	e->dev = fi.dev;
+	e->ino = fi.ino;
+	e->rdev = fi.rdev;
+	e->mode = fi.mode;
+	e->fd = fd;
+	e->prot = a.a[2];
+	e->flags = a.a[3];
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+struct fault_ctx {
+	__u64 addr;
+	__u64 dev, ino;
+	__s64 off, len;
+	bool file;
+};
+
+static long fault_vma(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	struct fault_ctx *c = data;
+	struct file *f = vma->vm_file;
+	if (!f)
+		return 0;
+	__u64 win = c->addr & ~(fault_around_bytes - 1);
+	__u64 start = win < vma->vm_start ? vma->vm_start : win;
+	__u64 end = win + fault_around_bytes;
+	if (end > vma->vm_end)
+		end = vma->vm_end;
+	struct inode *inode = f->f_inode;
+	c->dev = inode->i_sb->s_dev;
+	c->ino = inode->i_ino;
+	c->off = (start - vma->vm_start) + (vma->vm_pgoff << PAGE_SHIFT);
+	c->len = end - start;
+	c->file = true;
+	return 0;
+}
+
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32;
+	if (!tracked(pid))
+		return 0;
+	struct fault_ctx c = { .addr = address };
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (bpf_find_vma(task, address, fault_vma, &c, 0) || !c.file)
+		return 0;
+	struct event_fault *e;
+	if (!reserve(e, EV_FAULT, pid, (__u32)id))
+		return 0;
+	e->dev = c.dev;
+	e->ino = c.ino;
+	e->off = c.off;
+	e->len = c.len;
+	e->addr = address;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+static __always_inline void emit_miss(struct miss_run *m, __u32 pid)
+{
+	struct event_cache_miss *e;
+	if (!reserve(e, EV_CACHE_MISS, pid, m->tid))
+		return;
+	e->h.ts = m->ts;
+	e->dev = m->dev;
+	e->ino = m->ino;
+	e->index = m->index;
+	e->pages = m->pages;
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("tracepoint/filemap/mm_filemap_add_to_page_cache")
+int cache_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32;
+	if (!tracked(pid))
+		return 0;
+	__u64 dev = ctx->s_dev, ino = ctx->i_ino, index = ctx->index;
+	__u64 pages = 1;
+	if (bpf_core_field_exists(ctx->order))
+		pages = 1ULL << (BPF_CORE_READ(ctx, order) & 31);
+
+	struct miss_run *m = bpf_map_lookup_elem(&misses, &pid);
+	if (m && m->dev == dev && m->ino == ino && m->index + m->pages == index) {
+		m->pages += pages;
+		return 0;
+	}
+	if (m)
+		emit_miss(m, pid);
+	struct miss_run n = { .dev = dev, .ino = ino, .index = index, .pages = pages,
+			      .ts = bpf_ktime_get_ns(), .tid = (__u32)id };
+	bpf_map_update_elem(&misses, &pid, &n, BPF_ANY);
+	return 0;
+}
+
+ENTER_SAVE(chdir, 1)
+ENTER_SAVE(fchdir, 1)
+
+static __always_inline int chdir_exit(long ret, bool byfd)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct args a;
+	if (!take((__u32)id, &a) || ret != 0)
+		return 0;
+	struct event_chdir *e;
+	if (!reserve(e, EV_CHDIR, id >> 32, (__u32)id))
+		return 0;
+	e->_pad = 0;
+	if (byfd) {
+		e->fd = a.a[0];
+		e->path[0] = 0;
+	} else {
+		e->fd = -1;
+		bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)a.a[0]);
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_chdir")
+int exit_chdir(struct trace_event_raw_sys_exit *ctx) { return chdir_exit(ctx->ret, false); }
+
+SEC("tracepoint/syscalls/sys_exit_fchdir")
+int exit_fchdir(struct trace_event_raw_sys_exit *ctx) { return chdir_exit(ctx->ret, true); }
+
+/* ---- network ---- */
+
+static __always_inline void emit_conn(struct sock *sk, struct sockstate *s)
+{
+	struct event_conn *e;
+	if (!reserve(e, EV_CONN, s->pid, s->tid))
+		return;
+	e->sk = (__u64)sk;
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->dir = s->dir;
+	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+	if (e->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+	}
+	e->open = s->open;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void emit_sock(__u64 sk, struct sockstate *s, __u32 reason)
+{
+	struct event_sock *e;
+	if (!reserve(e, EV_SOCK, s->pid, s->tid))
+		return;
+	e->sk = sk;
+	e->recv = s->recv;
+	e->sent = s->sent;
+	e->first_recv = s->first_recv;
+	e->last_recv = s->last_recv;
+	e->reason = reason;
+	e->_pad = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+	__u64 sk = (__u64)ctx->skaddr;
+
+	if (ctx->newstate == TCP_SYN_SENT) {
+		/* connect(): process context, so the current task owns the socket. */
+		__u64 id = bpf_get_current_pid_tgid();
+		if (!tracked(id >> 32))
+			return 0;
+		struct sockstate s = { .pid = id >> 32, .tid = id, .dir = 1, .open = bpf_ktime_get_ns() };
+		bpf_map_update_elem(&socks, &sk, &s, BPF_ANY);
+		return 0;
+	}
+	struct sockstate *s = bpf_map_lookup_elem(&socks, &sk);
+	if (!s)
+		return 0;
+	if (ctx->newstate == TCP_ESTABLISHED && ctx->oldstate == TCP_SYN_SENT) {
+		emit_conn((struct sock *)sk, s);
+	} else if (ctx->newstate == TCP_CLOSE) {
+		emit_sock(sk, s, SOCK_CLOSE);
+		bpf_map_delete_elem(&socks, &sk);
+	}
+	return 0;
+}
+
+ENTER_SAVE(accept, 3)
+ENTER_SAVE(accept4, 4)
+
+static __always_inline int accept_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct args a;
+	if (!take((__u32)id, &a) || ret < 0)
+		return 0;
+	struct sock *sk = fd_sock(ret);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	struct sockstate s = { .pid = id >> 32, .tid = id, .dir = 2, .open = a.ts };
+	__u64 key = (__u64)sk;
+	bpf_map_update_elem(&socks, &key, &s, BPF_ANY);
+	emit_conn(sk, &s);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int exit_accept(struct trace_event_raw_sys_exit *ctx) { return accept_exit(ctx->ret); }
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int exit_accept4(struct trace_event_raw_sys_exit *ctx) { return accept_exit(ctx->ret); }
+
+static __always_inline int sock_bytes(struct trace_event_raw_sock_msg_length *ctx, bool recv)
+{
+	if ((ctx->family != AF_INET && ctx->family != AF_INET6) || ctx->protocol != IPPROTO_TCP)
+		return 0;
+	if (ctx->ret <= 0 || (recv && (ctx->flags & MSG_PEEK)))
+		return 0;
+	__u64 sk = (__u64)ctx->sk;
+	struct sockstate *s = bpf_map_lookup_elem(&socks, &sk);
+	if (!s)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	if (recv) {
+		s->recv += ctx->ret;
+		if (!s->first_recv)
+			s->first_recv = now;
+		s->last_recv = now;
+	} else {
+		s->sent += ctx->ret;
+	}
+	if (now - s->last_emit >= sample_ns) {
+		s->last_emit = now;
+		emit_sock(sk, s, SOCK_SAMPLE);
+	}
+	return 0;
+}
+
+SEC("tracepoint/sock/sock_recv_length")
+int sock_recv(struct trace_event_raw_sock_msg_length *ctx) { return sock_bytes(ctx, true); }
+
+SEC("tracepoint/sock/sock_send_length")
+int sock_send(struct trace_event_raw_sock_msg_length *ctx) { return sock_bytes(ctx, false); }
+
+/* Readiness: a successful listen() on a TCP socket. The state change to LISTEN does not
+ * pass through the inet_sock_set_state tracepoint, so the syscall is the attach point. */
+ENTER_SAVE(listen, 2)
+
+SEC("tracepoint/syscalls/sys_exit_listen")
+int exit_listen(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct args a;
+	if (!take((__u32)id, &a) || ctx->ret != 0)
+		return 0;
+	struct sock *sk = fd_sock(a.a[0]);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	struct event_listen *e;
+	if (!reserve(e, EV_LISTEN, id >> 32, (__u32)id))
+		return 0;
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->_pad = 0;
+	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	if (e->family == AF_INET6)
+		BPF_CORE_READ_INTO(&e->addr, sk, __sk_common.skc_v6_rcv_saddr);
+	else
+		BPF_CORE_READ_INTO((__u32 *)e->addr, sk, __sk_common.skc_rcv_saddr);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* ---- accelerators ---- */
+
+SEC("tracepoint/syscalls/sys_enter_ioctl")
+int enter_ioctl(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32;
+	struct fdkey k = { .pid = pid, .fd = ctx->args[0] };
+	if (!bpf_map_lookup_elem(&devfds, &k))
+		return 0;
+	save_args(ctx, (__u32)id, 3);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_ioctl")
+int exit_ioctl(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32;
+	struct args a;
+	if (!take((__u32)id, &a))
+		return 0;
+	struct fdkey k = { .pid = pid, .fd = a.a[0] };
+	__u64 *rdev = bpf_map_lookup_elem(&devfds, &k);
+	struct event_ioctl *e;
+	if (!reserve(e, EV_IOCTL, pid, (__u32)id))
+		return 0;
+	e->rdev = rdev ? *rdev : 0;
+	e->request = a.a[1];
+	e->start = a.ts;
+	e->ret = ctx->ret;
+	e->fd = k.fd;
+	e->_pad = 0;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* Entry and return of the uprobed driver calls; the attach cookie names the function. */
+SEC("uprobe")
+int call_enter(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!tracked(id >> 32))
+		return 0;
+	struct callkey k = { .tid = id, .cookie = bpf_get_attach_cookie(ctx) };
+	__u64 now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&calls, &k, &now, BPF_ANY);
+	return 0;
+}
+
+SEC("uretprobe")
+int call_exit(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct callkey k = { .tid = id, .cookie = bpf_get_attach_cookie(ctx) };
+	__u64 *start = bpf_map_lookup_elem(&calls, &k);
+	if (!start)
+		return 0;
+	struct event_call *e;
+	if (reserve(e, EV_CALL, id >> 32, (__u32)id)) {
+		e->cookie = k.cookie;
+		e->start = *start;
+		e->ret = PT_REGS_RC(ctx);
+		bpf_ringbuf_submit(e, 0);
+	}
+	bpf_map_delete_elem(&calls, &k);
+	return 0;
+}
+
+/* Keep every event type in the object's BTF so that bpf2go generates its Go type. */
+const struct event_fork *_ev_fork __attribute__((unused));
+const struct event_exec *_ev_exec __attribute__((unused));
+const struct event_exit *_ev_exit __attribute__((unused));
+const struct event_open *_ev_open __attribute__((unused));
+const struct event_close *_ev_close __attribute__((unused));
+const struct event_read *_ev_read __attribute__((unused));
+const struct event_mmap *_ev_mmap __attribute__((unused));
+const struct event_fault *_ev_fault __attribute__((unused));
+const struct event_cache_miss *_ev_cache_miss __attribute__((unused));
+const struct event_conn *_ev_conn __attribute__((unused));
+const struct event_sock *_ev_sock __attribute__((unused));
+const struct event_listen *_ev_listen __attribute__((unused));
+const struct event_ioctl *_ev_ioctl __attribute__((unused));
+const struct event_call *_ev_call __attribute__((unused));
+const struct event_chdir *_ev_chdir __attribute__((unused));
+const enum event_type *_ev_type __attribute__((unused));

@@ -1,0 +1,145 @@
+package bpf
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+// The events of coldtrace.h, as bpf2go generated them.
+type (
+	Header         = coldtraceHdr
+	EventFork      = coldtraceEventFork
+	EventExec      = coldtraceEventExec
+	EventExit      = coldtraceEventExit
+	EventOpen      = coldtraceEventOpen
+	EventClose     = coldtraceEventClose
+	EventRead      = coldtraceEventRead
+	EventMmap      = coldtraceEventMmap
+	EventFault     = coldtraceEventFault
+	EventCacheMiss = coldtraceEventCacheMiss
+	EventConn      = coldtraceEventConn
+	EventSock      = coldtraceEventSock
+	EventListen    = coldtraceEventListen
+	EventIoctl     = coldtraceEventIoctl
+	EventCall      = coldtraceEventCall
+	EventChdir     = coldtraceEventChdir
+)
+
+// Event types (hdr.type).
+const (
+	EvFork      = uint32(coldtraceEventTypeEV_FORK)
+	EvExec      = uint32(coldtraceEventTypeEV_EXEC)
+	EvExit      = uint32(coldtraceEventTypeEV_EXIT)
+	EvOpen      = uint32(coldtraceEventTypeEV_OPEN)
+	EvClose     = uint32(coldtraceEventTypeEV_CLOSE)
+	EvRead      = uint32(coldtraceEventTypeEV_READ)
+	EvMmap      = uint32(coldtraceEventTypeEV_MMAP)
+	EvFault     = uint32(coldtraceEventTypeEV_FAULT)
+	EvCacheMiss = uint32(coldtraceEventTypeEV_CACHE_MISS)
+	EvConn      = uint32(coldtraceEventTypeEV_CONN)
+	EvSock      = uint32(coldtraceEventTypeEV_SOCK)
+	EvListen    = uint32(coldtraceEventTypeEV_LISTEN)
+	EvIoctl     = uint32(coldtraceEventTypeEV_IOCTL)
+	EvCall      = uint32(coldtraceEventTypeEV_CALL)
+	EvChdir     = uint32(coldtraceEventTypeEV_CHDIR)
+)
+
+// Socket event reasons.
+const (
+	SockSample = 1
+	SockClose  = 2
+)
+
+// Connection directions.
+const (
+	DirConnect = 1
+	DirAccept  = 2
+)
+
+var sizes = map[uint32]uintptr{
+	EvFork: unsafe.Sizeof(EventFork{}), EvExec: unsafe.Sizeof(EventExec{}),
+	EvExit: unsafe.Sizeof(EventExit{}), EvOpen: unsafe.Sizeof(EventOpen{}),
+	EvClose: unsafe.Sizeof(EventClose{}), EvRead: unsafe.Sizeof(EventRead{}),
+	EvMmap: unsafe.Sizeof(EventMmap{}), EvFault: unsafe.Sizeof(EventFault{}),
+	EvCacheMiss: unsafe.Sizeof(EventCacheMiss{}), EvConn: unsafe.Sizeof(EventConn{}),
+	EvSock: unsafe.Sizeof(EventSock{}), EvListen: unsafe.Sizeof(EventListen{}),
+	EvIoctl: unsafe.Sizeof(EventIoctl{}), EvCall: unsafe.Sizeof(EventCall{}),
+	EvChdir: unsafe.Sizeof(EventChdir{}),
+}
+
+// Decode checks a raw ring buffer record and returns its type and a pointer to its
+// payload: a *EventX that aliases raw, valid until raw is reused.
+func Decode(raw []byte) (uint32, unsafe.Pointer, error) {
+	if len(raw) < int(unsafe.Sizeof(Header{})) {
+		return 0, nil, fmt.Errorf("short event: %d bytes", len(raw))
+	}
+	typ := *(*uint32)(unsafe.Pointer(&raw[0]))
+	size, ok := sizes[typ]
+	if !ok {
+		return 0, nil, fmt.Errorf("unknown event type %d", typ)
+	}
+	if uintptr(len(raw)) < size {
+		return 0, nil, fmt.Errorf("event type %d: %d bytes, want %d", typ, len(raw), size)
+	}
+	return typ, unsafe.Pointer(&raw[0]), nil
+}
+
+// Encode is Decode's inverse, for tests and benchmarks that replay events.
+func Encode[T any](ev *T) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(ev)), unsafe.Sizeof(*ev))
+}
+
+// CString converts a NUL-terminated C char array to a string.
+func CString(b []int8) string {
+	for i, c := range b {
+		if c == 0 {
+			return string(unsafe.Slice((*byte)(unsafe.Pointer(&b[0])), i))
+		}
+	}
+	if len(b) == 0 {
+		return ""
+	}
+	return string(unsafe.Slice((*byte)(unsafe.Pointer(&b[0])), len(b)))
+}
+
+// Drain returns the state that the kernel holds back to save events: open read runs,
+// open page-cache miss runs and the byte counts of live sockets, as the events the kernel
+// would send for them. Call it once, when the recording ends.
+func (p *Probes) Drain() ([][]byte, error) {
+	var out [][]byte
+	var fk coldtraceFdkey
+	var r coldtraceRun
+	it := p.coll.Maps["runs"].Iterate()
+	for it.Next(&fk, &r) {
+		ev := EventRead{Dev: r.Dev, Ino: r.Ino, Off: r.Off, Len: r.End - r.Off, First: r.First,
+			Last: r.Last, Busy: r.Busy, Count: r.Count, Fd: fk.Fd}
+		ev.H = Header{Type: EvRead, Pid: fk.Pid, Tid: r.Tid, Ts: r.Last}
+		out = append(out, append([]byte(nil), Encode(&ev)...))
+	}
+	if err := it.Err(); err != nil {
+		return out, fmt.Errorf("drain read runs: %w", err)
+	}
+	var pid uint32
+	var m coldtraceMissRun
+	it = p.coll.Maps["misses"].Iterate()
+	for it.Next(&pid, &m) {
+		ev := EventCacheMiss{Dev: m.Dev, Ino: m.Ino, Index: m.Index, Pages: m.Pages}
+		ev.H = Header{Type: EvCacheMiss, Pid: pid, Tid: m.Tid, Ts: m.Ts}
+		out = append(out, append([]byte(nil), Encode(&ev)...))
+	}
+	if err := it.Err(); err != nil {
+		return out, fmt.Errorf("drain page-cache misses: %w", err)
+	}
+	var sk uint64
+	var s coldtraceSockstate
+	it = p.coll.Maps["socks"].Iterate()
+	for it.Next(&sk, &s) {
+		ev := EventSock{Sk: sk, Recv: s.Recv, Sent: s.Sent, FirstRecv: s.FirstRecv, LastRecv: s.LastRecv, Reason: SockSample}
+		ev.H = Header{Type: EvSock, Pid: s.Pid, Tid: s.Tid, Ts: s.LastRecv}
+		out = append(out, append([]byte(nil), Encode(&ev)...))
+	}
+	if err := it.Err(); err != nil {
+		return out, fmt.Errorf("drain sockets: %w", err)
+	}
+	return out, nil
+}

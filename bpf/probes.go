@@ -1,0 +1,311 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+// Config sizes the kernel side.
+type Config struct {
+	// RingBufferBytes is the ring buffer's size: a power of two, at least a page. Zero
+	// means 16 MiB.
+	RingBufferBytes int
+	// SampleInterval is the least time between two byte-count samples of one socket.
+	// Zero means one millisecond.
+	SampleInterval time.Duration
+}
+
+// Probes is the loaded and attached kernel side.
+type Probes struct {
+	coll   *ebpf.Collection
+	links  []link.Link
+	ring   *ringbuf.Reader
+	status []trace.Probe
+
+	mu       sync.Mutex
+	uprobed  map[string]bool // libraries whose driver calls are uprobed
+	uprobeLk []link.Link
+}
+
+// What each program gives; a program that cannot attach costs exactly this.
+var loses = map[string]string{
+	"sched_fork":     "child processes are not followed",
+	"sched_exec":     "exec'd programs are not named",
+	"sched_exit":     "process exits and exit codes",
+	"page_fault":     "reads of mmapped files (model weights are usually mmapped)",
+	"cache_add":      "page-cache misses",
+	"sock_state":     "outgoing TCP connections and their close",
+	"sock_recv":      "bytes received per connection",
+	"sock_send":      "bytes sent per connection",
+	"enter_ioctl":    "accelerator ioctls",
+	"exit_ioctl":     "accelerator ioctls",
+	"enter_listen":   "readiness (listen)",
+	"exit_listen":    "readiness (listen)",
+	"enter_close":    "descriptor closes (read runs end at the next non-sequential read instead)",
+	"enter_chdir":    "working-directory changes (relative paths may resolve wrongly)",
+	"exit_chdir":     "working-directory changes (relative paths may resolve wrongly)",
+	"enter_fchdir":   "working-directory changes (relative paths may resolve wrongly)",
+	"exit_fchdir":    "working-directory changes (relative paths may resolve wrongly)",
+	"enter_accept":   "accepted TCP connections",
+	"exit_accept":    "accepted TCP connections",
+	"enter_accept4":  "accepted TCP connections",
+	"exit_accept4":   "accepted TCP connections",
+	"enter_mmap":     "file mappings",
+	"exit_mmap":      "file mappings",
+	"call_enter":     "accelerator driver calls (cuInit, context creation)",
+	"call_exit":      "accelerator driver calls (cuInit, context creation)",
+	"enter_open":     "files opened with open(2)",
+	"exit_open":      "files opened with open(2)",
+	"enter_openat":   "files opened with openat(2)",
+	"exit_openat":    "files opened with openat(2)",
+	"enter_openat2":  "files opened with openat2(2)",
+	"exit_openat2":   "files opened with openat2(2)",
+}
+
+func losesFor(prog string) string {
+	if l, ok := loses[prog]; ok {
+		return l
+	}
+	for _, p := range []string{"enter_", "exit_"} {
+		if s, ok := strings.CutPrefix(prog, p); ok {
+			return "file reads through " + s + "(2)"
+		}
+	}
+	return prog
+}
+
+// Load loads the programs into the kernel and attaches them. A program the kernel refuses
+// or an attach point it lacks is recorded in Status and costs only what that program
+// observes; Load fails only when nothing useful could be loaded.
+func Load(cfg Config) (*Probes, error) {
+	if cfg.RingBufferBytes == 0 {
+		cfg.RingBufferBytes = 16 << 20
+	}
+	if cfg.SampleInterval == 0 {
+		cfg.SampleInterval = time.Millisecond
+	}
+	if cfg.RingBufferBytes < os.Getpagesize() || cfg.RingBufferBytes&(cfg.RingBufferBytes-1) != 0 {
+		return nil, fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", cfg.RingBufferBytes, os.Getpagesize())
+	}
+	spec, err := loadColdtrace()
+	if err != nil {
+		return nil, fmt.Errorf("read the embedded BPF object: %w", err)
+	}
+	spec.Maps["events"].MaxEntries = uint32(cfg.RingBufferBytes)
+	if err := spec.Variables["sample_ns"].Set(uint64(cfg.SampleInterval)); err != nil {
+		return nil, err
+	}
+	if err := spec.Variables["fault_around_bytes"].Set(faultAroundBytes()); err != nil {
+		return nil, err
+	}
+
+	p := &Probes{uprobed: map[string]bool{}}
+	// Drop the programs this kernel refuses one at a time, keeping the rest.
+	for {
+		coll, err := ebpf.NewCollection(spec)
+		if err == nil {
+			p.coll = coll
+			break
+		}
+		bad := failingProgram(spec, err)
+		if bad == "" {
+			return nil, fmt.Errorf("load BPF programs: %w", explain(err))
+		}
+		p.status = append(p.status, trace.Probe{Name: bad, Error: firstLine(err), Loses: losesFor(bad)})
+		delete(spec.Programs, bad)
+	}
+	ensureTracefs()
+	names := make([]string, 0, len(spec.Programs))
+	for name := range spec.Programs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		ps := spec.Programs[name]
+		l, err := attach(ps.SectionName, p.coll.Programs[name])
+		switch {
+		case err != nil:
+			p.status = append(p.status, trace.Probe{Name: name, Error: firstLine(err), Loses: losesFor(name)})
+		case l != nil:
+			p.links = append(p.links, l)
+			p.status = append(p.status, trace.Probe{Name: name, Attached: true})
+		}
+	}
+	sort.Slice(p.status, func(i, j int) bool { return p.status[i].Name < p.status[j].Name })
+	if len(p.links) == 0 {
+		p.Close()
+		return nil, errors.New("no probe could be attached; see the messages above")
+	}
+	p.ring, err = ringbuf.NewReader(p.coll.Maps["events"])
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	return p, nil
+}
+
+// attach attaches a program by its section name. Uprobes are attached later, per library.
+func attach(section string, prog *ebpf.Program) (link.Link, error) {
+	kind, target, _ := strings.Cut(section, "/")
+	switch kind {
+	case "tracepoint":
+		group, name, _ := strings.Cut(target, "/")
+		return link.Tracepoint(group, name, prog, nil)
+	case "tp_btf":
+		return link.AttachTracing(link.TracingOptions{Program: prog})
+	case "uprobe", "uretprobe":
+		return nil, nil
+	}
+	return nil, fmt.Errorf("unknown section %q", section)
+}
+
+func failingProgram(spec *ebpf.CollectionSpec, err error) string {
+	msg := err.Error()
+	for name := range spec.Programs {
+		if strings.Contains(msg, "program "+name+":") {
+			return name
+		}
+	}
+	return ""
+}
+
+func explain(err error) error {
+	if errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("%w (coldtrace needs root or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE)", err)
+	}
+	return err
+}
+
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
+}
+
+// ensureTracefs mounts tracefs where it is missing: tracepoint links need its event IDs.
+func ensureTracefs() {
+	for _, d := range []string{"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"} {
+		if _, err := os.Stat(d); err == nil {
+			return
+		}
+	}
+	_ = unix.Mount("nodev", "/sys/kernel/tracing", "tracefs", 0, "")
+}
+
+// faultAroundBytes is the kernel's fault-around window (debugfs shows it when mounted).
+func faultAroundBytes() uint64 {
+	b, err := os.ReadFile("/sys/kernel/debug/fault_around_bytes")
+	if err == nil {
+		var n uint64
+		if _, err := fmt.Sscan(string(b), &n); err == nil && n >= 4096 && n&(n-1) == 0 {
+			return n
+		}
+	}
+	return 65536
+}
+
+// Status lists every program and whether it is attached.
+func (p *Probes) Status() []trace.Probe { return append([]trace.Probe(nil), p.status...) }
+
+// TrackPID adds a process to the traced set; its descendants follow through fork.
+func (p *Probes) TrackPID(pid uint32) error {
+	return p.coll.Maps["tracked_pids"].Put(pid, uint8(1))
+}
+
+// TrackCgroup adds a cgroup (by its v2 id) to the traced set.
+func (p *Probes) TrackCgroup(id uint64) error {
+	return p.coll.Maps["tracked_cgroups"].Put(id, uint8(1))
+}
+
+// UntrackCgroup removes a cgroup from the traced set.
+func (p *Probes) UntrackCgroup(id uint64) error {
+	return p.coll.Maps["tracked_cgroups"].Delete(id)
+}
+
+// Ring is the ring buffer the events arrive on.
+func (p *Probes) Ring() *ringbuf.Reader { return p.ring }
+
+// Lost is the number of events dropped because the ring buffer was full.
+func (p *Probes) Lost() (uint64, error) {
+	var perCPU []uint64
+	if err := p.coll.Maps["lost"].Lookup(uint32(0), &perCPU); err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n, nil
+}
+
+// DriverCalls are the user-space driver functions uprobed in an accelerator library; the
+// index is the attach cookie that call events carry.
+var DriverCalls = []string{"cuInit", "cuDevicePrimaryCtxRetain", "cuCtxCreate", "cuCtxCreate_v2", "cuCtxCreate_v3"}
+
+// AttachLibrary uprobes the driver calls that the library at path exports. It is safe to
+// call again for the same library.
+func (p *Probes) AttachLibrary(path string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.uprobed[path] {
+		return nil
+	}
+	enter, exit := p.coll.Programs["call_enter"], p.coll.Programs["call_exit"]
+	if enter == nil || exit == nil {
+		return errors.New("uprobe programs are not loaded")
+	}
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for i, sym := range DriverCalls {
+		opts := &link.UprobeOptions{Cookie: uint64(i)}
+		in, err := ex.Uprobe(sym, enter, opts)
+		if err != nil {
+			continue // not every driver version exports every variant
+		}
+		out, err := ex.Uretprobe(sym, exit, opts)
+		if err != nil {
+			in.Close()
+			return fmt.Errorf("uretprobe %s in %s: %w", sym, path, err)
+		}
+		p.uprobeLk = append(p.uprobeLk, in, out)
+		n++
+	}
+	if n == 0 {
+		return fmt.Errorf("%s exports none of %s", path, strings.Join(DriverCalls, ", "))
+	}
+	p.uprobed[path] = true
+	return nil
+}
+
+// Close detaches and unloads everything.
+func (p *Probes) Close() error {
+	if p.ring != nil {
+		p.ring.Close()
+	}
+	p.mu.Lock()
+	for _, l := range p.uprobeLk {
+		l.Close()
+	}
+	p.mu.Unlock()
+	for _, l := range p.links {
+		l.Close()
+	}
+	if p.coll != nil {
+		p.coll.Close()
+	}
+	return nil
+}

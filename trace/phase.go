@@ -1,0 +1,73 @@
+package trace
+
+import "time"
+
+// PhaseName is one of the phases of DESIGN.md.
+type PhaseName string
+
+const (
+	PhasePull    PhaseName = "pull"
+	PhaseUnpack  PhaseName = "unpack"
+	PhaseCreate  PhaseName = "create"
+	PhaseInit    PhaseName = "init"
+	PhaseFetch   PhaseName = "fetch"
+	PhaseLoad    PhaseName = "load"
+	PhaseGPU     PhaseName = "gpu"
+	PhaseCompute PhaseName = "compute"
+)
+
+// Phases lists every phase in the order of a typical cold start.
+var Phases = []PhaseName{PhasePull, PhaseUnpack, PhaseCreate, PhaseInit, PhaseFetch, PhaseLoad, PhaseGPU, PhaseCompute}
+
+// Known reports whether p is a phase of this format version.
+func (p PhaseName) Known() bool {
+	for _, q := range Phases {
+		if p == q {
+			return true
+		}
+	}
+	return false
+}
+
+// Phase is one phase's own view: its span from first to last activity, the time it was
+// actually busy, what it moved, and the part of the critical path attributed to it.
+type Phase struct {
+	Name  PhaseName `json:"name"`
+	Start Duration  `json:"start_ns"`
+	End   Duration  `json:"end_ns"`
+	// Busy is the union of the phase's activity intervals; at most End-Start.
+	Busy Duration `json:"busy_ns"`
+	// Critical is the time of the critical path attributed to this phase. The Critical
+	// values of all phases add up to the trace's Duration.
+	Critical Duration `json:"critical_ns"`
+	Bytes    int64    `json:"bytes,omitempty"`
+	// Activity is the merged list of intervals in which the phase was active.
+	Activity []Interval `json:"activity,omitempty"`
+}
+
+// Span is End-Start.
+func (p Phase) Span() time.Duration { return p.End - p.Start }
+
+// Interval is a half-open interval [Start, End) of trace time.
+type Interval struct {
+	Start Duration `json:"s"`
+	End   Duration `json:"e"`
+}
+
+// Segment is a piece of the critical path: every instant of [0, Duration) belongs to
+// exactly one segment, and segments are sorted and contiguous.
+type Segment struct {
+	Phase PhaseName `json:"phase"`
+	Start Duration  `json:"start_ns"`
+	End   Duration  `json:"end_ns"`
+}
+
+// Phase returns the named phase, or false when the trace has none of that name.
+func (t *Trace) Phase(name PhaseName) (Phase, bool) {
+	for _, p := range t.Phases {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Phase{}, false
+}
