@@ -295,6 +295,9 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		return 0;
 	e->ppid = p->real_parent->tgid;
 	e->_pad = 0;
+	struct inode *inode = bprm->file->f_inode;
+	e->dev = inode->i_sb->s_dev;
+	e->ino = inode->i_ino;
 	__builtin_memcpy(e->comm, p->comm, COMM_LEN);
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), bprm->filename);
 	bpf_ringbuf_submit(e, 0);

@@ -49,6 +49,8 @@ struct event_fork {
 
 struct event_exec {
 	struct hdr h;
+	__u64 dev; /* the executable's inode, to name its mappings */
+	__u64 ino;
 	__u32 ppid;
 	__u32 _pad;
 	char comm[COMM_LEN];

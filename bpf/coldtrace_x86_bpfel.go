@@ -74,6 +74,8 @@ type coldtraceEventConn struct {
 type coldtraceEventExec struct {
 	_        structs.HostLayout
 	H        coldtraceHdr
+	Dev      uint64
+	Ino      uint64
 	Ppid     uint32
 	Pad      uint32
 	Comm     [16]int8

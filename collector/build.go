@@ -1,0 +1,159 @@
+package collector
+
+import (
+	"sort"
+	"time"
+
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+// mergeGap joins activity intervals of one phase that are closer than this: a loop of
+// reads with microseconds between them is one stretch of loading, not thousands.
+const mergeGap = time.Millisecond
+
+// Meta is what the recorder knows beyond the kernel's events.
+type Meta struct {
+	ID       string
+	Workload trace.Workload
+	Start    time.Time // wall-clock time zero
+	End      uint64    // CLOCK_MONOTONIC end of the recording
+	Outcome  trace.Outcome
+	Error    string
+	Lost     uint64
+	Warnings []string
+	Host     trace.Host
+	// Activity adds intervals the events cannot show, such as pull, unpack and create of
+	// a container, observed through the runtime.
+	Activity map[trace.PhaseName][]trace.Interval
+	Pull     *trace.Pull
+}
+
+// Trace assembles the trace of everything handled so far.
+func (c *Collector) Trace(m Meta) *trace.Trace {
+	c.nameFiles()
+	end := c.rel(m.End)
+	t := &trace.Trace{
+		Format: trace.Format, Version: trace.Version,
+		ID: m.ID, Workload: m.Workload, Start: m.Start, MonotonicStart: int64(c.t0),
+		Duration: end, Outcome: m.Outcome, Error: m.Error,
+		LostEvents: m.Lost, Warnings: m.Warnings, Host: m.Host, Pull: m.Pull,
+		Processes: []trace.Process{}, Files: []trace.File{}, Conns: []trace.Conn{},
+	}
+	if c.ready != nil && c.ready.At <= end {
+		r := *c.ready
+		t.Ready = &r
+	}
+	if m.Lost > 0 {
+		t.Incomplete = true
+	}
+	if m.Outcome != trace.OutcomeReady && m.Outcome != trace.OutcomeExited {
+		t.Incomplete = true
+	}
+	for _, pid := range c.order {
+		t.Processes = append(t.Processes, c.procs[pid].Process)
+	}
+	for _, f := range c.files {
+		t.Files = append(t.Files, c.finishFile(f))
+	}
+	sort.Slice(t.Files, func(i, j int) bool {
+		a, b := t.Files[i], t.Files[j]
+		if a.FirstOpen != b.FirstOpen {
+			return a.FirstOpen < b.FirstOpen
+		}
+		return a.Path < b.Path
+	})
+	for _, sk := range c.connSeq {
+		t.Conns = append(t.Conns, c.conns[sk].Conn)
+	}
+	t.GPU = c.gpu
+	t.GPU.Ioctls = nil
+	for _, st := range c.ioctls {
+		t.GPU.Ioctls = append(t.GPU.Ioctls, *st)
+	}
+	sort.Slice(t.GPU.Ioctls, func(i, j int) bool {
+		a, b := t.GPU.Ioctls[i], t.GPU.Ioctls[j]
+		if a.Device != b.Device {
+			return a.Device < b.Device
+		}
+		return a.Request < b.Request
+	})
+	sort.Slice(t.GPU.Calls, func(i, j int) bool { return t.GPU.Calls[i].Start < t.GPU.Calls[j].Start })
+	t.Phases, t.Critical = segment(t, c.activity(t, m.Activity), c.firstExec())
+	return t
+}
+
+// finishFile coalesces a file's ranges and counts.
+func (c *Collector) finishFile(f *fileState) trace.File {
+	out := f.File
+	faults := clip(coalesce(f.faults), f.Size)
+	for _, r := range faults {
+		out.MappedBytes += r.Len
+	}
+	out.Ranges = coalesce(append(coalesce(f.reads), faults...))
+	for i, m := range f.misses {
+		out.CacheMisses += int64(m.pages)
+		if at := c.rel(m.at); i == 0 || at < out.CacheMissAt {
+			out.CacheMissAt = at
+		}
+	}
+	return out
+}
+
+// coalesce sorts ranges and merges those that overlap or touch; a merged range keeps the
+// earliest first access and how that access was made.
+func coalesce(rs []trace.Range) []trace.Range {
+	if len(rs) == 0 {
+		return nil
+	}
+	sorted := append([]trace.Range(nil), rs...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Off < sorted[j].Off })
+	out := sorted[:1]
+	for _, r := range sorted[1:] {
+		last := &out[len(out)-1]
+		if r.Off > last.End() {
+			out = append(out, r)
+			continue
+		}
+		if end := r.End(); end > last.End() {
+			last.Len = end - last.Off
+		}
+		if r.First < last.First {
+			last.First, last.Via = r.First, r.Via
+		}
+		if r.Last > last.Last {
+			last.Last = r.Last
+		}
+	}
+	return out
+}
+
+// clip cuts ranges at the file's size: a fault-around window can reach past the end.
+func clip(rs []trace.Range, size int64) []trace.Range {
+	if size <= 0 {
+		return rs
+	}
+	out := rs[:0]
+	for _, r := range rs {
+		if r.Off >= size {
+			continue
+		}
+		if r.End() > size {
+			r.Len = size - r.Off
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func (c *Collector) firstExec() trace.Duration {
+	first := trace.Duration(-1)
+	for _, p := range c.procs {
+		if first < 0 || p.Exec < first {
+			first = p.Exec
+		}
+	}
+	if first < 0 {
+		return 0
+	}
+	return first
+}

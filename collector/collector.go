@@ -1,0 +1,476 @@
+// Package collector turns the kernel's events into a cold-start trace: it keeps the state
+// the events refer to (processes, their working directories and descriptor tables, files
+// by inode, connections by socket), resolves paths, coalesces byte ranges, and at the end
+// segments the timeline into phases and a critical path.
+package collector
+
+import (
+	"fmt"
+	"path"
+	"path/filepath"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/coldtrace/coldtrace/bpf"
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+// DefaultDevicePatterns are the accelerator device nodes of DESIGN.md, as path.Match globs.
+var DefaultDevicePatterns = []string{
+	"/dev/nvidia*", "/dev/nvidia-uvm*", "/dev/nvidia-caps/*", "/dev/dri/*", "/dev/kfd",
+	"/dev/accel/*", "/dev/neuron*",
+}
+
+// DriverLibraryPattern matches the user-space driver whose calls are uprobed.
+const DriverLibraryPattern = "libcuda.so*"
+
+const atFDCWD = -100
+
+// Options configure a Collector.
+type Options struct {
+	// DevicePatterns are globs of accelerator device nodes; nil means the defaults.
+	DevicePatterns []string
+	// OnDriverLibrary is called, from the event loop, when a traced process opens a file
+	// that matches DriverLibraryPattern; pid is the opener, so that the path can be
+	// reached through /proc/PID/root.
+	OnDriverLibrary func(pid uint32, path string)
+}
+
+type fileKey struct{ dev, ino uint64 }
+
+type fdInfo struct {
+	path string
+	key  fileKey
+	mode uint32
+	rdev uint64
+}
+
+type proc struct {
+	trace.Process
+	cwd string
+	fds map[int32]fdInfo
+}
+
+type fileState struct {
+	trace.File
+	reads  []trace.Range // as they arrived, coalesced at the end
+	faults []trace.Range
+	misses []missRun
+}
+
+type missRun struct {
+	index, pages uint64
+	at           uint64
+}
+
+type connState struct {
+	trace.Conn
+	sampled bool
+}
+
+type ioctlKey struct {
+	rdev uint64
+	req  uint64
+}
+
+// Collector accumulates events. It is not safe for concurrent use: one event loop owns it.
+type Collector struct {
+	opts    Options
+	t0      uint64 // time zero on CLOCK_MONOTONIC
+	procs   map[uint32]*proc
+	order   []uint32 // processes in order of appearance
+	files   map[fileKey]*fileState
+	conns   map[uint64]*connState
+	connSeq []uint64
+	devices map[uint64]string // rdev of accelerator nodes -> path
+	ioctls  map[ioctlKey]*trace.IoctlStat
+	gpu     trace.GPU
+	gpuActs []trace.Interval // ioctls and mappings of accelerator devices
+	ready   *trace.Ready
+	events  uint64
+	errors  uint64
+}
+
+// New returns an empty collector whose time zero is start (CLOCK_MONOTONIC ns).
+func New(start uint64, opts Options) *Collector {
+	if opts.DevicePatterns == nil {
+		opts.DevicePatterns = DefaultDevicePatterns
+	}
+	return &Collector{
+		opts:    opts,
+		t0:      start,
+		procs:   map[uint32]*proc{},
+		files:   map[fileKey]*fileState{},
+		conns:   map[uint64]*connState{},
+		devices: map[uint64]string{},
+		ioctls:  map[ioctlKey]*trace.IoctlStat{},
+	}
+}
+
+// Start is time zero on CLOCK_MONOTONIC.
+func (c *Collector) Start() uint64 { return c.t0 }
+
+// Events is the number of events handled; Errors the number refused as malformed.
+func (c *Collector) Events() uint64 { return c.events }
+func (c *Collector) Errors() uint64 { return c.errors }
+
+// Ready is the first listen of a traced process, or nil.
+func (c *Collector) Ready() *trace.Ready { return c.ready }
+
+// AddProcess registers a process that was traced from its start without a fork event
+// (the root of `record -- CMD`), with its working directory and executable.
+func (c *Collector) AddProcess(pid, ppid uint32, exe, cwd string, at uint64) {
+	p := c.proc(pid)
+	p.PPID = int(ppid)
+	p.Exe = exe
+	p.Comm = filepath.Base(exe)
+	p.Exec = c.rel(at)
+	p.Fork = c.rel(at)
+	p.cwd = cwd
+}
+
+// rel converts a monotonic timestamp into trace time; events from before time zero (a
+// read run that started earlier) clamp to zero.
+func (c *Collector) rel(ts uint64) trace.Duration {
+	if ts <= c.t0 {
+		return 0
+	}
+	return trace.Duration(ts - c.t0)
+}
+
+func (c *Collector) proc(pid uint32) *proc {
+	p, ok := c.procs[pid]
+	if !ok {
+		p = &proc{Process: trace.Process{PID: int(pid)}, fds: map[int32]fdInfo{}}
+		c.procs[pid] = p
+		c.order = append(c.order, pid)
+	}
+	return p
+}
+
+// Handle applies one raw ring buffer record.
+func (c *Collector) Handle(raw []byte) error {
+	typ, ptr, err := bpf.Decode(raw)
+	if err != nil {
+		c.errors++
+		return err
+	}
+	c.events++
+	switch typ {
+	case bpf.EvFork:
+		c.fork((*bpf.EventFork)(ptr))
+	case bpf.EvExec:
+		c.exec((*bpf.EventExec)(ptr))
+	case bpf.EvExit:
+		e := (*bpf.EventExit)(ptr)
+		p := c.proc(e.H.Pid)
+		p.Exit = c.rel(e.H.Ts)
+		p.ExitCode = int(e.Code)
+	case bpf.EvOpen:
+		c.open((*bpf.EventOpen)(ptr))
+	case bpf.EvClose:
+		e := (*bpf.EventClose)(ptr)
+		delete(c.proc(e.H.Pid).fds, e.Fd)
+	case bpf.EvRead:
+		c.read((*bpf.EventRead)(ptr))
+	case bpf.EvMmap:
+		c.mmap((*bpf.EventMmap)(ptr))
+	case bpf.EvFault:
+		e := (*bpf.EventFault)(ptr)
+		f := c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, -1)
+		at := c.rel(e.H.Ts)
+		f.faults = append(f.faults, trace.Range{Off: e.Off, Len: e.Len, First: at, Last: at, Via: trace.AccessMmap})
+	case bpf.EvCacheMiss:
+		e := (*bpf.EventCacheMiss)(ptr)
+		f := c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, -1)
+		f.misses = append(f.misses, missRun{index: e.Index, pages: e.Pages, at: e.H.Ts})
+	case bpf.EvConn:
+		c.conn((*bpf.EventConn)(ptr))
+	case bpf.EvSock:
+		c.sock((*bpf.EventSock)(ptr))
+	case bpf.EvListen:
+		e := (*bpf.EventListen)(ptr)
+		if c.ready == nil {
+			c.ready = &trace.Ready{At: c.rel(e.H.Ts), Kind: "listen", PID: int(e.H.Pid),
+				Addr: formatAddr(e.Family, e.Addr, e.Port)}
+		}
+	case bpf.EvIoctl:
+		c.ioctl((*bpf.EventIoctl)(ptr))
+	case bpf.EvCall:
+		e := (*bpf.EventCall)(ptr)
+		name := fmt.Sprintf("call#%d", e.Cookie)
+		if int(e.Cookie) < len(bpf.DriverCalls) {
+			name = bpf.DriverCalls[e.Cookie]
+		}
+		c.gpu.Calls = append(c.gpu.Calls, trace.Call{Name: name, PID: int(e.H.Pid), TID: int(e.H.Tid),
+			Start: c.rel(e.Start), End: c.rel(e.H.Ts), Return: e.Ret})
+	case bpf.EvChdir:
+		e := (*bpf.EventChdir)(ptr)
+		p := c.proc(e.H.Pid)
+		if e.Fd >= 0 {
+			if fd, ok := p.fds[e.Fd]; ok {
+				p.cwd = fd.path
+			}
+		} else {
+			p.cwd = c.resolve(p, atFDCWD, bpf.CString(e.Path[:]))
+		}
+	}
+	return nil
+}
+
+func (c *Collector) fork(e *bpf.EventFork) {
+	parent := c.proc(e.H.Pid)
+	child := c.proc(e.Child)
+	child.PPID = int(e.H.Pid)
+	child.Fork = c.rel(e.H.Ts)
+	child.Comm = bpf.CString(e.Comm[:])
+	child.Exe = parent.Exe
+	child.Cgroup = e.H.Cgroup
+	child.cwd = parent.cwd
+	for fd, info := range parent.fds {
+		child.fds[fd] = info
+	}
+}
+
+func (c *Collector) exec(e *bpf.EventExec) {
+	p := c.proc(e.H.Pid)
+	p.Exec = c.rel(e.H.Ts)
+	p.Comm = bpf.CString(e.Comm[:])
+	p.Exe = c.resolve(p, atFDCWD, bpf.CString(e.Filename[:]))
+	p.Cgroup = e.H.Cgroup
+	f := c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, -1)
+	if strings.HasPrefix(f.Path, "inode:") {
+		f.Path = p.Exe
+	}
+	if p.PPID == 0 {
+		p.PPID = int(e.Ppid)
+	}
+}
+
+// resolve makes name absolute: relative to the process's working directory, or to the
+// directory open at dirfd.
+func (c *Collector) resolve(p *proc, dirfd int32, name string) string {
+	if name == "" {
+		return ""
+	}
+	if path.IsAbs(name) {
+		return path.Clean(name)
+	}
+	base := p.cwd
+	if dirfd != atFDCWD {
+		base = p.fds[dirfd].path
+	}
+	if base == "" {
+		// We joined late (the agent's case): the process itself knows.
+		if cwd, err := readlinkProc(p.PID, int(dirfd)); err == nil {
+			base = cwd
+			if dirfd == atFDCWD {
+				p.cwd = cwd
+			}
+		} else {
+			return name
+		}
+	}
+	return path.Join(base, name)
+}
+
+const (
+	sIFMT  = 0o170000
+	sIFREG = 0o100000
+	sIFCHR = 0o020000
+	sIFDIR = 0o040000
+)
+
+func (c *Collector) open(e *bpf.EventOpen) {
+	p := c.proc(e.H.Pid)
+	name := c.resolve(p, e.Dirfd, bpf.CString(e.Path[:]))
+	key := fileKey{e.Dev, e.Ino}
+	p.fds[e.Fd] = fdInfo{path: name, key: key, mode: e.Mode, rdev: e.Rdev}
+	switch e.Mode & sIFMT {
+	case sIFREG:
+		f := c.file(key, e.H.Pid, e.Fd)
+		if strings.HasPrefix(f.Path, "inode:") {
+			f.Path = name
+		}
+		if f.Opens == 0 || c.rel(e.H.Ts) < f.FirstOpen {
+			f.FirstOpen = c.rel(e.H.Ts)
+		}
+		f.Opens++
+		if e.Size > f.Size {
+			f.Size = e.Size
+		}
+		if ok, _ := path.Match(DriverLibraryPattern, path.Base(name)); ok {
+			if c.gpu.Library == "" {
+				c.gpu.Library = name
+			}
+			if c.opts.OnDriverLibrary != nil {
+				c.opts.OnDriverLibrary(e.H.Pid, name)
+			}
+		}
+	case sIFCHR:
+		if c.isDevice(name) {
+			c.devices[e.Rdev] = name
+			c.gpu.Opens = append(c.gpu.Opens, trace.DeviceOpen{Path: name, PID: int(e.H.Pid), At: c.rel(e.H.Ts)})
+		}
+	}
+}
+
+func (c *Collector) isDevice(name string) bool {
+	for _, pat := range c.opts.DevicePatterns {
+		if ok, _ := path.Match(pat, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// file returns the state of an inode, naming it from the descriptor when it was not
+// seen opening (a descriptor inherited from outside the traced tree).
+func (c *Collector) file(key fileKey, pid uint32, fd int32) *fileState {
+	f, ok := c.files[key]
+	if !ok {
+		f = &fileState{File: trace.File{Dev: key.dev, Ino: key.ino,
+			Path: fmt.Sprintf("inode:%d:%d", key.dev, key.ino)}}
+		if p, ok := c.procs[pid]; ok && fd >= 0 {
+			if info, ok := p.fds[fd]; ok && info.key == key {
+				f.Path = info.path
+			}
+		}
+		c.files[key] = f
+	}
+	return f
+}
+
+func (c *Collector) read(e *bpf.EventRead) {
+	f := c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, e.Fd)
+	f.reads = append(f.reads, trace.Range{Off: e.Off, Len: e.Len, First: c.rel(e.First), Last: c.rel(e.Last), Via: trace.AccessRead})
+	f.BytesRead += e.Len
+	f.ReadTime += trace.Duration(e.Busy)
+}
+
+func (c *Collector) mmap(e *bpf.EventMmap) {
+	switch e.Mode & sIFMT {
+	case sIFREG:
+		c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, e.Fd).Mmaps++
+	case sIFCHR:
+		if _, ok := c.devices[e.Rdev]; ok {
+			c.gpu.Mmaps++
+			at := c.rel(e.H.Ts)
+			c.gpuActs = append(c.gpuActs, trace.Interval{Start: at, End: at})
+		}
+	}
+}
+
+func (c *Collector) conn(e *bpf.EventConn) {
+	cs := c.connFor(e.Sk, e.H.Pid)
+	cs.Local = formatAddr(e.Family, e.Saddr, e.Sport)
+	cs.Remote = formatAddr(e.Family, e.Daddr, e.Dport)
+	cs.Open = c.rel(e.Open)
+	cs.Dir = "connect"
+	if e.Dir == bpf.DirAccept {
+		cs.Dir = "accept"
+	}
+}
+
+func (c *Collector) connFor(sk uint64, pid uint32) *connState {
+	cs, ok := c.conns[sk]
+	if !ok {
+		cs = &connState{Conn: trace.Conn{PID: int(pid), Role: "peer"}}
+		c.conns[sk] = cs
+		c.connSeq = append(c.connSeq, sk)
+	}
+	return cs
+}
+
+func (c *Collector) sock(e *bpf.EventSock) {
+	cs := c.connFor(e.Sk, e.H.Pid)
+	cs.BytesRecv, cs.BytesSent = int64(e.Recv), int64(e.Sent)
+	if e.FirstRecv != 0 {
+		cs.FirstRecv = c.rel(e.FirstRecv)
+		cs.LastRecv = c.rel(e.LastRecv)
+	}
+	at := c.rel(e.H.Ts)
+	if e.Reason == bpf.SockClose {
+		cs.Close = at
+	}
+	if n := len(cs.Samples); n == 0 || cs.Samples[n-1].Recv != cs.BytesRecv || cs.Samples[n-1].Sent != cs.BytesSent {
+		if e.LastRecv != 0 && e.Reason == bpf.SockClose {
+			at = cs.LastRecv // the bytes arrived then, not at the close
+		}
+		cs.Samples = append(cs.Samples, trace.Sample{At: at, Recv: cs.BytesRecv, Sent: cs.BytesSent})
+	}
+}
+
+func (c *Collector) ioctl(e *bpf.EventIoctl) {
+	dev, ok := c.devices[e.Rdev]
+	if !ok {
+		return
+	}
+	k := ioctlKey{e.Rdev, e.Request}
+	st, ok := c.ioctls[k]
+	start, end := c.rel(e.Start), c.rel(e.H.Ts)
+	if !ok {
+		st = &trace.IoctlStat{Device: dev, Request: e.Request, First: start}
+		c.ioctls[k] = st
+	}
+	st.Count++
+	st.Total += end - start
+	st.Last = end
+	c.gpuActs = append(c.gpuActs, trace.Interval{Start: start, End: end})
+}
+
+// minWeightsSize is the size from which a file with a generic weights extension (.bin,
+// .pt, ...) counts as model weights: small .pth files are Python path files.
+const minWeightsSize = 1 << 20
+
+// Classify names a file's kind from its path and size: weights by extension (and size,
+// for extensions that other files use too), libraries by the conventions of shared
+// objects and interpreter modules.
+func Classify(p string, size int64) trace.FileKind {
+	base := strings.ToLower(path.Base(p))
+	switch path.Ext(base) {
+	case ".safetensors", ".gguf", ".onnx", ".engine", ".plan":
+		return trace.KindWeights
+	case ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".npz", ".pb", ".tflite":
+		if size >= minWeightsSize {
+			return trace.KindWeights
+		}
+		return trace.KindOther
+	case ".so", ".py", ".pyc", ".pyd", ".jar":
+		return trace.KindLibrary
+	}
+	if i := strings.Index(base, ".so."); i > 0 && len(base) > i+4 && base[i+4] >= '0' && base[i+4] <= '9' {
+		return trace.KindLibrary // versioned shared objects: libc.so.6
+	}
+	return trace.KindOther
+}
+
+func formatAddr(family uint16, addr [16]uint8, port uint16) string {
+	const afInet6 = 10
+	if family == afInet6 {
+		return fmt.Sprintf("[%s]:%d", ipv6(addr), port)
+	}
+	return fmt.Sprintf("%d.%d.%d.%d:%d", addr[0], addr[1], addr[2], addr[3], port)
+}
+
+func ipv6(a [16]uint8) string { return net.IP(a[:]).String() }
+
+// readlinkProc asks procfs for a live process's working directory or open directory.
+func readlinkProc(pid, dirfd int) (string, error) {
+	link := "/proc/" + strconv.Itoa(pid) + "/cwd"
+	if dirfd != atFDCWD {
+		link = "/proc/" + strconv.Itoa(pid) + "/fd/" + strconv.Itoa(dirfd)
+	}
+	return os.Readlink(link)
+}
+
+// Process returns what is known of a traced process.
+func (c *Collector) Process(pid uint32) (trace.Process, bool) {
+	p, ok := c.procs[pid]
+	if !ok {
+		return trace.Process{}, false
+	}
+	return p.Process, true
+}
