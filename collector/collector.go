@@ -6,10 +6,10 @@ package collector
 
 import (
 	"fmt"
-	"path"
-	"path/filepath"
 	"net"
 	"os"
+	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 
