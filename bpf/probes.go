@@ -301,9 +301,13 @@ func (p *Probes) Close() error {
 		l.Close()
 	}
 	p.mu.Unlock()
+	// Each detach waits for an RCU grace period; detaching in parallel shares them.
+	var wg sync.WaitGroup
 	for _, l := range p.links {
-		l.Close()
+		wg.Add(1)
+		go func() { defer wg.Done(); l.Close() }()
 	}
+	wg.Wait()
 	if p.coll != nil {
 		p.coll.Close()
 	}
