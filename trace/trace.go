@@ -53,14 +53,14 @@ type Trace struct {
 	Warnings   []string `json:"warnings,omitempty"`
 	LostEvents uint64   `json:"lost_events"`
 
-	Host      Host        `json:"host"`
-	Processes []Process   `json:"processes"`
-	Files     []File      `json:"files"`
-	Conns     []Conn      `json:"conns"`
-	GPU       GPU         `json:"gpu"`
-	Pull      *Pull       `json:"pull,omitempty"`
-	Phases    []Phase     `json:"phases"`
-	Critical  []Segment   `json:"critical_path"`
+	Host      Host      `json:"host"`
+	Processes []Process `json:"processes"`
+	Files     []File    `json:"files"`
+	Conns     []Conn    `json:"conns"`
+	GPU       GPU       `json:"gpu"`
+	Pull      *Pull     `json:"pull,omitempty"`
+	Phases    []Phase   `json:"phases"`
+	Critical  []Segment `json:"critical_path"`
 }
 
 // Duration is a time.Duration that marshals as integer nanoseconds.
@@ -116,8 +116,8 @@ type Host struct {
 	Links       []Link   `json:"links,omitempty"`
 	GPUs        []GPUDev `json:"gpus,omitempty"`
 	// Driver is the accelerator driver version where one is loaded.
-	Driver      string `json:"driver,omitempty"`
-	Persistence string `json:"persistence_mode,omitempty"` // "enabled", "disabled" or empty
+	Driver      string  `json:"driver,omitempty"`
+	Persistence string  `json:"persistence_mode,omitempty"` // "enabled", "disabled" or empty
 	Probes      []Probe `json:"probes"`
 }
 
@@ -194,9 +194,9 @@ type File struct {
 	ReadTime Duration `json:"read_time_ns"`
 	// CacheMisses counts pages of the file added to the page cache (read from storage)
 	// during the recording; CacheMissAt is when the first one happened.
-	CacheMisses  int64    `json:"cache_miss_pages"`
-	CacheMissAt  Duration `json:"cache_miss_ns,omitempty"`
-	Mmaps        int      `json:"mmaps,omitempty"`
+	CacheMisses int64    `json:"cache_miss_pages"`
+	CacheMissAt Duration `json:"cache_miss_ns,omitempty"`
+	Mmaps       int      `json:"mmaps,omitempty"`
 }
 
 // LayerRef ties a file to an image layer.
