@@ -1,0 +1,83 @@
+# coldtrace — build, test and CI entry points. `make help` lists them.
+#
+# Tests load BPF programs and start containerd and Prometheus: run `make test` as root on
+# a kernel with BTF. With CI=true, a test that cannot run here fails instead of skipping.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+GO        ?= go
+BINARY    ?= coldtrace
+PKG       := ./cmd/coldtrace
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+
+# Packages for `make test` / `make bench` / `make fuzz`.
+PKGS      ?= ./...
+BENCH_PKGS ?= $(PKGS)
+BENCH     ?= .
+BENCHTIME ?= 1s
+BENCHFLAGS ?= -benchmem
+TESTFLAGS ?=
+FUZZTIME  ?= 10s
+
+SHELL_SCRIPTS := hack/install-deps.sh .ci/run
+
+.PHONY: help generate check-generate build test bench lint fuzz install clean
+
+help: ## list the targets
+	@echo 'usage: make TARGET [VAR=value ...]'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-15s %s\n", $$1, $$2 }'
+	@echo 'variables: PKGS=$(PKGS) BENCH_PKGS=$(BENCH_PKGS) BENCHTIME=$(BENCHTIME) FUZZTIME=$(FUZZTIME) VERSION=$(VERSION)'
+
+generate: ## regenerate the BPF objects and Go bindings in bpf/ (bpf2go, clang-19); commit them
+	$(GO) generate ./bpf
+
+check-generate: generate ## fail if a fresh generate differs from the committed bpf/ files
+	@if [[ -n "$$(git status --porcelain -- bpf/)" ]]; then \
+		echo 'bpf/ differs from a fresh `make generate`:'; \
+		git status --porcelain -- bpf/; \
+		git --no-pager diff --stat -- bpf/; \
+		echo 'run `make generate` and commit the result'; \
+		exit 1; \
+	fi
+	@echo 'bpf/ matches a fresh generate'
+
+build: ## build the static binary ./coldtrace
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BINARY) $(PKG)
+
+test: ## run every test (as root; CI=true turns skips for missing root/BPF/tools into failures)
+	$(GO) test -count=1 $(TESTFLAGS) $(PKGS)
+
+bench: ## run the benchmarks (BENCH_PKGS, BENCH, BENCHTIME)
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) $(BENCHFLAGS) $(BENCH_PKGS)
+
+lint: ## gofmt, go vet, and shellcheck where installed
+	@files="$$(git ls-files --cached --others --exclude-standard -- '*.go' | grep -v '/testdata/' || true)"; \
+	out="$$([[ -z "$$files" ]] || gofmt -l $$files)"; \
+	if [[ -n "$$out" ]]; then echo 'gofmt -l: these files need gofmt -w:'; echo "$$out"; exit 1; fi; \
+	echo 'gofmt: ok'
+	$(GO) vet $(PKGS)
+	@if command -v shellcheck >/dev/null; then \
+		echo shellcheck $(SHELL_SCRIPTS); shellcheck $(SHELL_SCRIPTS); \
+	else echo 'shellcheck not installed: skipped'; fi
+
+fuzz: ## run each Fuzz* target of PKGS for FUZZTIME (default 10s), one after another
+	@list="$$($(GO) test -list '^Fuzz' $(PKGS))"; \
+	targets="$$(awk '/^Fuzz/ { names = names " " $$1; next } \
+		/^ok / { n = split(names, a, " "); for (i = 1; i <= n; i++) print $$2, a[i]; names = "" }' <<<"$$list")"; \
+	if [[ -z "$$targets" ]]; then echo 'no Fuzz targets'; exit 0; fi; \
+	while read -r pkg target; do \
+		echo "== fuzz $$pkg $$target ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "$$pkg" </dev/null; \
+	done <<<"$$targets"
+
+install: build ## install the binary into $(BINDIR) (PREFIX=/usr/local)
+	install -D -m 0755 $(BINARY) $(DESTDIR)$(BINDIR)/$(BINARY)
+
+clean: ## remove build outputs and the test and fuzz caches
+	rm -f $(BINARY) *.test *.out
+	$(GO) clean -testcache -fuzzcache
