@@ -75,8 +75,10 @@ func TestFailingCommand(t *testing.T) {
 
 func TestTinyRingBufferCountsLoss(t *testing.T) {
 	testenv.RequireBPF(t)
+	// Opens come faster than a one-page buffer (a few events) can be drained.
+	burst := []string{"/usr/bin/python3", "-c", "for i in range(20000): open('/etc/hostname').close()"}
 	tr, err := Record(context.Background(), Options{
-		Command:         pythonCmd,
+		Command:         burst,
 		RingBufferBytes: os.Getpagesize(),
 		Timeout:         time.Minute,
 	})
@@ -107,7 +109,7 @@ func TestInterruptWritesPartialTrace(t *testing.T) {
 	if tr.Outcome != trace.OutcomeInterrupted || !tr.Incomplete {
 		t.Fatalf("outcome %s incomplete %v", tr.Outcome, tr.Incomplete)
 	}
-	if tr.Duration < 250*time.Millisecond {
+	if tr.Duration < 100*time.Millisecond || tr.Duration > 3*time.Second {
 		t.Errorf("duration %v, want the time until the interruption", tr.Duration)
 	}
 	if len(tr.Processes) < 2 {

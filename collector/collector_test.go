@@ -1,0 +1,201 @@
+package collector
+
+import (
+	"testing"
+	"time"
+
+	"github.com/coldtrace/coldtrace/bpf"
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+const t0 = 1_000_000_000
+
+func hdr(typ, pid uint32, at time.Duration) bpf.Header {
+	return bpf.Header{Type: typ, Pid: pid, Tid: pid, Ts: t0 + uint64(at)}
+}
+
+func cstr(dst []int8, s string) {
+	for i := range s {
+		dst[i] = int8(s[i])
+	}
+}
+
+func openEv(pid uint32, at time.Duration, dirfd, fd int32, name string, ino uint64, mode uint32, size int64) []byte {
+	e := bpf.EventOpen{H: hdr(bpf.EvOpen, pid, at), Dirfd: dirfd, Fd: fd, Mode: mode, Dev: 8, Ino: ino, Size: size}
+	cstr(e.Path[:], name)
+	return bpf.Encode(&e)
+}
+
+func readEv(pid uint32, at time.Duration, fd int32, ino uint64, off, n int64) []byte {
+	e := bpf.EventRead{H: hdr(bpf.EvRead, pid, at), Dev: 8, Ino: ino, Off: off, Len: n,
+		First: t0 + uint64(at), Last: t0 + uint64(at) + 1000, Busy: 1000, Count: 1, Fd: fd}
+	return bpf.Encode(&e)
+}
+
+func handle(t testing.TB, c *Collector, evs ...[]byte) {
+	for _, e := range evs {
+		if err := c.Handle(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestPathResolution(t *testing.T) {
+	c := New(t0, Options{})
+	c.AddProcess(10, 1, "/bin/app", "/srv", t0)
+	dir := bpf.EventChdir{H: hdr(bpf.EvChdir, 10, time.Millisecond), Fd: -1}
+	cstr(dir.Path[:], "models/../data")
+	fork := bpf.EventFork{H: hdr(bpf.EvFork, 10, 3*time.Millisecond), Child: 11}
+	handle(t, c,
+		openEv(10, 0, atFDCWD, 3, "conf/app.yaml", 1, sIFREG, 10),
+		bpf.Encode(&dir),
+		openEv(10, 2*time.Millisecond, atFDCWD, 4, "x.bin", 2, sIFREG, 10),
+		openEv(10, 2*time.Millisecond, atFDCWD, 5, "/opt/w", 3, sIFDIR, 0),
+		bpf.Encode(&fork),
+		openEv(11, 4*time.Millisecond, 5, 6, "./sub/model.safetensors", 4, sIFREG, 10),
+		openEv(11, 4*time.Millisecond, atFDCWD, 7, "y", 5, sIFREG, 10),
+	)
+	tr := c.Trace(Meta{End: t0 + uint64(10*time.Millisecond), Outcome: trace.OutcomeExited})
+	want := map[uint64]string{1: "/srv/conf/app.yaml", 2: "/srv/data/x.bin", 4: "/opt/w/sub/model.safetensors", 5: "/srv/data/y"}
+	for _, f := range tr.Files {
+		if w, ok := want[f.Ino]; ok && f.Path != w {
+			t.Errorf("inode %d resolved to %s, want %s", f.Ino, f.Path, w)
+		}
+		delete(want, f.Ino)
+	}
+	if len(want) > 0 {
+		t.Errorf("files missing from the trace: %v", want)
+	}
+}
+
+func TestCoalesce(t *testing.T) {
+	ms := time.Millisecond
+	got := coalesce([]trace.Range{
+		{Off: 8192, Len: 4096, First: 5 * ms, Last: 5 * ms, Via: trace.AccessMmap},
+		{Off: 0, Len: 4096, First: 3 * ms, Last: 3 * ms, Via: trace.AccessRead},
+		{Off: 4096, Len: 4096, First: 1 * ms, Last: 9 * ms, Via: trace.AccessRead},
+		{Off: 100000, Len: 10, First: 2 * ms, Last: 2 * ms, Via: trace.AccessRead},
+		{Off: 100002, Len: 4, First: 7 * ms, Last: 8 * ms, Via: trace.AccessRead},
+	})
+	want := []trace.Range{
+		{Off: 0, Len: 12288, First: 1 * ms, Last: 9 * ms, Via: trace.AccessRead},
+		{Off: 100000, Len: 10, First: 2 * ms, Last: 8 * ms, Via: trace.AccessRead},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("range %d: got %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if r := clip([]trace.Range{{Off: 0, Len: 65536}, {Off: 65536, Len: 65536}}, 70000); len(r) != 2 || r[1].Len != 70000-65536 {
+		t.Errorf("clip: %+v", r)
+	}
+}
+
+// TestCriticalPath checks the attribution rule: overlapping phases give each instant to the
+// phase whose activity ends last, idle time is init before the weights and compute after,
+// and the parts add up to the total.
+func TestCriticalPath(t *testing.T) {
+	ms := time.Millisecond
+	tr := &trace.Trace{Duration: 100 * ms}
+	acts := map[trace.PhaseName][]trace.Interval{
+		trace.PhaseFetch: {{Start: 10 * ms, End: 40 * ms}},
+		trace.PhaseLoad:  {{Start: 30 * ms, End: 50 * ms}},
+		trace.PhaseGPU:   {{Start: 70 * ms, End: 80 * ms}, {Start: 80*ms + 500*time.Microsecond, End: 90 * ms}},
+	}
+	phases, segs := segment(tr, acts, 0)
+	want := []trace.Segment{
+		{Phase: trace.PhaseInit, Start: 0, End: 10 * ms},
+		{Phase: trace.PhaseFetch, Start: 10 * ms, End: 30 * ms},
+		{Phase: trace.PhaseLoad, Start: 30 * ms, End: 50 * ms},
+		{Phase: trace.PhaseCompute, Start: 50 * ms, End: 70 * ms},
+		{Phase: trace.PhaseGPU, Start: 70 * ms, End: 90 * ms},
+		{Phase: trace.PhaseCompute, Start: 90 * ms, End: 100 * ms},
+	}
+	if len(segs) != len(want) {
+		t.Fatalf("segments %+v, want %+v", segs, want)
+	}
+	for i := range want {
+		if segs[i] != want[i] {
+			t.Errorf("segment %d: got %+v, want %+v", i, segs[i], want[i])
+		}
+	}
+	var sum time.Duration
+	got := map[trace.PhaseName]trace.Phase{}
+	for _, p := range phases {
+		sum += p.Critical
+		got[p.Name] = p
+	}
+	if sum != tr.Duration {
+		t.Errorf("attribution adds up to %v, not %v", sum, tr.Duration)
+	}
+	if p := got[trace.PhaseInit]; p.Start != 0 || p.End != 30*ms || p.Critical != 10*ms {
+		t.Errorf("init %+v: want span [0,30ms), 10ms critical", p)
+	}
+	if p := got[trace.PhaseGPU]; p.Busy != 20*ms || len(p.Activity) != 1 {
+		t.Errorf("gpu %+v: intervals 0.5 ms apart must merge", p)
+	}
+	if p := got[trace.PhaseCompute]; p.Critical != 30*ms || p.Start != 50*ms || p.End != 100*ms {
+		t.Errorf("compute %+v", p)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	cases := []struct {
+		path string
+		size int64
+		want trace.FileKind
+	}{
+		{"/m/model-00001-of-00004.safetensors", 10, trace.KindWeights},
+		{"/m/pytorch_model.bin", 2 << 20, trace.KindWeights},
+		{"/usr/lib/python3/site-packages/foo.pth", 151, trace.KindOther},
+		{"/lib/x86_64-linux-gnu/libc.so.6", 2 << 20, trace.KindLibrary},
+		{"/etc/ld.so.cache", 40000, trace.KindOther},
+		{"/usr/lib/python3.11/json/__init__.py", 100, trace.KindLibrary},
+	}
+	for _, c := range cases {
+		if got := Classify(c.path, c.size); got != c.want {
+			t.Errorf("Classify(%s, %d) = %s, want %s", c.path, c.size, got, c.want)
+		}
+	}
+}
+
+func TestMalformedEvents(t *testing.T) {
+	c := New(t0, Options{})
+	for _, raw := range [][]byte{nil, make([]byte, 8), bpf.Encode(&bpf.Header{Type: 999}), bpf.Encode(&bpf.Header{Type: bpf.EvOpen})} {
+		if err := c.Handle(raw); err == nil {
+			t.Errorf("accepted %d malformed bytes", len(raw))
+		}
+	}
+	if c.Errors() != 4 {
+		t.Errorf("%d errors counted, want 4", c.Errors())
+	}
+}
+
+// BenchmarkIngest measures the events per second one core of the collector sustains, on
+// the mix a start-up produces: opens, reads and closes of many files, and page faults.
+func BenchmarkIngest(b *testing.B) {
+	const files = 1000
+	var evs [][]byte
+	for i := 0; i < files; i++ {
+		at := time.Duration(i) * time.Microsecond
+		evs = append(evs, openEv(10, at, atFDCWD, 3, "lib/python3/module.py", uint64(i), sIFREG, 4096))
+		evs = append(evs, readEv(10, at, 3, uint64(i), 0, 4096))
+		cl := bpf.EventClose{H: hdr(bpf.EvClose, 10, at), Fd: 3}
+		evs = append(evs, bpf.Encode(&cl))
+		f := bpf.EventFault{H: hdr(bpf.EvFault, 10, at), Dev: 8, Ino: 5000, Off: int64(i) * 65536, Len: 65536}
+		evs = append(evs, bpf.Encode(&f))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		c := New(t0, Options{})
+		c.AddProcess(10, 1, "/usr/bin/python3", "/srv", t0)
+		for _, e := range evs {
+			c.Handle(e)
+		}
+	}
+	b.ReportMetric(float64(len(evs)*b.N)/b.Elapsed().Seconds(), "events/s")
+}
