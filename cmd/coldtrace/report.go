@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/coldtrace/coldtrace/report"
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+func reportCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "report",
+		Usage:     "show a recorded trace: a table, JSON, an SVG or HTML waterfall, or Chrome/Perfetto trace events",
+		ArgsUsage: "TRACE",
+		Description: `report reads a trace written by record and shows its phase breakdown.
+
+Formats:
+  table   phases with their spans, critical-path share, bytes and throughput; top files,
+          network peers, GPU initialisation and missing probes (the default)
+  json    the whole trace, indented
+  svg     a waterfall picture of the phases, files, connections and GPU calls
+  html    one self-contained page with the waterfall and the tables
+  chrome  trace-event JSON: open it at ui.perfetto.dev or chrome://tracing
+
+Examples:
+  coldtrace report trace.json.gz
+  coldtrace report trace.json.gz --format html -o trace.html`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "table", Usage: "table, json, svg, html or chrome"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write to `FILE` instead of standard output"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return fmt.Errorf("report takes one trace file, got %d arguments", c.NArg())
+			}
+			t, err := trace.ReadFile(c.Args().First())
+			if err != nil {
+				return err
+			}
+			var w io.Writer = os.Stdout
+			if p := c.String("output"); p != "" {
+				f, err := os.Create(p)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				w = f
+			}
+			return report.Render(w, t, c.String("format"))
+		},
+	}
+}
