@@ -2,10 +2,12 @@ package report
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
 	"path"
+	"slices"
 
 	"github.com/coldtrace/coldtrace/trace"
 )
@@ -53,9 +55,9 @@ func Chrome(w io.Writer, t *trace.Trace) error {
 		span(string(p.Name), "phase", pidPhases, tid, p.Start, p.End, map[string]any{
 			"busy_ms": ms(p.Busy), "critical_ms": ms(p.Critical), "bytes": p.Bytes,
 		})
-		// Activity intervals lie inside the span, so they nest under it on the same track.
+		// Activity intervals, clamped to the span, nest under it on the same track.
 		for _, a := range p.Activity {
-			span("active", "activity", pidPhases, tid, a.Start, a.End, nil)
+			span("active", "activity", pidPhases, tid, max(a.Start, p.Start), min(a.End, p.End), nil)
 		}
 	}
 	if len(t.Critical) > 0 {
@@ -68,16 +70,22 @@ func Chrome(w io.Writer, t *trace.Trace) error {
 	if len(t.Files) > 0 {
 		meta("process_name", pidFiles, 0, "files")
 	}
-	for i, f := range t.Files {
-		if len(f.Ranges) == 0 {
-			continue
+	fileTid := 0
+	for _, f := range t.Files {
+		spans := make([][2]trace.Duration, len(f.Ranges))
+		for i, r := range f.Ranges {
+			spans[i] = [2]trace.Duration{r.First, r.Last}
 		}
-		meta("thread_name", pidFiles, i+1, f.Path)
-		for _, r := range f.Ranges {
-			span(fmt.Sprintf("%s %s", r.Via, fmtBytes(r.Len)), "file", pidFiles, i+1, r.First, r.Last, map[string]any{
+		row, rows := packRows(spans)
+		for r := range rows {
+			meta("thread_name", pidFiles, fileTid+1+r, trackName(f.Path, r))
+		}
+		for i, r := range f.Ranges {
+			span(fmt.Sprintf("%s %s", r.Via, fmtBytes(r.Len)), "file", pidFiles, fileTid+1+row[i], r.First, r.Last, map[string]any{
 				"path": f.Path, "off": r.Off, "len": r.Len,
 			})
 		}
+		fileTid += rows
 	}
 
 	if len(t.Conns) > 0 {
@@ -109,26 +117,45 @@ func Chrome(w io.Writer, t *trace.Trace) error {
 		}
 		span(c.Name, "gpu", pidGPU, c.TID, c.Start, c.End, map[string]any{"pid": c.PID, "ret": c.Return})
 	}
-	// ioctl aggregates and device opens go on a track per device, numbered from the
-	// kernel's PID_MAX_LIMIT up so that they cannot collide with the driver calls' real tids.
-	devTid := map[string]int{}
-	device := func(name string) int {
-		if tid, ok := devTid[name]; ok {
-			return tid
-		}
-		tid := 1<<22 + len(devTid)
-		devTid[name] = tid
-		meta("thread_name", pidGPU, tid, name)
-		return tid
-	}
+	// Device opens and ioctl aggregates go on tracks per device, numbered from the kernel's
+	// PID_MAX_LIMIT up so that they cannot collide with the driver calls' real tids.
+	var devices []string
 	for _, o := range g.Opens {
-		ev = append(ev, chromeEvent{Name: "open " + path.Base(o.Path), Cat: "gpu", Ph: "i", S: "t",
-			Ts: us(o.At), Pid: pidGPU, Tid: device(o.Path), Args: map[string]any{"pid": o.PID}})
+		if !slices.Contains(devices, o.Path) {
+			devices = append(devices, o.Path)
+		}
 	}
 	for _, x := range g.Ioctls {
-		span(fmt.Sprintf("ioctl 0x%08x", x.Request), "gpu", pidGPU, device(x.Device), x.First, x.Last, map[string]any{
-			"count": x.Count, "total_ms": ms(x.Total), "note": "first to last call; total_ms is the time inside them",
-		})
+		if !slices.Contains(devices, x.Device) {
+			devices = append(devices, x.Device)
+		}
+	}
+	devTid := 1 << 22
+	for _, dev := range devices {
+		var ioctls []trace.IoctlStat
+		var spans [][2]trace.Duration
+		for _, x := range g.Ioctls {
+			if x.Device == dev {
+				ioctls = append(ioctls, x)
+				spans = append(spans, [2]trace.Duration{x.First, x.Last})
+			}
+		}
+		row, rows := packRows(spans)
+		for r := range max(rows, 1) {
+			meta("thread_name", pidGPU, devTid+r, trackName(dev, r))
+		}
+		for _, o := range g.Opens {
+			if o.Path == dev {
+				ev = append(ev, chromeEvent{Name: "open " + path.Base(o.Path), Cat: "gpu", Ph: "i", S: "t",
+					Ts: us(o.At), Pid: pidGPU, Tid: devTid, Args: map[string]any{"pid": o.PID}})
+			}
+		}
+		for i, x := range ioctls {
+			span(fmt.Sprintf("ioctl 0x%08x", x.Request), "gpu", pidGPU, devTid+row[i], x.First, x.Last, map[string]any{
+				"count": x.Count, "total_ms": ms(x.Total), "note": "first to last call; total_ms is the time inside them",
+			})
+		}
+		devTid += max(rows, 1)
 	}
 
 	if t.Ready != nil {
@@ -147,6 +174,38 @@ func Chrome(w io.Writer, t *trace.Trace) error {
 	}
 	_, err := w.Write(buf.Bytes())
 	return err
+}
+
+// packRows gives each interval a row so that the intervals of a row do not overlap:
+// complete events on one Chrome track must nest, and Perfetto drops those that only
+// partly overlap. It returns each interval's row and the number of rows.
+func packRows(spans [][2]trace.Duration) ([]int, int) {
+	order := make([]int, len(spans))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(spans[a][0], spans[b][0]) })
+	row := make([]int, len(spans))
+	var ends []trace.Duration // the end of the last interval of each row
+	for _, i := range order {
+		start, end := spans[i][0], max(spans[i][1], spans[i][0])
+		r := slices.IndexFunc(ends, func(e trace.Duration) bool { return e <= start })
+		if r < 0 {
+			r = len(ends)
+			ends = append(ends, end)
+		}
+		ends[r] = end
+		row[i] = r
+	}
+	return row, len(ends)
+}
+
+// trackName names the r-th row of a thing's tracks.
+func trackName(name string, r int) string {
+	if r == 0 {
+		return name
+	}
+	return fmt.Sprintf("%s (%d)", name, r+1)
 }
 
 // ms is a duration in milliseconds, for args people read in Perfetto's details pane.

@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"encoding/json"
+	"sort"
 	"testing"
 
 	"github.com/coldtrace/coldtrace/trace"
@@ -61,7 +62,40 @@ func parseChrome(t *testing.T, tr *trace.Trace) chromeFile {
 			}
 		}
 	}
+	checkNesting(t, f)
 	return f
+}
+
+// checkNesting fails when two complete events on one track overlap without one containing
+// the other: Perfetto drops such events.
+func checkNesting(t *testing.T, f chromeFile) {
+	t.Helper()
+	type span struct{ start, end float64 }
+	tracks := map[[2]int][]span{}
+	for _, e := range f.TraceEvents {
+		if e.Ph == "X" {
+			k := [2]int{e.Pid, e.Tid}
+			tracks[k] = append(tracks[k], span{*e.Ts, *e.Ts + *e.Dur})
+		}
+	}
+	for k, spans := range tracks {
+		sort.Slice(spans, func(i, j int) bool {
+			if spans[i].start != spans[j].start {
+				return spans[i].start < spans[j].start
+			}
+			return spans[i].end > spans[j].end
+		})
+		var stack []span
+		for _, s := range spans {
+			for len(stack) > 0 && stack[len(stack)-1].end <= s.start+1e-6 {
+				stack = stack[:len(stack)-1]
+			}
+			if len(stack) > 0 && s.end > stack[len(stack)-1].end+1e-6 {
+				t.Errorf("track %v: [%v, %v] overlaps [%v, %v] without nesting", k, s.start, s.end, stack[len(stack)-1].start, stack[len(stack)-1].end)
+			}
+			stack = append(stack, s)
+		}
+	}
 }
 
 func countPh(f chromeFile) map[string]int {
@@ -100,10 +134,16 @@ func TestChromeRealistic(t *testing.T) {
 	if want := len(tr.GPU.Opens) + 1; n["i"] != want {
 		t.Errorf("%d instant events, want %d (device opens and ready)", n["i"], want)
 	}
-	// process names: phases, files, network, gpu; thread names: each phase, the critical
-	// path, each file with ranges, each connection, 2 driver-call threads, 3 devices.
-	if want := 4 + len(tr.Phases) + 1 + fileTracks + len(tr.Conns) + 2 + 3; n["M"] != want {
-		t.Errorf("%d metadata events, want %d", n["M"], want)
+	// Ranges and ioctls that overlap in time take a second track: a shard's two mmapped
+	// halves, and /dev/nvidiactl's two request codes.
+	var threads int
+	for _, e := range f.TraceEvents {
+		if e.Name == "thread_name" {
+			threads++
+		}
+	}
+	if want := len(tr.Phases) + 1 + fileTracks + 4 + len(tr.Conns) + 2 + 3 + 1; threads != want {
+		t.Errorf("%d named tracks, want %d", threads, want)
 	}
 
 	names := map[string]bool{}

@@ -28,8 +28,9 @@ func realistic() *trace.Trace {
 			FirstOpen: first - 50*msec, Opens: 1, Mmaps: 1,
 			Ranges: []trace.Range{
 				{Off: 0, Len: 64 * 1024, First: first, Last: first, Via: trace.AccessRead},
+				// Loader threads fault in both halves at once: the ranges overlap in time.
 				{Off: 1 * gib, Len: 2 * gib, First: first + 100*msec, Last: first + 2*sec, Via: trace.AccessMmap},
-				{Off: 3 * gib, Len: 1 * gib, First: first + 2*sec, Last: first + 3*sec, Via: trace.AccessMmap},
+				{Off: 3 * gib, Len: 1 * gib, First: first + 1*sec, Last: first + 3*sec, Via: trace.AccessMmap},
 			},
 			BytesRead: 64 * 1024, MappedBytes: 3 * gib, ReadTime: 2 * msec,
 			CacheMisses: int64(i) * 100000, CacheMissAt: first + 100*msec,
@@ -101,6 +102,7 @@ func realistic() *trace.Trace {
 			},
 			Ioctls: []trace.IoctlStat{
 				{Device: "/dev/nvidiactl", Request: 0xc020462a, Count: 1520, Total: 1800 * msec, First: 68 * sec, Last: 75 * sec},
+				{Device: "/dev/nvidiactl", Request: 0xc030462b, Count: 40, Total: 200 * msec, First: 70 * sec, Last: 100 * sec},
 				{Device: "/dev/nvidia0", Request: 0xc00c4622, Count: 310, Total: 900 * msec, First: 69 * sec, Last: 106 * sec},
 				{Device: "/dev/nvidia-uvm", Request: 0x30000001, Count: 12, Total: 30 * msec, First: 68*sec + 80*msec, Last: 101 * sec},
 			},

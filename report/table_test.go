@@ -100,7 +100,7 @@ func TestTableRealisticContent(t *testing.T) {
 		// pull: 9 GiB in 46.8 s busy.
 		"9.0 GiB    196.9 MiB/s",
 		// Ioctl request codes in hex with their counts, and the total time.
-		"0xc020462a  1520", "1842 ioctls in 2.73 s in all",
+		"0xc020462a  1520", "1882 ioctls in 2.93 s in all",
 		// Driver calls with durations.
 		"cuInit                    4242  4242  68.0 s  3.30 s",
 		// A probe that did not attach, and what that loses.
