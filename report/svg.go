@@ -343,27 +343,82 @@ func mergeRanges(c *canvas, rs []trace.Range) []rangeGroup {
 	return out
 }
 
-// connLanes draws the busiest connections: open to close, solid while receiving.
+// connLanes draws the busiest connections: open to close, and how fast each received,
+// on one scale, so that transfers sharing a link show as each slowing down.
 func connLanes(c *canvas, t *trace.Trace) {
 	cs := topConns(t)
 	if len(cs) == 0 {
 		return
 	}
 	c.heading(fmt.Sprintf("connections (top %d of %d by bytes)", min(maxLanes, len(cs)), len(cs)))
-	for _, cn := range cs[:min(maxLanes, len(cs))] {
+	cs = cs[:min(maxLanes, len(cs))]
+	bucket := max(c.extent*4/chartW, 1) // four pixels a column
+	rates := make([][]float64, len(cs))
+	var peak float64
+	for i, cn := range cs {
+		rates[i] = recvRates(cn, bucket)
+		for _, r := range rates[i] {
+			peak = max(peak, r)
+		}
+	}
+	for i, cn := range cs {
 		col := connColor(cn)
 		end := connEnd(t, cn)
 		desc := fmt.Sprintf("%s %s %s (pid %d): recv %s, sent %s, open %s → %s", cn.Role, cn.Dir, cn.Remote, cn.PID,
 			fmtBytes(cn.BytesRecv), fmtBytes(cn.BytesSent), fmtDur(cn.Open), fmtDur(end))
 		c.lane("conn", "", clipMiddle(cn.Remote, laneLabel), fmtBytes(cn.BytesRecv), desc, col)
 		c.bar(cn.Open, end, c.y+(laneH-barH)/2, barH, col, 0.25, desc)
-		if cn.BytesRecv > 0 && cn.LastRecv > cn.FirstRecv {
-			c.bar(cn.FirstRecv, cn.LastRecv, c.y+(laneH-barH)/2, barH, col, 1,
-				fmt.Sprintf("receiving %s → %s: %s at %s", fmtDur(cn.FirstRecv), fmtDur(cn.LastRecv),
-					fmtBytes(cn.BytesRecv), fmtRate(cn.BytesRecv, cn.LastRecv-cn.FirstRecv)))
+		receiving := fmt.Sprintf("receiving %s → %s: %s at %s on average", fmtDur(cn.FirstRecv), fmtDur(cn.LastRecv),
+			fmtBytes(cn.BytesRecv), fmtRate(cn.BytesRecv, cn.LastRecv-cn.FirstRecv))
+		switch {
+		case len(rates[i]) > 0 && peak > 0:
+			c.rateArea(cn.Open, bucket, rates[i], peak, col, receiving+fmt.Sprintf("; peak of all connections %s/s", fmtBytes(int64(peak))))
+		case cn.BytesRecv > 0 && cn.LastRecv > cn.FirstRecv:
+			c.bar(cn.FirstRecv, cn.LastRecv, c.y+(laneH-barH)/2, barH, col, 1, receiving)
 		}
 		c.endLane()
 	}
+}
+
+// recvRates turns a connection's cumulative samples into bytes per second over buckets
+// from its open, spreading the bytes between two samples evenly; nil without samples.
+func recvRates(cn trace.Conn, bucket trace.Duration) []float64 {
+	if len(cn.Samples) == 0 {
+		return nil
+	}
+	pts := append([]trace.Sample{{At: cn.Open}}, cn.Samples...) // nothing received at open
+	slices.SortStableFunc(pts, func(a, b trace.Sample) int { return cmp.Compare(a.At, b.At) })
+	// Samples are rate-limited, so the last may come before the last bytes.
+	if last := pts[len(pts)-1]; cn.LastRecv > last.At && cn.BytesRecv >= last.Recv {
+		pts = append(pts, trace.Sample{At: cn.LastRecv, Recv: cn.BytesRecv})
+	}
+	recvAt := func(at trace.Duration) float64 {
+		i, _ := slices.BinarySearchFunc(pts, at, func(p trace.Sample, at trace.Duration) int { return cmp.Compare(p.At, at) })
+		switch {
+		case i == len(pts):
+			return float64(pts[i-1].Recv)
+		case i == 0 || pts[i].At == at:
+			return float64(pts[i].Recv)
+		}
+		p, q := pts[i-1], pts[i]
+		return float64(p.Recv) + float64(q.Recv-p.Recv)*float64(at-p.At)/float64(q.At-p.At)
+	}
+	var rates []float64
+	for at := cn.Open; at < pts[len(pts)-1].At; at += bucket {
+		rates = append(rates, max(recvAt(at+bucket)-recvAt(at), 0)/bucket.Seconds())
+	}
+	return rates
+}
+
+// rateArea draws rates (one per bucket from start) as a step area as tall as a bar at peak.
+func (c *canvas) rateArea(start, bucket trace.Duration, rates []float64, peak float64, fill, title string) {
+	base := c.y + (laneH+barH)/2
+	fmt.Fprintf(&c.body, `<path class="rate" fill="%s" d="M%.1f,%d`, fill, c.x(start), base)
+	for i, r := range rates {
+		top := float64(base) - barH*r/peak
+		fmt.Fprintf(&c.body, " V%.1f H%.1f", top, c.x(start+trace.Duration(i+1)*bucket))
+	}
+	fmt.Fprintf(&c.body, ` V%d Z"><title>%s</title></path>`+"\n", base, esc(title))
 }
 
 // gpuLanes draws device opens and ioctls per device, and driver calls per call name.
@@ -446,7 +501,7 @@ func legend(c *canvas, ps []trace.Phase) {
 		c.text(x+17, y+11, string(p.Name), `font-size="12" fill="#444"`)
 		x += 17 + 8*float64(len(p.Name)) + 18
 	}
-	c.text(x+12, y+11, "light bar: span · solid: busy · dashed line: ready · hover for details", `font-size="12" fill="#777"`)
+	c.text(x+12, y+11, "light bar: span · solid: busy · connection height: receive rate · dashed line: ready · hover for details", `font-size="12" fill="#777"`)
 	c.y += 16
 }
 

@@ -183,3 +183,31 @@ func TestSVGMergesRanges(t *testing.T) {
 		t.Error("the merged bar does not count its ranges")
 	}
 }
+
+func TestSVGRateAreas(t *testing.T) {
+	tr := realistic()
+	root, _ := parseSVG(t, tr)
+	areas := root.all(func(n node) bool { return n.XMLName.Local == "path" && n.attr("class") == "rate" })
+	var sampled int
+	for _, c := range tr.Conns {
+		if len(c.Samples) > 0 {
+			sampled++
+		}
+	}
+	if len(areas) != sampled {
+		t.Errorf("%d rate areas, want one per connection with samples (%d)", len(areas), sampled)
+	}
+}
+
+func TestRecvRates(t *testing.T) {
+	cn := trace.Conn{Open: 0, Samples: []trace.Sample{{At: 3 * time.Second, Recv: 300}, {At: time.Second, Recv: 100}},
+		LastRecv: 4 * time.Second, BytesRecv: 700}
+	got := recvRates(cn, time.Second)
+	want := []float64{100, 100, 100, 400} // samples out of order; the last bytes after the last sample
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("recvRates = %v, want %v", got, want)
+	}
+	if recvRates(trace.Conn{BytesRecv: 5}, time.Second) != nil {
+		t.Error("rates without samples")
+	}
+}
