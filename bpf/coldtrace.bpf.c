@@ -20,6 +20,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define IPPROTO_MPTCP 262 /* Go listens with MPTCP by default since 1.24 */
 #define MSG_PEEK 2
 #define MAP_ANONYMOUS 0x20
 #define TCP_ESTABLISHED 1
@@ -658,6 +659,12 @@ int exit_fchdir(struct trace_event_raw_sys_exit *ctx) { return chdir_exit(ctx->r
 
 /* ---- network ---- */
 
+static __always_inline bool is_tcp(struct sock *sk)
+{
+	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
+	return proto == IPPROTO_TCP || proto == IPPROTO_MPTCP;
+}
+
 static __always_inline void emit_conn(struct sock *sk, struct sockstate *s)
 {
 	struct event_conn *e;
@@ -734,7 +741,7 @@ static __always_inline int accept_exit(long ret)
 	if (!take((__u32)id, &a) || ret < 0)
 		return 0;
 	struct sock *sk = fd_sock(ret);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (!sk || !is_tcp(sk))
 		return 0;
 	struct sockstate s = { .pid = id >> 32, .tid = id, .dir = 2, .open = a.ts };
 	__u64 key = (__u64)sk;
@@ -793,7 +800,7 @@ int exit_listen(struct trace_event_raw_sys_exit *ctx)
 	if (!take((__u32)id, &a) || ctx->ret != 0)
 		return 0;
 	struct sock *sk = fd_sock(a.a[0]);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (!sk || !is_tcp(sk))
 		return 0;
 	struct event_listen *e;
 	if (!reserve(e, EV_LISTEN, id >> 32, (__u32)id))
