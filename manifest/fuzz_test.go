@@ -1,0 +1,46 @@
+package manifest
+
+import (
+	"bytes"
+	"reflect"
+	"testing"
+)
+
+// FuzzParse checks that Parse never panics, and that whatever it accepts is valid and
+// survives a write and a second parse unchanged.
+func FuzzParse(f *testing.F) {
+	var y, j bytes.Buffer
+	if err := sample().WriteYAML(&y); err != nil {
+		f.Fatal(err)
+	}
+	if err := sample().WriteJSON(&j); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(y.Bytes())
+	f.Add(j.Bytes())
+	f.Add([]byte("apiVersion: coldtrace.dev/v1alpha1\nkind: PrefetchManifest\nmetadata: {name: x}\nspec: {runs: 1}\n"))
+	f.Add([]byte("apiVersion: coldtrace.dev/v1alpha1\nkind: PrefetchManifest\nspec:\n  hotSet:\n  - path: ../../etc/shadow\n    ranges: [{off: 0, len: 4096}]\n    confidence: 1\n"))
+	f.Add([]byte("apiVersion: coldtrace.dev/v1alpha1\nkind: PrefetchManifest\nspec:\n  hotSet:\n  - path: /a\n    ranges: [{off: 0, len: 8192}, {off: 4096, len: 4096}]\n    confidence: 1\n"))
+	f.Add([]byte("a: &a [*a, *a]\n"))
+	f.Add([]byte("\xff\xfe"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := Parse(data, Limits{MaxEntries: 1000})
+		if err != nil {
+			return
+		}
+		if err := m.Validate(); err != nil {
+			t.Fatalf("Parse accepted a manifest that Validate refuses: %v", err)
+		}
+		var buf bytes.Buffer
+		if err := m.WriteJSON(&buf); err != nil {
+			t.Fatal(err)
+		}
+		again, err := Parse(buf.Bytes(), Limits{MaxEntries: 1000})
+		if err != nil {
+			t.Fatalf("written manifest does not parse: %v\n%s", err, buf.String())
+		}
+		if !reflect.DeepEqual(again, m) {
+			t.Fatalf("round trip differs:\n%+v\n%+v", again, m)
+		}
+	})
+}
