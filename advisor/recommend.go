@@ -49,7 +49,9 @@ func recommend(runs []run, a *Advice, b bootstrap) []Recommendation {
 		}))
 	}
 	total := median(per(func(r run) float64 { return r.total }))
-	share := func(s float64) string { return fmt.Sprintf("%.1f s of the %.1f s critical path (%.0f%%)", s, total, 100*s/max(total, 1e-9)) }
+	share := func(s float64) string {
+		return fmt.Sprintf("%.1f s of the %.1f s critical path (%.0f%%)", s, total, 100*s/max(total, 1e-9))
+	}
 	w := runs[0].t.Workload
 
 	var recs []Recommendation
