@@ -1,0 +1,175 @@
+package advisor
+
+import (
+	"fmt"
+	"math"
+
+	"gonum.org/v1/gonum/stat/distuv"
+
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+// DiffOptions steer Diff. Zero fields take the defaults.
+type DiffOptions struct {
+	// Alpha is the family-wise significance level over all the comparisons of a report
+	// (Bonferroni: each of k comparisons is tested at Alpha/k). Default 0.05.
+	Alpha float64
+	// A regression must also matter: the median must grow by at least MinChange (relative,
+	// default 0.10) and MinSeconds (default 0.05 s), so that CI does not fail on noise
+	// that is real but irrelevant.
+	MinChange  float64
+	MinSeconds float64
+	// Force accepts traces of different workloads within one side.
+	Force bool
+}
+
+func (o DiffOptions) withDefaults() DiffOptions {
+	if o.Alpha <= 0 {
+		o.Alpha = 0.05
+	}
+	if o.MinChange <= 0 {
+		o.MinChange = 0.10
+	}
+	if o.MinSeconds <= 0 {
+		o.MinSeconds = 0.05
+	}
+	return o
+}
+
+// Comparison is one quantity compared between the old and the new traces.
+type Comparison struct {
+	// Name is a phase, or "time to ready".
+	Name      string  `json:"name"`
+	OldMedian float64 `json:"old_median_s"`
+	NewMedian float64 `json:"new_median_s"`
+	// Change is the relative change of the median, (new-old)/old.
+	Change float64 `json:"change"`
+	// P is the one-sided Mann-Whitney U p-value of "new is slower".
+	P          float64 `json:"p"`
+	Regression bool    `json:"regression"`
+}
+
+// DiffReport compares two sets of traces phase by phase (critical-path time) and in
+// time to ready.
+type DiffReport struct {
+	Old         int          `json:"old_runs"`
+	New         int          `json:"new_runs"`
+	Alpha       float64      `json:"alpha"`
+	TimeToReady Comparison   `json:"time_to_ready"`
+	Phases      []Comparison `json:"phases"`
+}
+
+// Regressed reports whether anything regressed significantly: the CI gate.
+func (d *DiffReport) Regressed() bool {
+	if d.TimeToReady.Regression {
+		return true
+	}
+	for _, c := range d.Phases {
+		if c.Regression {
+			return true
+		}
+	}
+	return false
+}
+
+// Diff compares old and new traces (for example two versions of an image). Each side
+// must be of one workload unless Force; the two sides may differ.
+func Diff(old, new []*trace.Trace, opt DiffOptions) (*DiffReport, error) {
+	opt = opt.withDefaults()
+	if err := CheckWorkloads(old, opt.Force); err != nil {
+		return nil, fmt.Errorf("old traces: %w", err)
+	}
+	if err := CheckWorkloads(new, opt.Force); err != nil {
+		return nil, fmt.Errorf("new traces: %w", err)
+	}
+	oldRuns, newRuns := runsOf(old), runsOf(new)
+	var phases []trace.PhaseName
+	for _, p := range trace.Phases {
+		if hasPhase(old, p) || hasPhase(new, p) {
+			phases = append(phases, p)
+		}
+	}
+	// Bonferroni over the phases and the time to ready.
+	level := opt.Alpha / float64(len(phases)+1)
+	d := &DiffReport{Old: len(old), New: len(new), Alpha: opt.Alpha}
+	ready := func(r run) float64 { return r.ready() }
+	d.TimeToReady = compare("time to ready", values(oldRuns, ready), values(newRuns, ready), level, opt)
+	for _, p := range phases {
+		crit := func(r run) float64 { return r.critical[p] }
+		d.Phases = append(d.Phases, compare(string(p), values(oldRuns, crit), values(newRuns, crit), level, opt))
+	}
+	return d, nil
+}
+
+func compare(name string, old, new []float64, level float64, opt DiffOptions) Comparison {
+	c := Comparison{Name: name, OldMedian: median(old), NewMedian: median(new), P: mannWhitneyGreater(new, old)}
+	grow := c.NewMedian - c.OldMedian
+	if c.OldMedian > 0 {
+		c.Change = grow / c.OldMedian
+	} else if grow > 0 {
+		c.Change = math.Inf(1)
+	}
+	c.Regression = c.P < level && c.Change >= opt.MinChange && grow >= opt.MinSeconds
+	return c
+}
+
+// mannWhitneyGreater is the one-sided p-value of the Mann-Whitney U test that values of
+// x tend to be larger than those of y, by the normal approximation with continuity and
+// tie corrections (close to exact from about five runs a side).
+func mannWhitneyGreater(x, y []float64) float64 {
+	n1, n2 := float64(len(x)), float64(len(y))
+	if n1 == 0 || n2 == 0 {
+		return 1
+	}
+	var u float64
+	for _, a := range x {
+		for _, b := range y {
+			switch {
+			case a > b:
+				u++
+			case a == b:
+				u += 0.5
+			}
+		}
+	}
+	counts := map[float64]float64{}
+	for _, v := range append(append([]float64{}, x...), y...) {
+		counts[v]++
+	}
+	var ties float64
+	for _, t := range counts {
+		ties += t*t*t - t
+	}
+	n := n1 + n2
+	variance := n1 * n2 / 12 * ((n + 1) - ties/(n*(n-1)))
+	if variance <= 0 {
+		return 1
+	}
+	z := (u - n1*n2/2 - 0.5) / math.Sqrt(variance)
+	return distuv.UnitNormal.Survival(z)
+}
+
+func runsOf(traces []*trace.Trace) []run {
+	out := make([]run, len(traces))
+	for i, t := range traces {
+		out[i] = newRun(t, Limits{})
+	}
+	return out
+}
+
+func values(runs []run, f func(run) float64) []float64 {
+	out := make([]float64, len(runs))
+	for i, r := range runs {
+		out[i] = f(r)
+	}
+	return out
+}
+
+func hasPhase(traces []*trace.Trace, p trace.PhaseName) bool {
+	for _, t := range traces {
+		if _, ok := t.Phase(p); ok {
+			return true
+		}
+	}
+	return false
+}
