@@ -68,7 +68,7 @@ func Analyze(traces []*trace.Trace, opt Options) (*Advice, error) {
 		runs[i] = newRun(t, opt.Limits)
 	}
 	a := &Advice{
-		Workload: traces[0].Workload.Key(),
+		Workload: workloadName(traces[0].Workload),
 		Runs:     len(traces),
 		Limits:   runs[0].lim,
 		Warnings: warnings(traces),
@@ -84,6 +84,15 @@ func Analyze(traces []*trace.Trace, opt Options) (*Advice, error) {
 	a.WhatIf = whatIf(runs, b)
 	a.Recommendations = recommend(runs, a, b)
 	return a, nil
+}
+
+// workloadName names a workload for people: the image reference with its digest, or
+// the command line.
+func workloadName(w trace.Workload) string {
+	if w.Image != "" && w.ImageDigest != "" {
+		return w.Image + "@" + w.ImageDigest
+	}
+	return w.Key()
 }
 
 func phaseSummaries(runs []run, b bootstrap) []PhaseSummary {

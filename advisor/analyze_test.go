@@ -1,7 +1,10 @@
 package advisor
 
 import (
+	"bytes"
+	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/coldtrace/coldtrace/trace"
@@ -185,4 +188,28 @@ func gap(a *Advice, p trace.PhaseName) Gap {
 		}
 	}
 	return Gap{}
+}
+
+func TestFormat(t *testing.T) {
+	var traces []*trace.Trace
+	for i := range 3 {
+		traces = append(traces, genTrace(t, "t", step{trace.PhasePull, 30 * jitter(i), 3e9}, step{trace.PhaseLoad, 10, 1e9}))
+	}
+	a := mustAnalyze(t, traces, Options{})
+	var text, js bytes.Buffer
+	if err := a.Format(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"time to ready: median 39.40 s", "pull", "speed of light", "what if", " 1. Pre-pull the image: saves 29.40 s", "action:"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, text.String())
+		}
+	}
+	if err := a.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var back Advice
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil || back.Recommendations[0].ID != "prepull-image" {
+		t.Errorf("JSON does not round-trip: %v", err)
+	}
 }

@@ -42,7 +42,7 @@ type Comparison struct {
 	Name      string  `json:"name"`
 	OldMedian float64 `json:"old_median_s"`
 	NewMedian float64 `json:"new_median_s"`
-	// Change is the relative change of the median, (new-old)/old.
+	// Change is the relative change of the median, (new-old)/old; 0 when old is 0.
 	Change float64 `json:"change"`
 	// P is the one-sided Mann-Whitney U p-value of "new is slower".
 	P          float64 `json:"p"`
@@ -106,10 +106,10 @@ func compare(name string, old, new []float64, level float64, opt DiffOptions) Co
 	grow := c.NewMedian - c.OldMedian
 	if c.OldMedian > 0 {
 		c.Change = grow / c.OldMedian
-	} else if grow > 0 {
-		c.Change = math.Inf(1)
 	}
-	c.Regression = c.P < level && c.Change >= opt.MinChange && grow >= opt.MinSeconds
+	// A phase that was absent (old median 0) and now takes time has grown without bound.
+	relative := c.OldMedian == 0 || c.Change >= opt.MinChange
+	c.Regression = c.P < level && relative && grow >= opt.MinSeconds
 	return c
 }
 

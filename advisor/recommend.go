@@ -61,14 +61,11 @@ func recommend(runs []run, a *Advice, b bootstrap) []Recommendation {
 		}
 	}
 
-	image := w.Image
-	if w.ImageDigest != "" {
-		image += "@" + w.ImageDigest
-	}
+	image := workloadName(w)
 	add("prepull-image", "Pre-pull the image", saving(ScenarioPrePull),
 		fmt.Sprintf("Pre-pull %s on the nodes before the workload is scheduled: write a manifest (coldtrace advise -o manifest.yaml) and run `coldtrace warm manifest.yaml`, or give it to the agent.", image),
 		"pull and unpack on the critical path: "+share(crit(trace.PhasePull, trace.PhaseUnpack)),
-		fmt.Sprintf("image size %s, pulled at %s", bytesStr(float64(imageSize(tracesOf(runs)))), rateOf(a, trace.PhasePull)))
+		fmt.Sprintf("%s pulled at %s", bytesStr(median(per(func(r run) float64 { _, b := r.busy(trace.PhasePull); return float64(b) }))), rateOf(a, trace.PhasePull)))
 	_, fetchBytes := runs[0].busy(trace.PhaseFetch)
 	add("stage-models", "Stage the model files on the node", saving(ScenarioStaged),
 		"Stage the downloaded model files in the node's artifact store (the manifest's artifacts; `coldtrace warm`) and load them from the local path instead of the network.",
@@ -156,14 +153,6 @@ func (r run) pulledAndRead() (pulled, read int64) {
 	return pulled, read
 }
 
-func tracesOf(runs []run) []*trace.Trace {
-	out := make([]*trace.Trace, len(runs))
-	for i, r := range runs {
-		out[i] = r.t
-	}
-	return out
-}
-
 func rateOf(a *Advice, p trace.PhaseName) string {
 	for _, g := range a.SpeedOfLight {
 		if g.Phase == p {
@@ -173,12 +162,12 @@ func rateOf(a *Advice, p trace.PhaseName) string {
 	return "an unknown rate"
 }
 
-// bytesStr prints a byte count with a binary unit.
+// bytesStr prints a byte count with a decimal unit, as link and disk speeds are quoted.
 func bytesStr(n float64) string {
-	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	units := []string{"B", "kB", "MB", "GB", "TB"}
 	i := 0
-	for n >= 1024 && i < len(units)-1 {
-		n /= 1024
+	for n >= 1000 && i < len(units)-1 {
+		n /= 1000
 		i++
 	}
 	if i == 0 {
