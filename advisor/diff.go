@@ -72,26 +72,27 @@ func (d *DiffReport) Regressed() bool {
 	return false
 }
 
-// Diff compares old and new traces (for example two versions of an image). Each side
-// must be of one workload unless Force; the two sides may differ.
-func Diff(old, new []*trace.Trace, opt DiffOptions) (*DiffReport, error) {
+// Diff compares the traces before a change with those after it (for example two
+// versions of an image). Each side must be of one workload unless Force; the two sides
+// may differ.
+func Diff(before, after []*trace.Trace, opt DiffOptions) (*DiffReport, error) {
 	opt = opt.withDefaults()
-	if err := CheckWorkloads(old, opt.Force); err != nil {
+	if err := CheckWorkloads(before, opt.Force); err != nil {
 		return nil, fmt.Errorf("old traces: %w", err)
 	}
-	if err := CheckWorkloads(new, opt.Force); err != nil {
+	if err := CheckWorkloads(after, opt.Force); err != nil {
 		return nil, fmt.Errorf("new traces: %w", err)
 	}
-	oldRuns, newRuns := runsOf(old), runsOf(new)
+	oldRuns, newRuns := runsOf(before), runsOf(after)
 	var phases []trace.PhaseName
 	for _, p := range trace.Phases {
-		if hasPhase(old, p) || hasPhase(new, p) {
+		if hasPhase(before, p) || hasPhase(after, p) {
 			phases = append(phases, p)
 		}
 	}
 	// Bonferroni over the phases and the time to ready.
 	level := opt.Alpha / float64(len(phases)+1)
-	d := &DiffReport{Old: len(old), New: len(new), Alpha: opt.Alpha}
+	d := &DiffReport{Old: len(before), New: len(after), Alpha: opt.Alpha}
 	ready := func(r run) float64 { return r.ready() }
 	d.TimeToReady = compare("time to ready", values(oldRuns, ready), values(newRuns, ready), level, opt)
 	for _, p := range phases {
@@ -101,8 +102,8 @@ func Diff(old, new []*trace.Trace, opt DiffOptions) (*DiffReport, error) {
 	return d, nil
 }
 
-func compare(name string, old, new []float64, level float64, opt DiffOptions) Comparison {
-	c := Comparison{Name: name, OldMedian: median(old), NewMedian: median(new), P: mannWhitneyGreater(new, old)}
+func compare(name string, before, after []float64, level float64, opt DiffOptions) Comparison {
+	c := Comparison{Name: name, OldMedian: median(before), NewMedian: median(after), P: mannWhitneyGreater(after, before)}
 	grow := c.NewMedian - c.OldMedian
 	if c.OldMedian > 0 {
 		c.Change = grow / c.OldMedian
