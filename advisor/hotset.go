@@ -109,9 +109,7 @@ func hotSet(traces []*trace.Trace, arts []manifest.Artifact, opt Options) []mani
 		e.ExpectedSavedSeconds = e.Confidence * float64(e.Bytes()) / disk
 		entries = append(entries, e)
 	}
-	slices.SortFunc(entries, func(a, b manifest.HotEntry) int {
-		return cmp.Or(cmp.Compare(a.FirstAccessNs, b.FirstAccessNs), cmp.Compare(a.Path, b.Path), cmp.Compare(a.Layer, b.Layer))
-	})
+	slices.SortFunc(entries, byFirstAccess)
 	weights := make([]int64, len(entries))
 	values := make([]float64, len(entries))
 	for i, e := range entries {
@@ -119,11 +117,24 @@ func hotSet(traces []*trace.Trace, arts []manifest.Artifact, opt Options) []mani
 	}
 	var chosen []manifest.HotEntry
 	for _, i := range choose(weights, values, opt.Budget) {
-		e := entries[i]
-		e.Order = len(chosen)
-		chosen = append(chosen, e)
+		chosen = append(chosen, entries[i])
+	}
+	if len(chosen) > manifest.DefaultMaxEntries {
+		// Keep the manifest readable by every agent: drop the entries that save least.
+		slices.SortStableFunc(chosen, func(a, b manifest.HotEntry) int {
+			return cmp.Compare(b.ExpectedSavedSeconds, a.ExpectedSavedSeconds)
+		})
+		chosen = chosen[:manifest.DefaultMaxEntries]
+		slices.SortFunc(chosen, byFirstAccess)
+	}
+	for i := range chosen {
+		chosen[i].Order = i
 	}
 	return chosen
+}
+
+func byFirstAccess(a, b manifest.HotEntry) int {
+	return cmp.Or(cmp.Compare(a.FirstAccessNs, b.FirstAccessNs), cmp.Compare(a.Path, b.Path), cmp.Compare(a.Layer, b.Layer))
 }
 
 // hotKey says where the agent will find f: in an image layer by digest and relative
@@ -164,7 +175,8 @@ func coalesce(rs []manifest.Range) []manifest.Range {
 }
 
 // artifacts lists the files downloaded during start-up. The trace does not record which
-// file a download wrote, so this is inferred: a file outside the image's layers that was
+// file a download wrote, so this is inferred: a weights or other data file (not a
+// library, which imports load while downloads run) outside the image's layers that was
 // first opened while the fetch phase was active. The origin is the peer that sent the
 // most bytes, the only one the trace can name; the digest is unknown.
 func artifacts(traces []*trace.Trace) []manifest.Artifact {
@@ -182,7 +194,7 @@ func artifacts(traces []*trace.Trace) []manifest.Artifact {
 			}
 		}
 		for _, f := range t.Files {
-			if f.Kind == trace.KindDevice || (f.Layer != nil && f.Layer.Where == "image") ||
+			if (f.Kind != trace.KindWeights && f.Kind != trace.KindOther) || (f.Layer != nil && f.Layer.Where == "image") ||
 				f.FirstOpen < fetch.Start || f.FirstOpen > fetch.End || !strings.HasPrefix(f.Path, "/") {
 				continue
 			}

@@ -3,6 +3,7 @@ package advisor
 import (
 	"math/rand/v2"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -95,7 +96,9 @@ func TestManifestArtifacts(t *testing.T) {
 	tr.Conns = []trace.Conn{{Remote: "10.0.0.7:443", Role: "peer", BytesRecv: 5 << 30}, {Remote: "10.0.0.8:443", Role: "peer", BytesRecv: 10}}
 	readFile(tr, "/cache/model.safetensors", 5<<30, 21, [2]int64{0, 1 << 20})
 	tr.Files[0].FirstOpen = sec(1.5)
-	readFile(tr, "/usr/lib/libtorch.so", 1<<20, 0.5, [2]int64{0, 4096})
+	// A library imported while the download runs is not a download.
+	readFile(tr, "/usr/lib/libtorch.so", 1<<20, 5, [2]int64{0, 4096})
+	tr.Files[1].Kind = trace.KindLibrary
 	m, err := BuildManifest([]*trace.Trace{tr}, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -188,5 +191,30 @@ func TestMixedWorkloadsRefused(t *testing.T) {
 	}
 	if _, err := Analyze([]*trace.Trace{a, b}, Options{Force: true}); err != nil {
 		t.Fatalf("with Force: %v", err)
+	}
+}
+
+func TestManifestEntryCap(t *testing.T) {
+	tr := genTrace(t, "big", step{trace.PhaseLoad, 10, 0})
+	for i := range manifest.DefaultMaxEntries + 10 {
+		// The last ten files are read in two pages, the others in one.
+		n := int64(pageSize)
+		if i >= manifest.DefaultMaxEntries {
+			n = 2 * pageSize
+		}
+		readFile(tr, "/data/f"+strconv.Itoa(i), 1<<20, float64(i)*1e-6, [2]int64{0, n})
+	}
+	m, err := BuildManifest([]*trace.Trace{tr}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := m.Spec.HotSet
+	if len(hs) != manifest.DefaultMaxEntries {
+		t.Fatalf("%d entries", len(hs))
+	}
+	// The cap drops ten of the one-page entries (the last in first-access order among
+	// equals) and keeps the order.
+	if hs[99989].Path != "/data/f99989" || hs[99990].Path != "/data/f100000" || hs[99990].Order != 99990 {
+		t.Errorf("around the cut: %s, %s (order %d)", hs[99989].Path, hs[99990].Path, hs[99990].Order)
 	}
 }
