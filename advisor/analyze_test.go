@@ -213,3 +213,28 @@ func TestFormat(t *testing.T) {
 		t.Errorf("JSON does not round-trip: %v", err)
 	}
 }
+
+func TestLazyPullOnlyWhenMostBytesAreUnread(t *testing.T) {
+	mk := func(read int64) *Advice {
+		tr := genTrace(t, "lp", step{trace.PhasePull, 30, 1e9}, step{trace.PhaseInit, 5, 0})
+		tr.Pull = &trace.Pull{Ref: testImage, Layers: []trace.Layer{{Index: 1, Digest: testLayer, Size: 1e9}}}
+		tr.Files = append(tr.Files, trace.File{Path: "/opt/app.bin", Size: read, Kind: trace.KindOther,
+			Layer:  &trace.LayerRef{Index: 1, Digest: testLayer, Where: "image"},
+			Ranges: []trace.Range{{Off: 0, Len: read, First: sec(31), Via: trace.AccessRead}}})
+		return mustAnalyze(t, []*trace.Trace{tr}, Options{})
+	}
+	if a := mk(8e8); hasRec(a, "lazy-pull") {
+		t.Errorf("lazy pull recommended with 80%% of the image read")
+	}
+	a := mk(1e8)
+	var rec Recommendation
+	for _, r := range a.Recommendations {
+		if r.ID == "lazy-pull" {
+			rec = r
+		}
+	}
+	// 10% read: a lazy pull would fetch only that, saving 90% of the 30 s pull.
+	if !near(rec.Saved.Value, 27, 1e-6) || len(rec.Evidence) != 2 || !strings.Contains(rec.Evidence[1], "layer 1") {
+		t.Errorf("lazy-pull recommendation %+v", rec)
+	}
+}

@@ -109,48 +109,69 @@ func recommend(runs []run, a *Advice, b bootstrap) []Recommendation {
 // fetch only what is read, so the pull's critical time shrinks to the share read.
 func lazyPull(runs []run, b bootstrap) (Recommendation, bool) {
 	var fracs, saved []float64
-	var pulled, read int64
 	for _, r := range runs {
-		p, rd := r.pulledAndRead()
-		if p == 0 {
+		layers := r.layerReads()
+		if len(layers) == 0 {
 			return Recommendation{}, false
 		}
-		f := min(1, float64(rd)/float64(p))
+		var pulled, read int64
+		for _, l := range layers {
+			pulled, read = pulled+l.size, read+l.read
+		}
+		f := min(1, float64(read)/float64(max(pulled, 1)))
 		fracs = append(fracs, f)
 		saved = append(saved, (r.critical[trace.PhasePull]+r.critical[trace.PhaseUnpack])*(1-f))
-		pulled, read = p, rd
 	}
 	if median(fracs) >= lazyPullThreshold {
 		return Recommendation{}, false
 	}
+	evidence := []string{fmt.Sprintf("%.0f%% of the pulled bytes were read during the start (median over %d runs)", 100*median(fracs), len(runs))}
+	layers := runs[0].layerReads()
+	slices.SortStableFunc(layers, func(x, y layerRead) int { return cmp.Compare(y.size, x.size) })
+	for _, l := range layers[:min(3, len(layers))] {
+		evidence = append(evidence, fmt.Sprintf("layer %d (%.19s…): %s read of %s pulled", l.index, l.digest, bytesStr(float64(l.read)), bytesStr(float64(l.size))))
+	}
 	return Recommendation{
-		ID:    "lazy-pull",
-		Title: "Most pulled bytes are never read: pull lazily",
-		Saved: b.estimate(0.5, saved),
-		Evidence: []string{fmt.Sprintf("%.0f%% of the pulled bytes were read during the start (median; last run: %s read of %s pulled)",
-			100*median(fracs), bytesStr(float64(read)), bytesStr(float64(pulled)))},
-		Action: "Convert the image for a lazy-pull snapshotter (eStargz, SOCI, Nydus or Overlaybd) and give it the hot set as its prefetch list: `coldtrace advise TRACE... --export estargz|soci|nydus|overlaybd --export-out FILE`.",
+		ID:       "lazy-pull",
+		Title:    "Most pulled bytes are never read: pull lazily",
+		Saved:    b.estimate(0.5, saved),
+		Evidence: evidence,
+		Action:   "Convert the image for a lazy-pull snapshotter (eStargz, SOCI, Nydus or Overlaybd) and give it the hot set as its prefetch list: `coldtrace advise TRACE... --export estargz|soci|nydus|overlaybd --export-out FILE`.",
 	}, true
 }
 
-// pulledAndRead returns the bytes of the image's layers (compressed sizes, as pulled)
-// and the bytes read from files of those layers (uncompressed; so the share read is, if
-// anything, overstated).
-func (r run) pulledAndRead() (pulled, read int64) {
+// layerRead is one pulled layer: its size (compressed, as pulled) and the bytes read
+// from its files during the start (uncompressed; so the share read is, if anything,
+// overstated).
+type layerRead struct {
+	index      int
+	digest     string
+	size, read int64
+}
+
+func (r run) layerReads() []layerRead {
 	if r.t.Pull == nil {
-		return 0, 0
+		return nil
 	}
+	var out []layerRead
+	at := map[string]int{}
 	for _, l := range r.t.Pull.Layers {
-		pulled += l.Size
+		at[l.Digest] = len(out)
+		out = append(out, layerRead{index: l.Index, digest: l.Digest, size: l.Size})
 	}
 	for _, f := range r.t.Files {
-		if f.Layer != nil && f.Layer.Where == "image" {
-			for _, rg := range f.Ranges {
-				read += rg.Len
-			}
+		if f.Layer == nil || f.Layer.Where != "image" {
+			continue
+		}
+		i, ok := at[f.Layer.Digest]
+		if !ok {
+			continue
+		}
+		for _, rg := range f.Ranges {
+			out[i].read += rg.Len
 		}
 	}
-	return pulled, read
+	return out
 }
 
 func rateOf(a *Advice, p trace.PhaseName) string {
