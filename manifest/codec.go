@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 
@@ -41,6 +42,9 @@ func Parse(data []byte, lim Limits) (*Manifest, error) {
 	}
 	if head.APIVersion != APIVersion || head.Kind != Kind {
 		return nil, fmt.Errorf("manifest: %q/%q is not a %s/%s", head.APIVersion, head.Kind, APIVersion, Kind)
+	}
+	if err := checkKeys(js); err != nil {
+		return nil, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()
@@ -76,6 +80,53 @@ func toJSON(data []byte) ([]byte, error) {
 		return nil, fmt.Errorf("manifest: not YAML or JSON: %w", err)
 	}
 	return js, nil
+}
+
+// checkKeys refuses keys that differ from the schema's only in case, which
+// encoding/json would otherwise accept ("ApiVersion" for "apiVersion").
+func checkKeys(js []byte) error {
+	var doc any
+	if err := json.NewDecoder(bytes.NewReader(js)).Decode(&doc); err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	return matchKeys(doc, reflect.TypeFor[Manifest](), "")
+}
+
+func matchKeys(v any, t reflect.Type, at string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Slice:
+		items, _ := v.([]any)
+		for i, item := range items {
+			if err := matchKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", at, i)); err != nil {
+				return err
+			}
+		}
+	case reflect.Struct:
+		obj, _ := v.(map[string]any)
+		for key, val := range obj {
+			f, ok := fieldByTag(t, key)
+			if !ok {
+				return fmt.Errorf("manifest: unknown field %q in %s", key, strings.TrimPrefix(at+".", "."))
+			}
+			if err := matchKeys(val, f.Type, at+"."+key); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func fieldByTag(t reflect.Type, key string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name == key {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 // Read parses a manifest from r, reading at most lim.MaxBytes.

@@ -142,7 +142,10 @@ func TestParseRefusesInput(t *testing.T) {
 		"two documents":   {in: ok.String() + "---\n" + ok.String(), want: "more than one"},
 		"wrong type":      {in: "apiVersion: coldtrace.dev/v1alpha1\nkind: PrefetchManifest\nspec:\n  runs: many\n", want: "runs"},
 		"empty":           {in: "", want: ""},
-		"negative budget": {in: "apiVersion: coldtrace.dev/v1alpha1\nkind: PrefetchManifest\nspec:\n  budgetBytes: -1\n", want: "negative"},
+		"negative budget": {in: "apiVersion: coldtrace.dev/v1alpha1\nkind: PrefetchManifest\nmetadata: {name: x}\nspec:\n  budgetBytes: -1\n", want: "negative"},
+		"no name":         {in: "apiVersion: coldtrace.dev/v1alpha1\nkind: PrefetchManifest\n", want: "metadata.name"},
+		"key case":        {in: strings.Replace(ok.String(), "hotSet:", "HotSet:", 1), want: `unknown field "HotSet" in spec`},
+		"nested key case": {in: strings.Replace(ok.String(), "confidence:", "Confidence:", 1), want: "spec.hotSet[0]"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

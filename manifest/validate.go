@@ -56,6 +56,9 @@ func (m *Manifest) validate(lim Limits) error {
 	if m.Kind != Kind {
 		return fmt.Errorf("manifest: kind %q is not supported (want %q)", m.Kind, Kind)
 	}
+	if m.Metadata.Name == "" {
+		return errors.New("manifest: metadata.name is empty")
+	}
 	if err := checkText("metadata.name", m.Metadata.Name); err != nil {
 		return err
 	}
