@@ -61,21 +61,26 @@ func recommend(runs []run, a *Advice, b bootstrap) []Recommendation {
 		}
 	}
 
-	image := workloadName(w)
+	phaseBytes := func(p trace.PhaseName) float64 {
+		return median(per(func(r run) float64 { _, b := r.busy(p); return float64(b) }))
+	}
+	disk := a.Limits.Disk
+
 	add("prepull-image", "Pre-pull the image", saving(ScenarioPrePull),
-		fmt.Sprintf("Pre-pull %s on the nodes before the workload is scheduled: write a manifest (coldtrace advise -o manifest.yaml) and run `coldtrace warm manifest.yaml`, or give it to the agent.", image),
+		fmt.Sprintf("Pre-pull %s on the nodes before the workload is scheduled: write a manifest (coldtrace advise -o manifest.yaml) and run `coldtrace warm manifest.yaml`, or give it to the agent.", workloadName(w)),
 		"pull and unpack on the critical path: "+share(crit(trace.PhasePull, trace.PhaseUnpack)),
-		fmt.Sprintf("%s pulled at %s", bytesStr(median(per(func(r run) float64 { _, b := r.busy(trace.PhasePull); return float64(b) }))), rateOf(a, trace.PhasePull)))
-	_, fetchBytes := runs[0].busy(trace.PhaseFetch)
+		fmt.Sprintf("%s pulled at %s", bytesStr(phaseBytes(trace.PhasePull)), rateOf(a, trace.PhasePull)))
+	fetched := phaseBytes(trace.PhaseFetch)
 	add("stage-models", "Stage the model files on the node", saving(ScenarioStaged),
 		"Stage the downloaded model files in the node's artifact store (the manifest's artifacts; `coldtrace warm`) and load them from the local path instead of the network.",
 		"model download on the critical path: "+share(crit(trace.PhaseFetch)),
-		fmt.Sprintf("%s downloaded at %s; read locally at %s/s it would take %.1f s", bytesStr(float64(fetchBytes)), rateOf(a, trace.PhaseFetch), bytesStr(runs[0].lim.Disk), float64(fetchBytes)/runs[0].lim.Disk))
-	weights, other := runs[0].missBytes()
+		fmt.Sprintf("%s downloaded at %s; read locally at %s/s it would take %.1f s", bytesStr(fetched), rateOf(a, trace.PhaseFetch), bytesStr(disk), fetched/disk))
+	weights := median(per(func(r run) float64 { wb, _ := r.missBytes(); return float64(wb) }))
+	other := median(per(func(r run) float64 { _, o := r.missBytes(); return float64(o) }))
 	add("warm-page-cache", "Warm the page cache with the hot set", saving(ScenarioPageCache),
 		"Bring the manifest's hot set into the page cache before the start (`coldtrace warm manifest.yaml`), in first-access order.",
 		"loading and init on the critical path: "+share(crit(trace.PhaseLoad, trace.PhaseInit)),
-		fmt.Sprintf("%s of weights and %s of other files read from disk (page-cache misses) at %s/s", bytesStr(float64(weights)), bytesStr(float64(other)), bytesStr(runs[0].lim.Disk)))
+		fmt.Sprintf("%s of weights and %s of other files read from disk (page-cache misses, medians) at %s/s", bytesStr(weights), bytesStr(other), bytesStr(disk)))
 	for _, c := range a.Contention {
 		add("avoid-link-contention", "Stop the pull and the model download sharing the link", per(func(r run) float64 { _, _, g := r.contention(); return g }),
 			"Do not pull and download at once: pre-pull the image, or give the model download priority (limit the pull's bandwidth while it runs).",
