@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/coldtrace/coldtrace/manifest"
 	"github.com/coldtrace/coldtrace/trace"
@@ -141,7 +142,7 @@ func byFirstAccess(a, b manifest.HotEntry) int {
 // path, or on the host by absolute path. Files it cannot find on another node (the
 // container's writable layer, volumes, pseudo-filesystems, devices) are left out.
 func hotKey(f trace.File) (fileKey, *int, bool) {
-	if f.Kind == trace.KindDevice || len(f.Ranges) == 0 || !strings.HasPrefix(f.Path, "/") {
+	if f.Kind == trace.KindDevice || len(f.Ranges) == 0 || !usablePath(f.Path) {
 		return fileKey{}, nil, false
 	}
 	p := path.Clean(f.Path)
@@ -158,6 +159,12 @@ func hotKey(f trace.File) (fileKey, *int, bool) {
 		}
 	}
 	return fileKey{path: p}, nil, true
+}
+
+// usablePath reports whether a traced path can go into a manifest: absolute, valid
+// UTF-8, without NUL (the kernel side copies raw bytes).
+func usablePath(p string) bool {
+	return strings.HasPrefix(p, "/") && utf8.ValidString(p) && !strings.ContainsRune(p, 0)
 }
 
 // coalesce sorts ranges and merges those that overlap or touch.
@@ -195,7 +202,7 @@ func artifacts(traces []*trace.Trace) []manifest.Artifact {
 		}
 		for _, f := range t.Files {
 			if (f.Kind != trace.KindWeights && f.Kind != trace.KindOther) || (f.Layer != nil && f.Layer.Where == "image") ||
-				f.FirstOpen < fetch.Start || f.FirstOpen > fetch.End || !strings.HasPrefix(f.Path, "/") {
+				f.FirstOpen < fetch.Start || f.FirstOpen > fetch.End || !usablePath(f.Path) {
 				continue
 			}
 			p := path.Clean(f.Path)

@@ -28,11 +28,13 @@ func fiveRuns(t *testing.T) []*trace.Trace {
 		if i == 4 {
 			readFile(tr, "/srv/c.py", 500, 0.1, [2]int64{0, 500})
 		}
-		// Left out of any manifest: device nodes, pseudo-files, a container's writable layer.
+		// Left out of any manifest: device nodes, pseudo-files, a container's writable
+		// layer, a path that is not UTF-8.
 		tr.Files = append(tr.Files,
 			trace.File{Path: "/dev/nvidia0", Kind: trace.KindDevice, Ranges: []trace.Range{{Off: 0, Len: 8, Via: trace.AccessRead}}},
 			trace.File{Path: "/proc/self/maps", Kind: trace.KindOther, Ranges: []trace.Range{{Off: 0, Len: 8, Via: trace.AccessRead}}},
-			trace.File{Path: "/tmp/x", Kind: trace.KindOther, Layer: &trace.LayerRef{Where: "rw"}, Ranges: []trace.Range{{Off: 0, Len: 8, Via: trace.AccessRead}}})
+			trace.File{Path: "/tmp/x", Kind: trace.KindOther, Layer: &trace.LayerRef{Where: "rw"}, Ranges: []trace.Range{{Off: 0, Len: 8, Via: trace.AccessRead}}},
+			trace.File{Path: "/srv/bad\xff", Kind: trace.KindOther, Ranges: []trace.Range{{Off: 0, Len: 8, Via: trace.AccessRead}}})
 		traces = append(traces, tr)
 	}
 	return traces
