@@ -29,6 +29,8 @@ Look at a trace again:             coldtrace report trace.json.gz --format html 
 		Commands: []*cli.Command{
 			recordCommand(),
 			reportCommand(),
+			adviseCommand(),
+			diffCommand(),
 			exampleWorkloadCommand(),
 		},
 	}

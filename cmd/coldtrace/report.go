@@ -34,10 +34,14 @@ Examples:
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write to `FILE` instead of standard output"},
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return fmt.Errorf("report takes one trace file, got %d arguments", c.NArg())
+			args, err := interspersed(c)
+			if err != nil {
+				return err
 			}
-			t, err := trace.ReadFile(c.Args().First())
+			if len(args) != 1 {
+				return fmt.Errorf("report takes one trace file, got %d arguments", len(args))
+			}
+			t, err := trace.ReadFile(args[0])
 			if err != nil {
 				return err
 			}

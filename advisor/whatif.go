@@ -1,0 +1,130 @@
+package advisor
+
+import (
+	"math"
+
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+// The what-if scenarios. Each removes or shortens parts of a trace's critical path; the
+// savings are computed per trace and summarised across runs.
+const (
+	ScenarioPrePull     = "pre-pulled image"
+	ScenarioStaged      = "model files staged locally"
+	ScenarioPageCache   = "hot set in the page cache"
+	ScenarioPersistence = "GPU persistence mode"
+	ScenarioLazyCUDA    = "lazy CUDA module loading"
+	ScenarioCombined    = "all combined"
+)
+
+var scenarioOrder = []string{ScenarioPrePull, ScenarioStaged, ScenarioPageCache, ScenarioPersistence, ScenarioLazyCUDA, ScenarioCombined}
+
+// The GPU factors, applied only where the trace has the evidence (uprobe timings of the
+// calls). With persistence mode off, cuInit pays for bringing the device out of its
+// uninitialised state, which nvidia-persistenced keeps done: we take PersistenceShare of
+// cuInit's duration as saved. With eager loading, context creation loads every module of
+// every CUDA library mapped; lazy loading defers most of them: we take LazyCUDAShare of
+// the context-creation calls' duration as saved.
+const (
+	PersistenceShare = 0.9
+	LazyCUDAShare    = 0.5
+)
+
+// Scenario is a predicted cold start under one change.
+type Scenario struct {
+	Name string `json:"name"`
+	// Predicted is the predicted critical-path length, Saved what it takes away (seconds).
+	Predicted Estimate `json:"predicted_s"`
+	Saved     Estimate `json:"saved_s"`
+}
+
+// savings returns the seconds each scenario takes off r's critical path.
+func (r run) savings() map[string]float64 {
+	s := map[string]float64{
+		ScenarioPrePull:     r.critical[trace.PhasePull] + r.critical[trace.PhaseUnpack],
+		ScenarioStaged:      r.stagedSaving(),
+		ScenarioPageCache:   r.pageCacheSaving(),
+		ScenarioPersistence: r.persistenceSaving(),
+		ScenarioLazyCUDA:    r.lazyCUDASaving(),
+	}
+	gpu := math.Min(s[ScenarioPersistence]+s[ScenarioLazyCUDA], r.critical[trace.PhaseGPU])
+	// The scenarios shorten different phases' parts of the critical path, so they add up.
+	s[ScenarioCombined] = math.Min(r.total, s[ScenarioPrePull]+s[ScenarioStaged]+s[ScenarioPageCache]+gpu)
+	return s
+}
+
+// stagedSaving replaces the fetch phase's network time by reading the same bytes from
+// local disk: its critical share shrinks in the ratio of the two times.
+func (r run) stagedSaving() float64 {
+	crit := r.critical[trace.PhaseFetch]
+	busy, bytes := r.busy(trace.PhaseFetch)
+	if crit == 0 || busy == 0 {
+		return 0
+	}
+	local := float64(bytes) / r.lim.Disk
+	return crit * (1 - math.Min(1, local/busy))
+}
+
+// pageCacheSaving removes the time spent reading missed pages from disk: misses on
+// weight files come off the load phase, misses on other files off init, each at most
+// that phase's critical share.
+func (r run) pageCacheSaving() float64 {
+	weights, other := r.missBytes()
+	return math.Min(r.critical[trace.PhaseLoad], float64(weights)/r.lim.Disk) +
+		math.Min(r.critical[trace.PhaseInit], float64(other)/r.lim.Disk)
+}
+
+// missBytes counts the bytes read from storage into the page cache, for weight files
+// and for the others (device nodes excluded).
+func (r run) missBytes() (weights, other int64) {
+	for _, f := range r.t.Files {
+		switch f.Kind {
+		case trace.KindDevice:
+		case trace.KindWeights:
+			weights += f.CacheMisses * pageSize
+		default:
+			other += f.CacheMisses * pageSize
+		}
+	}
+	return weights, other
+}
+
+func (r run) persistenceSaving() float64 {
+	if r.t.Host.Persistence == "enabled" {
+		return 0
+	}
+	return math.Min(r.critical[trace.PhaseGPU], PersistenceShare*r.longestCall("cuInit"))
+}
+
+func (r run) lazyCUDASaving() float64 {
+	ctx := math.Max(r.longestCall("cuDevicePrimaryCtxRetain"), r.longestCall("cuCtxCreate"))
+	return math.Min(r.critical[trace.PhaseGPU], LazyCUDAShare*ctx)
+}
+
+// longestCall is the longest duration of the named driver call in seconds: processes
+// initialise in parallel, so the longest is the one that delays readiness.
+func (r run) longestCall(name string) float64 {
+	var d float64
+	for _, c := range r.t.GPU.Calls {
+		if c.Name == name && c.End > c.Start {
+			d = math.Max(d, secs(c.End-c.Start))
+		}
+	}
+	return d
+}
+
+func whatIf(runs []run, b bootstrap) []Scenario {
+	saved := map[string][]float64{}
+	predicted := map[string][]float64{}
+	for _, r := range runs {
+		for name, s := range r.savings() {
+			saved[name] = append(saved[name], s)
+			predicted[name] = append(predicted[name], r.total-s)
+		}
+	}
+	var out []Scenario
+	for _, name := range scenarioOrder {
+		out = append(out, Scenario{Name: name, Predicted: b.estimate(0.5, predicted[name]), Saved: b.estimate(0.5, saved[name])})
+	}
+	return out
+}

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/coldtrace/coldtrace/advisor"
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+func adviseCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "advise",
+		Usage:     "recommend what to change, with estimated savings, and write a prefetch manifest",
+		ArgsUsage: "TRACE...",
+		Description: `Reads cold-start traces of one workload (several runs give intervals) and prints
+the phase statistics, each phase's gap to the host's limits, contention on the link,
+what-if predictions and recommendations ranked by the seconds they save, each with its
+evidence and the action to take.
+
+-o writes the prefetch manifest (YAML, or JSON for a .json name) that "coldtrace warm"
+and the agent consume; --budget bounds its hot set. --export writes the hot set in the
+prefetch-list format of a lazy-pull snapshotter.
+
+Example:
+   coldtrace advise run1.json.gz run2.json.gz run3.json.gz -o manifest.yaml --budget 10GiB
+   coldtrace advise runs/*.json.gz --export estargz --export-out record.json`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the prefetch manifest to `FILE` (.yaml or .json)"},
+			&cli.StringFlag{Name: "budget", Usage: "bound the manifest's hot set to `BYTES` (10GiB, 500MB, 4096)"},
+			&cli.StringFlag{Name: "format", Value: "text", Usage: "output format: text or json"},
+			&cli.StringFlag{Name: "export", Usage: "export the hot set as `FORMAT`: " + strings.Join(advisor.ExportFormats, ", ")},
+			&cli.StringFlag{Name: "export-out", Usage: "write the export to `FILE` (- for standard output)"},
+			&cli.BoolFlag{Name: "force", Usage: "accept traces of different workloads together"},
+			&cli.Float64Flag{Name: "link-gbps", Usage: "network link speed in Gbit/s (default: from the traces' hosts, else 10)"},
+			&cli.StringFlag{Name: "disk-rate", Usage: "local disk read throughput in `BYTES` per second (default 1GB, 150MB for spinning disks)"},
+			&cli.StringFlag{Name: "name", Usage: "the manifest's metadata.name (default: from the workload)"},
+			&cli.StringFlag{Name: "tenant", Usage: "the manifest's tenant (a Kubernetes namespace name)"},
+			&cli.Uint64Flag{Name: "seed", Usage: "seed of the bootstrap intervals"},
+		},
+		Action: advise,
+	}
+}
+
+func advise(c *cli.Context) error {
+	args, err := interspersed(c)
+	if err != nil {
+		return err
+	}
+	traces, err := readTraces(args)
+	if err != nil {
+		return err
+	}
+	opt := advisor.Options{Force: c.Bool("force"), Name: c.String("name"), Tenant: c.String("tenant"), Seed: c.Uint64("seed")}
+	opt.Limits.Link = c.Float64("link-gbps") * 1e9 / 8
+	if opt.Budget, err = flagBytes(c, "budget"); err != nil {
+		return err
+	}
+	disk, err := flagBytes(c, "disk-rate")
+	if err != nil {
+		return err
+	}
+	opt.Limits.Disk = float64(disk)
+	if c.String("export") != "" && c.String("export-out") == "" {
+		return cli.Exit("--export needs --export-out FILE (- for standard output)", 2)
+	}
+
+	a, err := advisor.Analyze(traces, opt)
+	if err != nil {
+		return err
+	}
+	switch c.String("format") {
+	case "text":
+		err = a.Format(c.App.Writer)
+	case "json":
+		err = a.WriteJSON(c.App.Writer)
+	default:
+		return cli.Exit(fmt.Sprintf("unknown --format %q: text or json", c.String("format")), 2)
+	}
+	if err != nil || (c.String("output") == "" && c.String("export") == "") {
+		return err
+	}
+
+	m, err := advisor.BuildManifest(traces, opt)
+	if err != nil {
+		return err
+	}
+	if out := c.String("output"); out != "" {
+		if err := m.WriteFile(out); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.ErrWriter, "wrote %s: %d hot-set entries, %d artifacts, %d images\n", out, len(m.Spec.HotSet), len(m.Spec.Artifacts), len(m.Spec.Images))
+	}
+	if f := c.String("export"); f != "" {
+		return writeTo(c.String("export-out"), c.App.Writer, func(w io.Writer) error { return advisor.Export(w, m, f) })
+	}
+	return nil
+}
+
+// interspersed returns the command's arguments after parsing the flags among them:
+// urfave/cli v2 stops at the first argument, and "advise TRACE... -o FILE" reads
+// naturally. A "--" is kept, for diff to split on.
+func interspersed(c *cli.Context) ([]string, error) {
+	set := flag.NewFlagSet(c.Command.Name, flag.ContinueOnError)
+	set.SetOutput(io.Discard)
+	canonical := map[string]string{}
+	for _, f := range c.Command.Flags {
+		if err := f.Apply(set); err != nil {
+			return nil, err
+		}
+		for _, n := range f.Names() {
+			canonical[n] = f.Names()[0]
+		}
+	}
+	var out []string
+	for args := c.Args().Slice(); len(args) > 0; {
+		if args[0] == "--" || !strings.HasPrefix(args[0], "-") || args[0] == "-" {
+			out, args = append(out, args[0]), args[1:]
+			continue
+		}
+		if err := set.Parse(args); err != nil {
+			return nil, cli.Exit(err.Error(), 2)
+		}
+		rest := set.Args()
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			out = append(out, "--") // Parse swallowed the separator after the flags
+		}
+		args = rest
+	}
+	var err error
+	set.Visit(func(f *flag.Flag) {
+		if err == nil {
+			err = c.Set(canonical[f.Name], f.Value.String())
+		}
+	})
+	return out, err
+}
+
+func readTraces(paths []string) ([]*trace.Trace, error) {
+	if len(paths) == 0 {
+		return nil, cli.Exit("no traces given", 2)
+	}
+	var out []*trace.Trace
+	for _, p := range paths {
+		t, err := trace.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// writeTo writes through write to the file at path, or to stdout for "-".
+func writeTo(path string, stdout io.Writer, write func(io.Writer) error) error {
+	if path == "-" {
+		return write(stdout)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func flagBytes(c *cli.Context, name string) (int64, error) {
+	if c.String(name) == "" {
+		return 0, nil
+	}
+	n, err := parseBytes(c.String(name))
+	if err != nil {
+		return 0, cli.Exit(fmt.Sprintf("--%s: %v", name, err), 2)
+	}
+	return n, nil
+}
+
+var byteUnits = map[string]float64{
+	"": 1, "b": 1,
+	"k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+	"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+}
+
+// parseBytes reads a byte count with an optional decimal (kB, MB, GB, TB) or binary
+// (KiB, MiB, GiB, TiB) unit: "10GiB", "1.5GB", "4096".
+func parseBytes(s string) (int64, error) {
+	num := strings.TrimRight(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ")
+	unit, ok := byteUnits[strings.ToLower(strings.TrimSpace(s[len(num):]))]
+	v, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+	if !ok || err != nil || v < 0 || v*unit >= 1<<63 {
+		return 0, fmt.Errorf("%q is not a byte count (like 10GiB, 500MB or 4096)", s)
+	}
+	return int64(v * unit), nil
+}
