@@ -67,6 +67,7 @@ struct {
  * syscall at a time, so one slot serves every syscall we follow. */
 struct args {
 	__u64 ts;
+	__u64 nr; /* the syscall, where the entry handler knows it */
 	__u64 a[6];
 };
 
@@ -228,7 +229,7 @@ static __always_inline struct sock *fd_sock(int fd)
  * syscall takes, and reading past them makes the attach fail. */
 static __always_inline void save_args(struct trace_event_raw_sys_enter *ctx, __u32 tid, int n)
 {
-	struct args a = { .ts = bpf_ktime_get_ns() };
+	struct args a = { .ts = bpf_ktime_get_ns(), .nr = ctx->id };
 	if (n > 0) a.a[0] = ctx->args[0];
 	if (n > 1) a.a[1] = ctx->args[1];
 	if (n > 2) a.a[2] = ctx->args[2];
@@ -419,27 +420,27 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-/* read_enter notes a read of fd at off (-1: the file position) if fd is a regular file.
- * Slots: a[0] fd, a[1] dev, a[2] ino, a[3] offset. */
-static __always_inline int read_enter(int fd, __s64 off)
+/* read_enter notes a read of fd at off (-1: the file position). Slots: a[0] fd, a[1] dev,
+ * a[2] ino, a[3] offset; dev and ino stay zero when fd is not a regular file, which tells
+ * cache_add that pages added during the call (a splice from a pipe into a file) are
+ * writes, not reads. */
+static __always_inline int read_enter(__u64 nr, int fd, __s64 off)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	if (!tracked(id >> 32))
 		return 0;
-	struct file *f = fd_file(fd);
-	if (!f)
-		return 0;
-	struct finfo fi = {};
-	file_info(f, &fi);
-	if ((fi.mode & S_IFMT) != S_IFREG)
-		return 0;
-	if (off < 0)
-		off = BPF_CORE_READ(f, f_pos);
-	struct args a = { .ts = bpf_ktime_get_ns() };
+	struct args a = { .ts = bpf_ktime_get_ns(), .nr = nr };
 	a.a[0] = fd;
-	a.a[1] = fi.dev;
-	a.a[2] = fi.ino;
-	a.a[3] = off;
+	struct file *f = fd_file(fd);
+	if (f) {
+		struct finfo fi = {};
+		file_info(f, &fi);
+		if ((fi.mode & S_IFMT) == S_IFREG) {
+			a.a[1] = fi.dev;
+			a.a[2] = fi.ino;
+			a.a[3] = off < 0 ? BPF_CORE_READ(f, f_pos) : off;
+		}
+	}
 	__u32 tid = id;
 	bpf_map_update_elem(&pending, &tid, &a, BPF_ANY);
 	return 0;
@@ -459,7 +460,7 @@ static __always_inline int read_exit(long ret)
 	__u32 pid = id >> 32, tid = id;
 	struct args a;
 
-	if (!take(tid, &a) || ret <= 0)
+	if (!take(tid, &a) || ret <= 0 || !a.a[2])
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	struct fdkey k = { .pid = pid, .fd = a.a[0] };
@@ -485,7 +486,7 @@ static __always_inline int read_exit(long ret)
 	SEC("tracepoint/syscalls/sys_enter_" #name)                                \
 	int enter_##name(struct trace_event_raw_sys_enter *ctx)                    \
 	{                                                                          \
-		return read_enter(fdexpr, offexpr);                                    \
+		return read_enter(ctx->id, fdexpr, offexpr);                                    \
 	}                                                                          \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                 \
 	int exit_##name(struct trace_event_raw_sys_exit *ctx)                      \
@@ -589,6 +590,32 @@ int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned l
 	return 0;
 }
 
+/* Writes add pages to the page cache too, and those are not reads from storage. A page
+ * added while the thread is inside a syscall counts only if that syscall is a read of the
+ * very file; outside syscalls, it is a page fault reading a mapping. Write syscalls leave
+ * a pending slot so that they are seen as syscalls. */
+static __always_inline bool reading(__u32 tid, __u64 dev, __u64 ino)
+{
+	struct args *a = bpf_map_lookup_elem(&pending, &tid);
+	return !a || (a->a[1] == dev && a->a[2] == ino);
+}
+
+#define WRITE_PROBES(name)                                                     \
+	ENTER_SAVE(name, 0)                                                        \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                 \
+	int exit_##name(struct trace_event_raw_sys_exit *ctx)                      \
+	{                                                                          \
+		__u32 tid = bpf_get_current_pid_tgid();                                \
+		bpf_map_delete_elem(&pending, &tid);                                   \
+		return 0;                                                              \
+	}
+
+WRITE_PROBES(write)
+WRITE_PROBES(pwrite64)
+WRITE_PROBES(writev)
+WRITE_PROBES(pwritev)
+WRITE_PROBES(pwritev2)
+
 static __always_inline void emit_miss(struct miss_run *m, __u32 pid)
 {
 	struct event_cache_miss *e;
@@ -610,6 +637,8 @@ int cache_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	if (!tracked(pid))
 		return 0;
 	__u64 dev = ctx->s_dev, ino = ctx->i_ino, index = ctx->index;
+	if (!reading((__u32)id, dev, ino))
+		return 0;
 	__u64 pages = 1;
 	if (bpf_core_field_exists(ctx->order))
 		pages = 1ULL << (BPF_CORE_READ(ctx, order) & 31);

@@ -16,6 +16,7 @@ import (
 type coldtraceArgs struct {
 	_  structs.HostLayout
 	Ts uint64
+	Nr uint64
 	A  [6]uint64
 }
 
@@ -288,10 +289,15 @@ const (
 	coldtraceProgEnterPread64       = "enter_pread64"
 	coldtraceProgEnterPreadv        = "enter_preadv"
 	coldtraceProgEnterPreadv2       = "enter_preadv2"
+	coldtraceProgEnterPwrite64      = "enter_pwrite64"
+	coldtraceProgEnterPwritev       = "enter_pwritev"
+	coldtraceProgEnterPwritev2      = "enter_pwritev2"
 	coldtraceProgEnterRead          = "enter_read"
 	coldtraceProgEnterReadv         = "enter_readv"
 	coldtraceProgEnterSendfile64    = "enter_sendfile64"
 	coldtraceProgEnterSplice        = "enter_splice"
+	coldtraceProgEnterWrite         = "enter_write"
+	coldtraceProgEnterWritev        = "enter_writev"
 	coldtraceProgExitAccept         = "exit_accept"
 	coldtraceProgExitAccept4        = "exit_accept4"
 	coldtraceProgExitChdir          = "exit_chdir"
@@ -306,10 +312,15 @@ const (
 	coldtraceProgExitPread64        = "exit_pread64"
 	coldtraceProgExitPreadv         = "exit_preadv"
 	coldtraceProgExitPreadv2        = "exit_preadv2"
+	coldtraceProgExitPwrite64       = "exit_pwrite64"
+	coldtraceProgExitPwritev        = "exit_pwritev"
+	coldtraceProgExitPwritev2       = "exit_pwritev2"
 	coldtraceProgExitRead           = "exit_read"
 	coldtraceProgExitReadv          = "exit_readv"
 	coldtraceProgExitSendfile64     = "exit_sendfile64"
 	coldtraceProgExitSplice         = "exit_splice"
+	coldtraceProgExitWrite          = "exit_write"
+	coldtraceProgExitWritev         = "exit_writev"
 	coldtraceProgPageFault          = "page_fault"
 	coldtraceProgSchedExec          = "sched_exec"
 	coldtraceProgSchedExit          = "sched_exit"
@@ -397,10 +408,15 @@ type coldtraceProgramSpecs struct {
 	EnterPread64       *ebpf.ProgramSpec `ebpf:"enter_pread64"`
 	EnterPreadv        *ebpf.ProgramSpec `ebpf:"enter_preadv"`
 	EnterPreadv2       *ebpf.ProgramSpec `ebpf:"enter_preadv2"`
+	EnterPwrite64      *ebpf.ProgramSpec `ebpf:"enter_pwrite64"`
+	EnterPwritev       *ebpf.ProgramSpec `ebpf:"enter_pwritev"`
+	EnterPwritev2      *ebpf.ProgramSpec `ebpf:"enter_pwritev2"`
 	EnterRead          *ebpf.ProgramSpec `ebpf:"enter_read"`
 	EnterReadv         *ebpf.ProgramSpec `ebpf:"enter_readv"`
 	EnterSendfile64    *ebpf.ProgramSpec `ebpf:"enter_sendfile64"`
 	EnterSplice        *ebpf.ProgramSpec `ebpf:"enter_splice"`
+	EnterWrite         *ebpf.ProgramSpec `ebpf:"enter_write"`
+	EnterWritev        *ebpf.ProgramSpec `ebpf:"enter_writev"`
 	ExitAccept         *ebpf.ProgramSpec `ebpf:"exit_accept"`
 	ExitAccept4        *ebpf.ProgramSpec `ebpf:"exit_accept4"`
 	ExitChdir          *ebpf.ProgramSpec `ebpf:"exit_chdir"`
@@ -415,10 +431,15 @@ type coldtraceProgramSpecs struct {
 	ExitPread64        *ebpf.ProgramSpec `ebpf:"exit_pread64"`
 	ExitPreadv         *ebpf.ProgramSpec `ebpf:"exit_preadv"`
 	ExitPreadv2        *ebpf.ProgramSpec `ebpf:"exit_preadv2"`
+	ExitPwrite64       *ebpf.ProgramSpec `ebpf:"exit_pwrite64"`
+	ExitPwritev        *ebpf.ProgramSpec `ebpf:"exit_pwritev"`
+	ExitPwritev2       *ebpf.ProgramSpec `ebpf:"exit_pwritev2"`
 	ExitRead           *ebpf.ProgramSpec `ebpf:"exit_read"`
 	ExitReadv          *ebpf.ProgramSpec `ebpf:"exit_readv"`
 	ExitSendfile64     *ebpf.ProgramSpec `ebpf:"exit_sendfile64"`
 	ExitSplice         *ebpf.ProgramSpec `ebpf:"exit_splice"`
+	ExitWrite          *ebpf.ProgramSpec `ebpf:"exit_write"`
+	ExitWritev         *ebpf.ProgramSpec `ebpf:"exit_writev"`
 	PageFault          *ebpf.ProgramSpec `ebpf:"page_fault"`
 	SchedExec          *ebpf.ProgramSpec `ebpf:"sched_exec"`
 	SchedExit          *ebpf.ProgramSpec `ebpf:"sched_exit"`
@@ -561,10 +582,15 @@ type coldtracePrograms struct {
 	EnterPread64       *ebpf.Program `ebpf:"enter_pread64"`
 	EnterPreadv        *ebpf.Program `ebpf:"enter_preadv"`
 	EnterPreadv2       *ebpf.Program `ebpf:"enter_preadv2"`
+	EnterPwrite64      *ebpf.Program `ebpf:"enter_pwrite64"`
+	EnterPwritev       *ebpf.Program `ebpf:"enter_pwritev"`
+	EnterPwritev2      *ebpf.Program `ebpf:"enter_pwritev2"`
 	EnterRead          *ebpf.Program `ebpf:"enter_read"`
 	EnterReadv         *ebpf.Program `ebpf:"enter_readv"`
 	EnterSendfile64    *ebpf.Program `ebpf:"enter_sendfile64"`
 	EnterSplice        *ebpf.Program `ebpf:"enter_splice"`
+	EnterWrite         *ebpf.Program `ebpf:"enter_write"`
+	EnterWritev        *ebpf.Program `ebpf:"enter_writev"`
 	ExitAccept         *ebpf.Program `ebpf:"exit_accept"`
 	ExitAccept4        *ebpf.Program `ebpf:"exit_accept4"`
 	ExitChdir          *ebpf.Program `ebpf:"exit_chdir"`
@@ -579,10 +605,15 @@ type coldtracePrograms struct {
 	ExitPread64        *ebpf.Program `ebpf:"exit_pread64"`
 	ExitPreadv         *ebpf.Program `ebpf:"exit_preadv"`
 	ExitPreadv2        *ebpf.Program `ebpf:"exit_preadv2"`
+	ExitPwrite64       *ebpf.Program `ebpf:"exit_pwrite64"`
+	ExitPwritev        *ebpf.Program `ebpf:"exit_pwritev"`
+	ExitPwritev2       *ebpf.Program `ebpf:"exit_pwritev2"`
 	ExitRead           *ebpf.Program `ebpf:"exit_read"`
 	ExitReadv          *ebpf.Program `ebpf:"exit_readv"`
 	ExitSendfile64     *ebpf.Program `ebpf:"exit_sendfile64"`
 	ExitSplice         *ebpf.Program `ebpf:"exit_splice"`
+	ExitWrite          *ebpf.Program `ebpf:"exit_write"`
+	ExitWritev         *ebpf.Program `ebpf:"exit_writev"`
 	PageFault          *ebpf.Program `ebpf:"page_fault"`
 	SchedExec          *ebpf.Program `ebpf:"sched_exec"`
 	SchedExit          *ebpf.Program `ebpf:"sched_exit"`
@@ -612,10 +643,15 @@ func (p *coldtracePrograms) Close() error {
 		p.EnterPread64,
 		p.EnterPreadv,
 		p.EnterPreadv2,
+		p.EnterPwrite64,
+		p.EnterPwritev,
+		p.EnterPwritev2,
 		p.EnterRead,
 		p.EnterReadv,
 		p.EnterSendfile64,
 		p.EnterSplice,
+		p.EnterWrite,
+		p.EnterWritev,
 		p.ExitAccept,
 		p.ExitAccept4,
 		p.ExitChdir,
@@ -630,10 +666,15 @@ func (p *coldtracePrograms) Close() error {
 		p.ExitPread64,
 		p.ExitPreadv,
 		p.ExitPreadv2,
+		p.ExitPwrite64,
+		p.ExitPwritev,
+		p.ExitPwritev2,
 		p.ExitRead,
 		p.ExitReadv,
 		p.ExitSendfile64,
 		p.ExitSplice,
+		p.ExitWrite,
+		p.ExitWritev,
 		p.PageFault,
 		p.SchedExec,
 		p.SchedExit,

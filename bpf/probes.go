@@ -80,6 +80,9 @@ func losesFor(prog string) string {
 	}
 	for _, p := range []string{"enter_", "exit_"} {
 		if s, ok := strings.CutPrefix(prog, p); ok {
+			if strings.Contains(s, "write") {
+				return "telling writes from page-cache misses for " + s + "(2)"
+			}
 			return "file reads through " + s + "(2)"
 		}
 	}
