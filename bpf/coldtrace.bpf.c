@@ -35,6 +35,7 @@ char LICENSE[] SEC("license") = "GPL";
 /* Set by the loader before load. */
 const volatile __u64 sample_ns = 1000000;       /* socket byte samples: at most one per ms */
 const volatile __u64 fault_around_bytes = 65536; /* the kernel's fault-around window */
+const volatile __u64 wakeup_bytes = 262144;      /* wake the reader once this much is queued */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -184,6 +185,17 @@ static __always_inline void count_lost(void)
 		ptr;                                                             \
 	})
 
+/* Waking the reader on every event costs the traced process an interrupt and a context
+ * switch; the reader polls anyway, so wake it only when the buffer fills up. */
+static __always_inline __u64 wake_flags(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+#define submit(e) bpf_ringbuf_submit(e, wake_flags())
+/* Events the recorder waits for (readiness, exits) wake it at once. */
+#define submit_now(e) bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP)
+
 static __always_inline struct file *fd_file(int fd)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
@@ -282,7 +294,7 @@ int BPF_PROG(sched_fork, struct task_struct *parent, struct task_struct *child)
 	e->child = pid;
 	e->_pad = 0;
 	__builtin_memcpy(e->comm, child->comm, COMM_LEN);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -302,7 +314,7 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	e->ino = inode->i_ino;
 	__builtin_memcpy(e->comm, p->comm, COMM_LEN);
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), bprm->filename);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -316,7 +328,7 @@ int BPF_PROG(sched_exit, struct task_struct *p)
 	if (reserve(e, EV_EXIT, pid, p->pid)) {
 		e->code = p->exit_code;
 		e->_pad = 0;
-		bpf_ringbuf_submit(e, 0);
+		submit_now(e);
 	}
 	bpf_map_delete_elem(&tracked_pids, &pid);
 	return 0;
@@ -353,7 +365,7 @@ static __always_inline int open_exit(long ret, int dirfd_arg, int path_arg, int 
 	e->size = fi.size;
 	e->mode = fi.mode;
 	e->rdev = fi.rdev;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 
 	if ((fi.mode & S_IFMT) == S_IFCHR) {
 		struct fdkey k = { .pid = pid, .fd = ret };
@@ -386,7 +398,7 @@ static __always_inline void emit_run(struct run *r, __u32 pid, int fd)
 	e->busy = r->busy;
 	e->count = r->count;
 	e->fd = fd;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 }
 
 static __always_inline void flush_run(__u32 pid, int fd)
@@ -415,7 +427,7 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 	if (reserve(e, EV_CLOSE, pid, (__u32)id)) {
 		e->fd = fd;
 		e->_pad = 0;
-		bpf_ringbuf_submit(e, 0);
+		submit(e);
 	}
 	return 0;
 }
@@ -536,7 +548,7 @@ int exit_mmap(struct trace_event_raw_sys_exit *ctx)
 	e->fd = fd;
 	e->prot = a.a[2];
 	e->flags = a.a[3];
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -586,7 +598,7 @@ int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned l
 	e->off = c.off;
 	e->len = c.len;
 	e->addr = address;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -626,7 +638,7 @@ static __always_inline void emit_miss(struct miss_run *m, __u32 pid)
 	e->ino = m->ino;
 	e->index = m->index;
 	e->pages = m->pages;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 }
 
 SEC("tracepoint/filemap/mm_filemap_add_to_page_cache")
@@ -676,7 +688,7 @@ static __always_inline int chdir_exit(long ret, bool byfd)
 		e->fd = -1;
 		bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)a.a[0]);
 	}
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -714,7 +726,7 @@ static __always_inline void emit_conn(struct sock *sk, struct sockstate *s)
 		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
 	}
 	e->open = s->open;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 }
 
 static __always_inline void emit_sock(__u64 sk, struct sockstate *s, __u32 reason)
@@ -729,7 +741,7 @@ static __always_inline void emit_sock(__u64 sk, struct sockstate *s, __u32 reaso
 	e->last_recv = s->last_recv;
 	e->reason = reason;
 	e->_pad = 0;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 }
 
 SEC("tracepoint/sock/inet_sock_set_state")
@@ -842,7 +854,7 @@ int exit_listen(struct trace_event_raw_sys_exit *ctx)
 		BPF_CORE_READ_INTO(&e->addr, sk, __sk_common.skc_v6_rcv_saddr);
 	else
 		BPF_CORE_READ_INTO((__u32 *)e->addr, sk, __sk_common.skc_rcv_saddr);
-	bpf_ringbuf_submit(e, 0);
+	submit_now(e);
 	return 0;
 }
 
@@ -879,7 +891,7 @@ int exit_ioctl(struct trace_event_raw_sys_exit *ctx)
 	e->ret = ctx->ret;
 	e->fd = k.fd;
 	e->_pad = 0;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -909,7 +921,7 @@ int call_exit(struct pt_regs *ctx)
 		e->cookie = k.cookie;
 		e->start = *start;
 		e->ret = PT_REGS_RC(ctx);
-		bpf_ringbuf_submit(e, 0);
+		submit(e);
 	}
 	bpf_map_delete_elem(&calls, &k);
 	return 0;

@@ -346,6 +346,7 @@ const (
 	coldtraceVarEvType              = "_ev_type"
 	coldtraceVarFaultAroundBytes    = "fault_around_bytes"
 	coldtraceVarSampleNs            = "sample_ns"
+	coldtraceVarWakeupBytes         = "wakeup_bytes"
 )
 
 // loadColdtrace returns the embedded CollectionSpec for coldtrace.
@@ -487,6 +488,7 @@ type coldtraceVariableSpecs struct {
 	EvType           *ebpf.VariableSpec `ebpf:"_ev_type"`
 	FaultAroundBytes *ebpf.VariableSpec `ebpf:"fault_around_bytes"`
 	SampleNs         *ebpf.VariableSpec `ebpf:"sample_ns"`
+	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // coldtraceObjects contains all objects after they have been loaded into the kernel.
@@ -558,6 +560,7 @@ type coldtraceVariables struct {
 	EvType           *ebpf.Variable `ebpf:"_ev_type"`
 	FaultAroundBytes *ebpf.Variable `ebpf:"fault_around_bytes"`
 	SampleNs         *ebpf.Variable `ebpf:"sample_ns"`
+	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // coldtracePrograms contains all programs after they have been loaded into the kernel.

@@ -113,6 +113,9 @@ func Load(cfg Config) (*Probes, error) {
 	if err := spec.Variables["fault_around_bytes"].Set(faultAroundBytes()); err != nil {
 		return nil, err
 	}
+	if err := spec.Variables["wakeup_bytes"].Set(uint64(min(cfg.RingBufferBytes/4, 256<<10))); err != nil {
+		return nil, err
+	}
 
 	p := &Probes{uprobed: map[string]bool{}}
 	// Drop the programs this kernel refuses one at a time, keeping the rest.
@@ -236,8 +239,13 @@ func (p *Probes) UntrackCgroup(id uint64) error {
 	return p.coll.Maps["tracked_cgroups"].Delete(id)
 }
 
-// Ring is the ring buffer the events arrive on.
+// Ring is the ring buffer the events arrive on. The kernel wakes its reader only when a
+// quarter of it is full or for events that need an answer now (listen, exit), so a reader
+// must poll: set a deadline of PollInterval before each wait.
 func (p *Probes) Ring() *ringbuf.Reader { return p.ring }
+
+// PollInterval bounds how long events wait in the ring buffer before the reader sees them.
+const PollInterval = 5 * time.Millisecond
 
 // Lost is the number of events dropped because the ring buffer was full.
 func (p *Probes) Lost() (uint64, error) {

@@ -253,8 +253,11 @@ func readLoop(rd *ringbuf.Reader, col *collector.Collector, readyc chan struct{}
 	var rec ringbuf.Record
 	ready := false
 	for {
+		rd.SetDeadline(time.Now().Add(bpf.PollInterval))
 		err := rd.ReadInto(&rec)
 		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			continue
 		case errors.Is(err, ringbuf.ErrFlushed), errors.Is(err, ringbuf.ErrClosed):
 			return nil
 		case err != nil:

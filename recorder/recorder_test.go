@@ -41,7 +41,7 @@ type blobServer struct {
 	sent atomic.Int64
 }
 
-func startBlobServer(t *testing.T, size int) *blobServer {
+func startBlobServer(t testing.TB, size int) *blobServer {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
