@@ -72,12 +72,20 @@ struct args {
 	__u64 a[6];
 };
 
+/* Task-local storage: cheaper than a hash keyed by thread, and freed with the thread. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct args);
 } pending SEC(".maps");
+
+/* slot returns the current thread's syscall slot; ts == 0 means empty. */
+static __always_inline struct args *slot(bool create)
+{
+	return bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0,
+				    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
 
 struct fdkey {
 	__u32 pid;
@@ -239,26 +247,29 @@ static __always_inline struct sock *fd_sock(int fd)
 
 /* save_args keeps the first n arguments: a tracepoint's context holds only as many as its
  * syscall takes, and reading past them makes the attach fail. */
-static __always_inline void save_args(struct trace_event_raw_sys_enter *ctx, __u32 tid, int n)
+static __always_inline void save_args(struct trace_event_raw_sys_enter *ctx, int n)
 {
-	struct args a = { .ts = bpf_ktime_get_ns(), .nr = ctx->id };
-	if (n > 0) a.a[0] = ctx->args[0];
-	if (n > 1) a.a[1] = ctx->args[1];
-	if (n > 2) a.a[2] = ctx->args[2];
-	if (n > 3) a.a[3] = ctx->args[3];
-	if (n > 4) a.a[4] = ctx->args[4];
-	if (n > 5) a.a[5] = ctx->args[5];
-	bpf_map_update_elem(&pending, &tid, &a, BPF_ANY);
+	struct args *a = slot(true);
+	if (!a)
+		return;
+	a->ts = bpf_ktime_get_ns();
+	a->nr = ctx->id;
+	a->a[0] = n > 0 ? ctx->args[0] : 0;
+	a->a[1] = n > 1 ? ctx->args[1] : 0;
+	a->a[2] = n > 2 ? ctx->args[2] : 0;
+	a->a[3] = n > 3 ? ctx->args[3] : 0;
+	a->a[4] = n > 4 ? ctx->args[4] : 0;
+	a->a[5] = n > 5 ? ctx->args[5] : 0;
 }
 
-/* take returns and removes the saved arguments of the current thread's syscall. */
-static __always_inline bool take(__u32 tid, struct args *out)
+/* take returns and clears the saved arguments of the current thread's syscall. */
+static __always_inline bool take(struct args *out)
 {
-	struct args *a = bpf_map_lookup_elem(&pending, &tid);
-	if (!a)
+	struct args *a = slot(false);
+	if (!a || !a->ts)
 		return false;
 	*out = *a;
-	bpf_map_delete_elem(&pending, &tid);
+	a->ts = 0;
 	return true;
 }
 
@@ -268,7 +279,7 @@ static __always_inline bool take(__u32 tid, struct args *out)
 	{                                                                          \
 		__u64 id = bpf_get_current_pid_tgid();                                 \
 		if (tracked(id >> 32))                                                 \
-			save_args(ctx, (__u32)id, nargs);                                  \
+			save_args(ctx, nargs);                                  \
 		return 0;                                                              \
 	}
 
@@ -346,7 +357,7 @@ static __always_inline int open_exit(long ret, int dirfd_arg, int path_arg, int 
 	__u32 pid = id >> 32, tid = id;
 	struct args a;
 
-	if (!take(tid, &a) || ret < 0)
+	if (!take(&a) || ret < 0)
 		return 0;
 	struct event_open *e;
 	if (!reserve(e, EV_OPEN, pid, tid))
@@ -411,11 +422,13 @@ static __always_inline void flush_run(__u32 pid, int fd)
 	bpf_map_delete_elem(&runs, &k);
 }
 
+/* A close ends the descriptor's read run and its device entry. No event: the collector's
+ * descriptor table is overwritten by the next open of the same number, and reads carry
+ * their inode, so a stale entry can never name the wrong file. */
 SEC("tracepoint/syscalls/sys_enter_close")
 int enter_close(struct trace_event_raw_sys_enter *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 pid = id >> 32;
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 	int fd = ctx->args[0];
 
 	if (!tracked(pid))
@@ -423,12 +436,6 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 	flush_run(pid, fd);
 	struct fdkey k = { .pid = pid, .fd = fd };
 	bpf_map_delete_elem(&devfds, &k);
-	struct event_close *e;
-	if (reserve(e, EV_CLOSE, pid, (__u32)id)) {
-		e->fd = fd;
-		e->_pad = 0;
-		submit(e);
-	}
 	return 0;
 }
 
@@ -441,20 +448,23 @@ static __always_inline int read_enter(__u64 nr, int fd, __s64 off)
 	__u64 id = bpf_get_current_pid_tgid();
 	if (!tracked(id >> 32))
 		return 0;
-	struct args a = { .ts = bpf_ktime_get_ns(), .nr = nr };
-	a.a[0] = fd;
+	struct args *a = slot(true);
+	if (!a)
+		return 0;
+	a->ts = bpf_ktime_get_ns();
+	a->nr = nr;
+	a->a[0] = fd;
+	a->a[1] = a->a[2] = a->a[3] = 0;
 	struct file *f = fd_file(fd);
 	if (f) {
 		struct finfo fi = {};
 		file_info(f, &fi);
 		if ((fi.mode & S_IFMT) == S_IFREG) {
-			a.a[1] = fi.dev;
-			a.a[2] = fi.ino;
-			a.a[3] = off < 0 ? BPF_CORE_READ(f, f_pos) : off;
+			a->a[1] = fi.dev;
+			a->a[2] = fi.ino;
+			a->a[3] = off < 0 ? BPF_CORE_READ(f, f_pos) : off;
 		}
 	}
-	__u32 tid = id;
-	bpf_map_update_elem(&pending, &tid, &a, BPF_ANY);
 	return 0;
 }
 
@@ -472,7 +482,7 @@ static __always_inline int read_exit(long ret)
 	__u32 pid = id >> 32, tid = id;
 	struct args a;
 
-	if (!take(tid, &a) || ret <= 0 || !a.a[2])
+	if (!take(&a) || ret <= 0 || !a.a[2])
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	struct fdkey k = { .pid = pid, .fd = a.a[0] };
@@ -524,7 +534,7 @@ int exit_mmap(struct trace_event_raw_sys_exit *ctx)
 	__u32 pid = id >> 32, tid = id;
 	struct args a;
 
-	if (!take(tid, &a))
+	if (!take(&a))
 		return 0;
 	int fd = a.a[4];
 	__u64 ret = ctx->ret;
@@ -606,10 +616,10 @@ int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned l
  * added while the thread is inside a syscall counts only if that syscall is a read of the
  * very file; outside syscalls, it is a page fault reading a mapping. Write syscalls leave
  * a pending slot so that they are seen as syscalls. */
-static __always_inline bool reading(__u32 tid, __u64 dev, __u64 ino)
+static __always_inline bool reading(__u64 dev, __u64 ino)
 {
-	struct args *a = bpf_map_lookup_elem(&pending, &tid);
-	return !a || (a->a[1] == dev && a->a[2] == ino);
+	struct args *a = slot(false);
+	return !a || !a->ts || (a->a[1] == dev && a->a[2] == ino);
 }
 
 #define WRITE_PROBES(name)                                                     \
@@ -617,8 +627,8 @@ static __always_inline bool reading(__u32 tid, __u64 dev, __u64 ino)
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                 \
 	int exit_##name(struct trace_event_raw_sys_exit *ctx)                      \
 	{                                                                          \
-		__u32 tid = bpf_get_current_pid_tgid();                                \
-		bpf_map_delete_elem(&pending, &tid);                                   \
+		struct args a;                                                         \
+		take(&a);                                                              \
 		return 0;                                                              \
 	}
 
@@ -649,7 +659,7 @@ int cache_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	if (!tracked(pid))
 		return 0;
 	__u64 dev = ctx->s_dev, ino = ctx->i_ino, index = ctx->index;
-	if (!reading((__u32)id, dev, ino))
+	if (!reading(dev, ino))
 		return 0;
 	__u64 pages = 1;
 	if (bpf_core_field_exists(ctx->order))
@@ -675,7 +685,7 @@ static __always_inline int chdir_exit(long ret, bool byfd)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct args a;
-	if (!take((__u32)id, &a) || ret != 0)
+	if (!take(&a) || ret != 0)
 		return 0;
 	struct event_chdir *e;
 	if (!reserve(e, EV_CHDIR, id >> 32, (__u32)id))
@@ -779,7 +789,7 @@ static __always_inline int accept_exit(long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct args a;
-	if (!take((__u32)id, &a) || ret < 0)
+	if (!take(&a) || ret < 0)
 		return 0;
 	struct sock *sk = fd_sock(ret);
 	if (!sk || !is_tcp(sk))
@@ -838,7 +848,7 @@ int exit_listen(struct trace_event_raw_sys_exit *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct args a;
-	if (!take((__u32)id, &a) || ctx->ret != 0)
+	if (!take(&a) || ctx->ret != 0)
 		return 0;
 	struct sock *sk = fd_sock(a.a[0]);
 	if (!sk || !is_tcp(sk))
@@ -868,7 +878,7 @@ int enter_ioctl(struct trace_event_raw_sys_enter *ctx)
 	struct fdkey k = { .pid = pid, .fd = ctx->args[0] };
 	if (!bpf_map_lookup_elem(&devfds, &k))
 		return 0;
-	save_args(ctx, (__u32)id, 3);
+	save_args(ctx, 3);
 	return 0;
 }
 
@@ -878,7 +888,7 @@ int exit_ioctl(struct trace_event_raw_sys_exit *ctx)
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = id >> 32;
 	struct args a;
-	if (!take((__u32)id, &a))
+	if (!take(&a))
 		return 0;
 	struct fdkey k = { .pid = pid, .fd = a.a[0] };
 	__u64 *rdev = bpf_map_lookup_elem(&devfds, &k);
@@ -932,7 +942,6 @@ const struct event_fork *_ev_fork __attribute__((unused));
 const struct event_exec *_ev_exec __attribute__((unused));
 const struct event_exit *_ev_exit __attribute__((unused));
 const struct event_open *_ev_open __attribute__((unused));
-const struct event_close *_ev_close __attribute__((unused));
 const struct event_read *_ev_read __attribute__((unused));
 const struct event_mmap *_ev_mmap __attribute__((unused));
 const struct event_fault *_ev_fault __attribute__((unused));

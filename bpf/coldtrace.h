@@ -12,7 +12,6 @@ enum event_type {
 	EV_EXEC,
 	EV_EXIT,
 	EV_OPEN,
-	EV_CLOSE,
 	EV_READ,
 	EV_MMAP,
 	EV_FAULT,
@@ -74,12 +73,6 @@ struct event_open {
 	__s64 size;
 	__u64 rdev;
 	char path[PATH_LEN]; /* as passed to the syscall */
-};
-
-struct event_close {
-	struct hdr h;
-	__s32 fd;
-	__u32 _pad;
 };
 
 /* A run of sequential reads of one file through one descriptor, coalesced in the kernel. */

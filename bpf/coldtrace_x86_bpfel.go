@@ -52,13 +52,6 @@ type coldtraceEventChdir struct {
 	Path [512]int8
 }
 
-type coldtraceEventClose struct {
-	_   structs.HostLayout
-	H   coldtraceHdr
-	Fd  int32
-	Pad uint32
-}
-
 type coldtraceEventConn struct {
 	_      structs.HostLayout
 	H      coldtraceHdr
@@ -190,17 +183,16 @@ const (
 	coldtraceEventTypeEV_EXEC       coldtraceEventType = 2
 	coldtraceEventTypeEV_EXIT       coldtraceEventType = 3
 	coldtraceEventTypeEV_OPEN       coldtraceEventType = 4
-	coldtraceEventTypeEV_CLOSE      coldtraceEventType = 5
-	coldtraceEventTypeEV_READ       coldtraceEventType = 6
-	coldtraceEventTypeEV_MMAP       coldtraceEventType = 7
-	coldtraceEventTypeEV_FAULT      coldtraceEventType = 8
-	coldtraceEventTypeEV_CACHE_MISS coldtraceEventType = 9
-	coldtraceEventTypeEV_CONN       coldtraceEventType = 10
-	coldtraceEventTypeEV_SOCK       coldtraceEventType = 11
-	coldtraceEventTypeEV_LISTEN     coldtraceEventType = 12
-	coldtraceEventTypeEV_IOCTL      coldtraceEventType = 13
-	coldtraceEventTypeEV_CALL       coldtraceEventType = 14
-	coldtraceEventTypeEV_CHDIR      coldtraceEventType = 15
+	coldtraceEventTypeEV_READ       coldtraceEventType = 5
+	coldtraceEventTypeEV_MMAP       coldtraceEventType = 6
+	coldtraceEventTypeEV_FAULT      coldtraceEventType = 7
+	coldtraceEventTypeEV_CACHE_MISS coldtraceEventType = 8
+	coldtraceEventTypeEV_CONN       coldtraceEventType = 9
+	coldtraceEventTypeEV_SOCK       coldtraceEventType = 10
+	coldtraceEventTypeEV_LISTEN     coldtraceEventType = 11
+	coldtraceEventTypeEV_IOCTL      coldtraceEventType = 12
+	coldtraceEventTypeEV_CALL       coldtraceEventType = 13
+	coldtraceEventTypeEV_CHDIR      coldtraceEventType = 14
 )
 
 type coldtraceFdkey struct {
@@ -331,7 +323,6 @@ const (
 	coldtraceVarEvCacheMiss         = "_ev_cache_miss"
 	coldtraceVarEvCall              = "_ev_call"
 	coldtraceVarEvChdir             = "_ev_chdir"
-	coldtraceVarEvClose             = "_ev_close"
 	coldtraceVarEvConn              = "_ev_conn"
 	coldtraceVarEvExec              = "_ev_exec"
 	coldtraceVarEvExit              = "_ev_exit"
@@ -473,7 +464,6 @@ type coldtraceVariableSpecs struct {
 	EvCacheMiss      *ebpf.VariableSpec `ebpf:"_ev_cache_miss"`
 	EvCall           *ebpf.VariableSpec `ebpf:"_ev_call"`
 	EvChdir          *ebpf.VariableSpec `ebpf:"_ev_chdir"`
-	EvClose          *ebpf.VariableSpec `ebpf:"_ev_close"`
 	EvConn           *ebpf.VariableSpec `ebpf:"_ev_conn"`
 	EvExec           *ebpf.VariableSpec `ebpf:"_ev_exec"`
 	EvExit           *ebpf.VariableSpec `ebpf:"_ev_exit"`
@@ -545,7 +535,6 @@ type coldtraceVariables struct {
 	EvCacheMiss      *ebpf.Variable `ebpf:"_ev_cache_miss"`
 	EvCall           *ebpf.Variable `ebpf:"_ev_call"`
 	EvChdir          *ebpf.Variable `ebpf:"_ev_chdir"`
-	EvClose          *ebpf.Variable `ebpf:"_ev_close"`
 	EvConn           *ebpf.Variable `ebpf:"_ev_conn"`
 	EvExec           *ebpf.Variable `ebpf:"_ev_exec"`
 	EvExit           *ebpf.Variable `ebpf:"_ev_exit"`

@@ -12,7 +12,6 @@ type (
 	EventExec      = coldtraceEventExec
 	EventExit      = coldtraceEventExit
 	EventOpen      = coldtraceEventOpen
-	EventClose     = coldtraceEventClose
 	EventRead      = coldtraceEventRead
 	EventMmap      = coldtraceEventMmap
 	EventFault     = coldtraceEventFault
@@ -31,7 +30,6 @@ const (
 	EvExec      = uint32(coldtraceEventTypeEV_EXEC)
 	EvExit      = uint32(coldtraceEventTypeEV_EXIT)
 	EvOpen      = uint32(coldtraceEventTypeEV_OPEN)
-	EvClose     = uint32(coldtraceEventTypeEV_CLOSE)
 	EvRead      = uint32(coldtraceEventTypeEV_READ)
 	EvMmap      = uint32(coldtraceEventTypeEV_MMAP)
 	EvFault     = uint32(coldtraceEventTypeEV_FAULT)
@@ -59,7 +57,7 @@ const (
 var sizes = map[uint32]uintptr{
 	EvFork: unsafe.Sizeof(EventFork{}), EvExec: unsafe.Sizeof(EventExec{}),
 	EvExit: unsafe.Sizeof(EventExit{}), EvOpen: unsafe.Sizeof(EventOpen{}),
-	EvClose: unsafe.Sizeof(EventClose{}), EvRead: unsafe.Sizeof(EventRead{}),
+	EvRead: unsafe.Sizeof(EventRead{}),
 	EvMmap: unsafe.Sizeof(EventMmap{}), EvFault: unsafe.Sizeof(EventFault{}),
 	EvCacheMiss: unsafe.Sizeof(EventCacheMiss{}), EvConn: unsafe.Sizeof(EventConn{}),
 	EvSock: unsafe.Sizeof(EventSock{}), EvListen: unsafe.Sizeof(EventListen{}),

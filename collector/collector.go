@@ -170,9 +170,6 @@ func (c *Collector) Handle(raw []byte) error {
 		p.ExitCode = int(e.Code)
 	case bpf.EvOpen:
 		c.open((*bpf.EventOpen)(ptr))
-	case bpf.EvClose:
-		e := (*bpf.EventClose)(ptr)
-		delete(c.proc(e.H.Pid).fds, e.Fd)
 	case bpf.EvRead:
 		c.read((*bpf.EventRead)(ptr))
 	case bpf.EvMmap:

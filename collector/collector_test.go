@@ -183,8 +183,6 @@ func BenchmarkIngest(b *testing.B) {
 		at := time.Duration(i) * time.Microsecond
 		evs = append(evs, openEv(10, at, atFDCWD, 3, "lib/python3/module.py", uint64(i), sIFREG, 4096))
 		evs = append(evs, readEv(10, at, 3, uint64(i), 0, 4096))
-		cl := bpf.EventClose{H: hdr(bpf.EvClose, 10, at), Fd: 3}
-		evs = append(evs, bpf.Encode(&cl))
 		f := bpf.EventFault{H: hdr(bpf.EvFault, 10, at), Dev: 8, Ino: 5000, Off: int64(i) * 65536, Len: 65536}
 		evs = append(evs, bpf.Encode(&f))
 	}
