@@ -53,7 +53,7 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	}
 	r := &Registry{Host: ln.Addr().String(), served: map[string]int64{}, failAfter: -1}
 	if opts.Rate > 0 {
-		r.bucket = newBucket(float64(opts.Rate), 2*chunk)
+		r.bucket = &bucket{rate: float64(opts.Rate), burst: max(2*chunk, float64(opts.Rate)/10)}
 	}
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	r.srv = &http.Server{
@@ -114,6 +114,10 @@ func (r *Registry) wrap(h http.Handler) http.Handler {
 		}
 		if m := blobPath.FindStringSubmatch(req.URL.Path); m != nil && req.Method == http.MethodGet {
 			w = &blobWriter{ResponseWriter: w, r: r, digest: m[1]}
+			if r.bucket != nil {
+				r.bucket.busy(1)
+				defer r.bucket.busy(-1)
+			}
 		}
 		h.ServeHTTP(w, req)
 	})
@@ -175,16 +179,26 @@ func (r *Registry) count(digest string, n int) {
 
 // bucket is a token bucket shared by all blob responses. Tokens may go negative: a writer
 // takes what it needs and sleeps off the debt, so waiting writers share the rate fairly.
+// The burst, 100 ms of the rate, lets the sender catch up after the receiver stalled, as
+// the buffers of a real link do; tokens only accrue while a blob is being sent, so that a
+// transfer does not start with a burst saved up while idle.
 type bucket struct {
 	mu     sync.Mutex
 	rate   float64 // tokens (bytes) per second
 	burst  float64
 	tokens float64
 	last   time.Time
+	active int
 }
 
-func newBucket(rate, burst float64) *bucket {
-	return &bucket{rate: rate, burst: burst, tokens: burst, last: time.Now()}
+// busy counts blob responses in flight; the first one starts the bucket empty.
+func (b *bucket) busy(d int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.active == 0 {
+		b.tokens, b.last = 0, time.Now()
+	}
+	b.active += d
 }
 
 func (b *bucket) wait(n int) {
