@@ -126,6 +126,17 @@ func (c *Containerd) Client(t testing.TB) *client.Client {
 	return cl
 }
 
+// Ctr runs Debian's ctr against the daemon and returns its combined output; it fails the
+// test when ctr fails.
+func (c *Containerd) Ctr(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ctr", append([]string{"--address", c.Address}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ctr %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
 // TrustHTTP makes the daemon's own pulls (CRI, ctr --hosts-dir) reach host over plain HTTP.
 func (c *Containerd) TrustHTTP(t testing.TB, host string) {
 	t.Helper()

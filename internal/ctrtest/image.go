@@ -32,7 +32,13 @@ type File struct {
 var modTime = time.Unix(1700000000, 0)
 
 // Layer builds a gzip-compressed OCI layer holding files, with their parent directories.
-func Layer(files ...File) (v1.Layer, error) {
+func Layer(files ...File) (v1.Layer, error) { return layer(gzip.BestSpeed, files) }
+
+// StoredLayer is Layer without compression inside the gzip stream: for data that does not
+// compress, like weights, where compressing would only cost seconds per 100 MiB.
+func StoredLayer(files ...File) (v1.Layer, error) { return layer(gzip.NoCompression, files) }
+
+func layer(level int, files []File) (v1.Layer, error) {
 	var tarBuf bytes.Buffer
 	tw := tar.NewWriter(&tarBuf)
 	dirs := map[string]bool{}
@@ -74,7 +80,7 @@ func Layer(files ...File) (v1.Layer, error) {
 	// Compress once and serve the compressed bytes: recompressing on every read of a
 	// 256 MiB layer would cost seconds each time.
 	var gz bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
+	zw, err := gzip.NewWriterLevel(&gz, level)
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +178,7 @@ func TestImage(t testing.TB, s Sizes) *TestImageLayers {
 	}
 	st, tensors := Safetensors(s.Weights, s.Tensors)
 	ti.Tensors = tensors
-	if ti.Weights, err = Layer(File{Path: WeightsPath, Data: st}); err != nil {
+	if ti.Weights, err = StoredLayer(File{Path: WeightsPath, Data: st}); err != nil {
 		t.Fatal(err)
 	}
 	return ti

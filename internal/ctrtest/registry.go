@@ -53,7 +53,7 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	}
 	r := &Registry{Host: ln.Addr().String(), served: map[string]int64{}, failAfter: -1}
 	if opts.Rate > 0 {
-		r.bucket = &bucket{rate: float64(opts.Rate), burst: max(2*chunk, float64(opts.Rate)/10)}
+		r.bucket = &bucket{rate: float64(opts.Rate), burst: max(2*chunk, float64(opts.Rate)/4)}
 	}
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	r.srv = &http.Server{
@@ -179,7 +179,7 @@ func (r *Registry) count(digest string, n int) {
 
 // bucket is a token bucket shared by all blob responses. Tokens may go negative: a writer
 // takes what it needs and sleeps off the debt, so waiting writers share the rate fairly.
-// The burst, 100 ms of the rate, lets the sender catch up after the receiver stalled, as
+// The burst, 250 ms of the rate, lets the sender catch up after the receiver stalled, as
 // the buffers of a real link do; tokens only accrue while a blob is being sent, so that a
 // transfer does not start with a burst saved up while idle.
 type bucket struct {
