@@ -110,7 +110,6 @@ func (ct *Container) Start(ctx context.Context) error {
 func (ct *Container) Wait(ctx context.Context) (uint32, error) {
 	select {
 	case st := <-ct.exit:
-		ct.task.CloseIO(ctx)
 		ct.task.IO().Wait()
 		code, _, err := st.Result()
 		return code, err

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -224,4 +225,51 @@ func TestPullRegistryDies(t *testing.T) {
 		t.Errorf("registry served %d bytes before it died, want %d", e.reg.Total(), 1<<20)
 	}
 	t.Logf("after %v: %v", time.Since(start), err)
+}
+
+// TestPullFresh pulls an image again: without Fresh nothing is downloaded, with Fresh
+// everything is, as on a new node.
+func TestPullFresh(t *testing.T) {
+	e := setup(t, 0)
+	ctx := context.Background()
+	data, _ := ctrtest.Safetensors(1<<20, 2)
+	l := layer(t, ctrtest.File{Path: "/w.safetensors", Data: data})
+	ref, _ := push(t, e.reg, "test/fresh:v1", ctrtest.BusyboxLayer(t), l)
+	digest, size := digestOf(t, l)
+
+	var mu sync.Mutex
+	progress := map[string]int64{}
+	opts := PullOptions{PlainHTTP: true, Progress: func(d string, got, _ int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		progress[d] = got
+	}}
+	first, err := e.c.Pull(ctx, ref, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if progress[digest] != size {
+		t.Errorf("progress reported %d bytes of %s, want %d", progress[digest], digest, size)
+	}
+	tp := first.Trace(first.Start)
+	if tp.Start != 0 || tp.End <= 0 || tp.Registry != e.reg.Host || tp.Layers[1].Fetched <= 0 || tp.Layers[1].UnpackEnd < tp.Layers[1].Fetched {
+		t.Errorf("trace of the pull: %+v", tp)
+	}
+
+	served := e.reg.Total()
+	again, err := e.c.Pull(ctx, ref, PullOptions{PlainHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.reg.Total() != served || again.Bytes != 0 || again.Layers[1].Bytes != 0 {
+		t.Errorf("a second pull downloaded %d bytes (registry: %d)", again.Bytes, e.reg.Total()-served)
+	}
+
+	fresh, err := e.c.Pull(ctx, ref, PullOptions{PlainHTTP: true, Fresh: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh.Layers[1].Bytes != size || e.reg.Served(digest) != 2*size {
+		t.Errorf("a fresh pull downloaded %d bytes of layer 1, registry served %d in all; want %d and %d", fresh.Layers[1].Bytes, e.reg.Served(digest), size, 2*size)
+	}
 }
