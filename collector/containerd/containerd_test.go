@@ -78,9 +78,12 @@ func TestPullRunResolve(t *testing.T) {
 		ctrtest.BusyboxLayer(t),
 		layer(t, ctrtest.File{Path: "/somefile", Data: []byte("hello from layer 1\n")},
 			ctrtest.File{Path: "/etc/shadowed", Data: []byte("layer 1")},
-			ctrtest.File{Path: "/etc/gone", Data: []byte("deleted by layer 2")}),
+			ctrtest.File{Path: "/etc/gone", Data: []byte("deleted by layer 2")},
+			ctrtest.File{Path: "/opt/old/a", Data: []byte("hidden by layer 2's opaque directory")}),
 		layer(t, ctrtest.File{Path: "/etc/shadowed", Data: []byte("layer 2")},
 			ctrtest.File{Path: "/etc/.wh.gone"},
+			ctrtest.File{Path: "/opt/old/.wh..wh..opq"},
+			ctrtest.File{Path: "/opt/old/b", Data: []byte("b")},
 			ctrtest.File{Path: "/models/w.safetensors", Data: weights}),
 	}
 	ref, img := push(t, e.reg, "test/small:v1", layers...)
@@ -171,6 +174,7 @@ func TestPullRunResolve(t *testing.T) {
 		{"/bin/busybox", WhereImage, 0, ""},
 		{"/somefile", WhereImage, 1, "hello from layer 1\n"},
 		{"/etc/shadowed", WhereImage, 2, "layer 2"},
+		{"/opt/old/b", WhereImage, 2, "b"},
 		{"/models/w.safetensors", WhereImage, 2, string(weights)},
 		{"/written", WhereRW, -1, "rw\n"},
 		{"/proc/self/status", WhereVolume, -1, ""},
@@ -194,7 +198,7 @@ func TestPullRunResolve(t *testing.T) {
 			}
 		}
 	}
-	for _, gone := range []string{"/etc/gone", "/nonexistent", "/somefile/below"} {
+	for _, gone := range []string{"/etc/gone", "/opt/old/a", "/nonexistent", "/somefile/below"} {
 		if ref, real, err := ct.Rootfs.LayerOf(gone); !errors.Is(err, ErrNotInRootfs) {
 			t.Errorf("LayerOf(%s) = %+v %s %v, want ErrNotInRootfs", gone, ref, real, err)
 		}
