@@ -7,11 +7,9 @@
 package containerd
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/platforms"
 )
 
@@ -26,7 +24,8 @@ type Client struct {
 }
 
 // New connects to the daemon at address (its gRPC socket); namespace is the containerd
-// namespace to work in ("default" for ctr, "k8s.io" for the kubelet).
+// namespace to work in ("default" for ctr, "k8s.io" for the kubelet), for every call
+// whose context names none.
 func New(address, namespace string) (*Client, error) {
 	c, err := client.New(address, client.WithDefaultNamespace(namespace))
 	if err != nil {
@@ -40,7 +39,3 @@ func (c *Client) Close() error { return c.c.Close() }
 
 // Namespace is the containerd namespace the client works in.
 func (c *Client) Namespace() string { return c.namespace }
-
-func (c *Client) ctx(ctx context.Context) context.Context {
-	return namespaces.WithNamespace(ctx, c.namespace)
-}

@@ -43,7 +43,6 @@ type Container struct {
 // the container's cgroup to its filter between Create and Start sees the workload from its
 // first instruction.
 func (c *Client) Create(ctx context.Context, id, image string, opts CreateOptions) (_ *Container, err error) {
-	ctx = c.ctx(ctx)
 	img, err := c.c.GetImage(ctx, image)
 	if err != nil {
 		return nil, fmt.Errorf("create %s: image %s: %w", id, image, err)

@@ -92,7 +92,6 @@ type blobStat struct {
 // snapshotter layer by layer, timing each layer's download and unpack. Layers are fetched
 // in this process and streamed to containerd, as ctr and nerdctl do.
 func (c *Client) Pull(ctx context.Context, ref string, opts PullOptions) (*Pulled, error) {
-	ctx = c.ctx(ctx)
 	named, err := reference.ParseDockerRef(ref)
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", ref, err)
