@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,7 +26,11 @@ func Cgroup2Mount() (mountpoint, root string, err error) {
 		return "", "", err
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	return cgroup2Mount(f)
+}
+
+func cgroup2Mount(mountinfo io.Reader) (mountpoint, root string, err error) {
+	sc := bufio.NewScanner(mountinfo)
 	for sc.Scan() {
 		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
 		fields := strings.Fields(sc.Text())

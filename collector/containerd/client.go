@@ -3,7 +3,8 @@
 // the kernel (its cgroup) and on disk (its overlay layers), so that kernel events can be tied
 // to the container and files to image layers.
 //
-// It uses the containerd 2.x Go client, which talks to 1.6, 1.7 and 2.x daemons.
+// It uses the containerd 2.x Go client, tested against Debian's containerd 1.6 daemon; the
+// same client serves 1.7 and 2.x daemons.
 package containerd
 
 import (
@@ -18,9 +19,8 @@ const DefaultSnapshotter = "overlayfs"
 
 // Client talks to one containerd daemon in one namespace.
 type Client struct {
-	c         *client.Client
-	namespace string
-	platform  platforms.MatchComparer
+	c        *client.Client
+	platform platforms.MatchComparer
 }
 
 // New connects to the daemon at address (its gRPC socket); namespace is the containerd
@@ -31,11 +31,8 @@ func New(address, namespace string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", address, err)
 	}
-	return &Client{c: c, namespace: namespace, platform: platforms.Default()}, nil
+	return &Client{c: c, platform: platforms.Default()}, nil
 }
 
 // Close closes the connection.
 func (c *Client) Close() error { return c.c.Close() }
-
-// Namespace is the containerd namespace the client works in.
-func (c *Client) Namespace() string { return c.namespace }
