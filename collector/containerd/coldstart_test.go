@@ -28,7 +28,7 @@ func TestColdStartImage(t *testing.T) {
 	ctx := context.Background()
 
 	built := time.Now()
-	ti := ctrtest.TestImage(t, ctrtest.FullSizes)
+	ti := ctrtest.ColdStartLayers(t, ctrtest.FullSizes)
 	layers := []v1.Layer{ti.Base, ti.Libs, ti.Weights}
 	ref, _ := push(t, e.reg, "test/coldstart:v1", layers...)
 	t.Logf("built and pushed in %v", time.Since(built))
@@ -85,7 +85,7 @@ func TestColdStartImage(t *testing.T) {
 	if err != nil || ref2.Index != 2 || ref2.Digest != p.Layers[2].Digest {
 		t.Fatalf("LayerOf(%s) = %+v, %v; want layer 2", ctrtest.WeightsPath, ref2, err)
 	}
-	// The unpacked weights file carries the tensors where TestImage says they are.
+	// The unpacked weights file carries the tensors where ColdStartLayers says they are.
 	f, err := os.ReadFile(real)
 	if err != nil {
 		t.Fatal(err)

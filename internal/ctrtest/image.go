@@ -136,7 +136,7 @@ func BuildImage(layers []v1.Layer, entrypoint, cmd []string) (v1.Image, error) {
 	return mutate.ConfigFile(img, cf)
 }
 
-// Sizes parameterise TestImage so that fast tests can use a small one.
+// Sizes parameterise ColdStartLayers so that fast tests can use a small one.
 type Sizes struct {
 	Libs    int   // number of files in the libs layer
 	LibSize int   // bytes of each
@@ -147,25 +147,25 @@ type Sizes struct {
 // FullSizes are the sizes of the cold-start image of issue 3.
 var FullSizes = Sizes{Libs: 2000, LibSize: 2048, Weights: 256 << 20, Tensors: 64}
 
-// Paths in TestImage.
+// Paths in the cold-start test image.
 const (
 	LibsDir     = "/opt/libs"
 	WeightsPath = "/models/model.safetensors"
 )
 
-// TestImageLayers are the layers of TestImage and what tests need to know of them.
-type TestImageLayers struct {
+// ColdStart holds the layers of the cold-start test image and what tests need to know.
+type ColdStart struct {
 	Base, Libs, Weights v1.Layer
 	LibPaths            []string // the libs layer's files
 	Tensors             []Tensor // the tensors of WeightsPath
 }
 
-// TestImage builds the layers of the cold-start test image: busybox base, a libs layer of
+// ColdStartLayers builds the layers of the cold-start test image: busybox base, a libs layer of
 // many small files under LibsDir, and a weights layer with a safetensors file at
 // WeightsPath. Callers add their own entrypoint layer and build the image with BuildImage.
-func TestImage(t testing.TB, s Sizes) *TestImageLayers {
+func ColdStartLayers(t testing.TB, s Sizes) *ColdStart {
 	t.Helper()
-	ti := &TestImageLayers{Base: BusyboxLayer(t)}
+	ti := &ColdStart{Base: BusyboxLayer(t)}
 	libs := make([]File, s.Libs)
 	for i := range libs {
 		data := bytes.Repeat([]byte{byte(i)}, s.LibSize)

@@ -2,8 +2,6 @@ package ctrtest
 
 import (
 	"bytes"
-	"encoding/binary"
-	"encoding/json"
 	"io"
 	"strings"
 	"testing"
@@ -104,39 +102,5 @@ func TestRegistryFailAfter(t *testing.T) {
 	// Dead: even the manifest is refused now.
 	if _, err := pullLayers(ref); err == nil {
 		t.Error("registry still answers after it died")
-	}
-}
-
-func TestSafetensors(t *testing.T) {
-	buf, tensors := Safetensors(1000, 3)
-	hlen := binary.LittleEndian.Uint64(buf)
-	var header map[string]json.RawMessage
-	if err := json.Unmarshal(buf[8:8+hlen], &header); err != nil {
-		t.Fatalf("header: %v", err)
-	}
-	start := int64(8 + hlen)
-	if start%8 != 0 {
-		t.Errorf("data starts at %d, not 8-byte aligned", start)
-	}
-	end := start
-	for _, ts := range tensors {
-		var e struct {
-			DType   string   `json:"dtype"`
-			Shape   []int64  `json:"shape"`
-			Offsets [2]int64 `json:"data_offsets"`
-		}
-		if err := json.Unmarshal(header[ts.Name], &e); err != nil {
-			t.Fatalf("tensor %s: %v", ts.Name, err)
-		}
-		if e.Offsets[0]+start != ts.Off || e.Offsets[1]-e.Offsets[0] != ts.Len || ts.Off != end {
-			t.Errorf("tensor %s: header %v, returned off %d len %d", ts.Name, e.Offsets, ts.Off, ts.Len)
-		}
-		if e.DType != "F16" || e.Shape[0]*2 != ts.Len {
-			t.Errorf("tensor %s: dtype %s shape %v for %d bytes", ts.Name, e.DType, e.Shape, ts.Len)
-		}
-		end = ts.Off + ts.Len
-	}
-	if end != int64(len(buf)) {
-		t.Errorf("tensors end at %d, file is %d bytes", end, len(buf))
 	}
 }
