@@ -1,0 +1,279 @@
+// Package ctrtest is the test harness for container cold starts: a real containerd started
+// under a temporary root, an in-process OCI registry on loopback with a rate-limited link,
+// and builders for the test images.
+package ctrtest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+)
+
+// Containerd is a containerd daemon private to one test.
+type Containerd struct {
+	// Address is the gRPC socket.
+	Address string
+	// Root and State are the daemon's directories; snapshots live under Root.
+	Root, State string
+	// HostsDir is the registry hosts directory (config_path) the daemon reads for CRI
+	// pulls and that ctr takes with --hosts-dir; see TrustHTTP.
+	HostsDir string
+	// Log is the daemon's log file.
+	Log string
+
+	cmd  *exec.Cmd
+	done chan error
+}
+
+const configTemplate = `version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.internal.v1.tracing", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper"]
+
+[grpc]
+  address = %q
+
+[ttrpc]
+  address = %q
+
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  snapshotter = "overlayfs"
+
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = %q
+`
+
+// StartContainerd runs Debian's containerd (apt packages containerd and runc) as root with
+// its own root, state and socket, and stops it, its containers and their mounts at the end
+// of the test. It skips the test (fails it under CI=true) without root or the binaries.
+func StartContainerd(t testing.TB) *Containerd {
+	t.Helper()
+	need(t, os.Geteuid() == 0, "containerd tests run as root")
+	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "runc"} {
+		_, err := exec.LookPath(bin)
+		need(t, err == nil, bin+" is not installed (apt-get install containerd runc)")
+	}
+
+	dir := t.TempDir()
+	// The socket path must stay under the 108 bytes of sun_path; t.TempDir paths carry
+	// the test name and can be longer.
+	sockDir, err := os.MkdirTemp("", "ctrd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Containerd{
+		Address:  filepath.Join(sockDir, "containerd.sock"),
+		Root:     filepath.Join(dir, "root"),
+		State:    filepath.Join(dir, "state"),
+		HostsDir: filepath.Join(dir, "certs.d"),
+		Log:      filepath.Join(dir, "containerd.log"),
+		done:     make(chan error, 1),
+	}
+	if err := os.MkdirAll(c.HostsDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	config := filepath.Join(dir, "config.toml")
+	text := fmt.Sprintf(configTemplate, c.Root, c.State, c.Address, c.Address+".ttrpc", c.HostsDir)
+	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(c.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+
+	c.cmd = exec.Command("containerd", "--config", config)
+	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("start containerd: %v", err)
+	}
+	go func() { c.done <- c.cmd.Wait() }()
+	t.Cleanup(func() {
+		c.stop(t)
+		if t.Failed() {
+			c.logTail(t)
+		}
+		os.RemoveAll(sockDir)
+	})
+	if err := c.waitServing(10 * time.Second); err != nil {
+		t.Fatalf("containerd did not come up: %v", err)
+	}
+	return c
+}
+
+// Client connects to the daemon; the connection closes at the end of the test.
+func (c *Containerd) Client(t testing.TB) *client.Client {
+	t.Helper()
+	cl, err := client.New(c.Address)
+	if err != nil {
+		t.Fatalf("connect to containerd: %v", err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// Ctr runs Debian's ctr against the daemon and returns its combined output; it fails the
+// test when ctr fails.
+func (c *Containerd) Ctr(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ctr", append([]string{"--address", c.Address}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ctr %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// TrustHTTP makes the daemon's own pulls (CRI, ctr --hosts-dir) reach host over plain HTTP.
+func (c *Containerd) TrustHTTP(t testing.TB, host string) {
+	t.Helper()
+	dir := filepath.Join(c.HostsDir, host)
+	text := fmt.Sprintf("server = \"http://%s\"\n\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", host, host)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *Containerd) waitServing(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case err := <-c.done:
+			c.done <- err
+			return fmt.Errorf("containerd exited: %v (log: %s)", err, c.Log)
+		default:
+		}
+		err := c.ping()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (c *Containerd) ping() error {
+	if _, err := os.Stat(c.Address); err != nil {
+		return err
+	}
+	cl, err := client.New(c.Address, client.WithTimeout(time.Second))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = cl.Version(ctx)
+	return err
+}
+
+// stop kills every task (shims and containers outlive the daemon otherwise), stops the
+// daemon and unmounts what it left under its directories.
+func (c *Containerd) stop(t testing.TB) {
+	if err := c.removeAll(); err != nil {
+		t.Errorf("remove containers: %v", err)
+	}
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.done
+	}
+	for _, m := range mountsUnder(c.Root, c.State) {
+		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", m, err)
+		}
+	}
+}
+
+func (c *Containerd) removeAll() error {
+	cl, err := client.New(c.Address, client.WithTimeout(2*time.Second))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	nss, err := cl.NamespaceService().List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ns := range nss {
+		ctx := namespaces.WithNamespace(ctx, ns)
+		ctrs, err := cl.Containers(ctx)
+		if err != nil {
+			return err
+		}
+		for _, ctr := range ctrs {
+			if task, err := ctr.Task(ctx, nil); err == nil {
+				task.Kill(ctx, syscall.SIGKILL, client.WithKillAll)
+				if ch, err := task.Wait(ctx); err == nil {
+					<-ch
+				}
+				if _, err := task.Delete(ctx); err != nil {
+					return fmt.Errorf("delete task %s: %w", ctr.ID(), err)
+				}
+			}
+			if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil {
+				return fmt.Errorf("delete container %s: %w", ctr.ID(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// mountsUnder lists the mount points below the given directories, deepest first.
+func mountsUnder(dirs ...string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var ms []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := fields[4]
+		for _, d := range dirs {
+			if strings.HasPrefix(mp, d+"/") {
+				ms = append(ms, mp)
+			}
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(ms)))
+	return ms
+}
+
+func (c *Containerd) logTail(t testing.TB) {
+	b, err := os.ReadFile(c.Log)
+	if err != nil {
+		return
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 40 {
+		lines = lines[len(lines)-40:]
+	}
+	t.Logf("containerd log (last %d lines):\n%s", len(lines), strings.Join(lines, "\n"))
+}

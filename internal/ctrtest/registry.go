@@ -1,0 +1,215 @@
+package ctrtest
+
+import (
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// RegistryOptions configures StartRegistry.
+type RegistryOptions struct {
+	// Rate limits the bytes per second of all blob responses together, like one link to
+	// the registry; zero means unlimited. Manifests are not limited.
+	Rate int64
+}
+
+// Registry is an in-process OCI registry on 127.0.0.1 that counts the blob bytes it serves.
+type Registry struct {
+	// Host is "127.0.0.1:port", the registry part of image references.
+	Host string
+
+	srv    *http.Server
+	bucket *bucket // nil when unlimited
+
+	mu        sync.Mutex
+	served    map[string]int64
+	total     int64
+	failAfter int64 // blob bytes left before the registry dies; -1 for never
+	dead      bool
+}
+
+// blobPath matches blob downloads: /v2/<repository>/blobs/<digest>.
+var blobPath = regexp.MustCompile(`^/v2/.+/blobs/(sha256:[0-9a-f]{64})$`)
+
+// chunk bounds each rate-limited write so that the bucket meters smoothly.
+const chunk = 32 << 10
+
+// StartRegistry starts a registry on 127.0.0.1:0; it stops at the end of the test.
+func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Registry{Host: ln.Addr().String(), served: map[string]int64{}, failAfter: -1}
+	if opts.Rate > 0 {
+		r.bucket = &bucket{rate: float64(opts.Rate), burst: max(2*chunk, float64(opts.Rate)/4)}
+	}
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	r.srv = &http.Server{
+		Handler:  r.wrap(reg),
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	go r.srv.Serve(ln)
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// Stop closes the listener and every connection: later requests are refused.
+func (r *Registry) Stop() { r.srv.Close() }
+
+// FailAfter makes the registry die once it has served n more blob bytes: it cuts the
+// connection in the middle of the blob and every request after that.
+func (r *Registry) FailAfter(n int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failAfter = n
+}
+
+// Served returns the blob bytes sent for one digest ("sha256:...").
+func (r *Registry) Served(digest string) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.served[digest]
+}
+
+// Total returns the blob bytes sent in all.
+func (r *Registry) Total() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.total
+}
+
+// Push uploads img as repo:tag and returns its reference, "127.0.0.1:port/repo:tag".
+func (r *Registry) Push(t testing.TB, repoTag string, img v1.Image) string {
+	t.Helper()
+	ref := r.Host + "/" + repoTag
+	tag, err := name.NewTag(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tag, img); err != nil {
+		t.Fatalf("push %s: %v", ref, err)
+	}
+	return ref
+}
+
+func (r *Registry) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.mu.Lock()
+		dead := r.dead
+		r.mu.Unlock()
+		if dead {
+			panic(http.ErrAbortHandler) // drops the connection without a response
+		}
+		if m := blobPath.FindStringSubmatch(req.URL.Path); m != nil && req.Method == http.MethodGet {
+			w = &blobWriter{ResponseWriter: w, r: r, digest: m[1]}
+			if r.bucket != nil {
+				r.bucket.busy(1)
+				defer r.bucket.busy(-1)
+			}
+		}
+		h.ServeHTTP(w, req)
+	})
+}
+
+// blobWriter meters and counts a blob's body.
+type blobWriter struct {
+	http.ResponseWriter
+	r      *Registry
+	digest string
+}
+
+func (w *blobWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), chunk)
+		n, cut := w.r.admit(n)
+		if w.r.bucket != nil {
+			w.r.bucket.wait(n)
+		}
+		n, err := w.ResponseWriter.Write(p[:n])
+		written += n
+		w.r.count(w.digest, n)
+		if err != nil {
+			return written, err
+		}
+		if cut {
+			w.ResponseWriter.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// admit shortens a write that crosses the failure point and says whether the registry
+// dies after it.
+func (r *Registry) admit(n int) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failAfter < 0 {
+		return n, false
+	}
+	if int64(n) >= r.failAfter {
+		n = int(r.failAfter)
+		r.failAfter, r.dead = -1, true
+		return n, true
+	}
+	r.failAfter -= int64(n)
+	return n, false
+}
+
+func (r *Registry) count(digest string, n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.served[digest] += int64(n)
+	r.total += int64(n)
+}
+
+// bucket is a token bucket shared by all blob responses. Tokens may go negative: a writer
+// takes what it needs and sleeps off the debt, so waiting writers share the rate fairly.
+// The burst, 250 ms of the rate, lets the sender catch up after the receiver stalled, as
+// the buffers of a real link do; tokens only accrue while a blob is being sent, so that a
+// transfer does not start with a burst saved up while idle.
+type bucket struct {
+	mu     sync.Mutex
+	rate   float64 // tokens (bytes) per second
+	burst  float64
+	tokens float64
+	last   time.Time
+	active int
+}
+
+// busy counts blob responses in flight; the first one starts the bucket empty.
+func (b *bucket) busy(d int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.active == 0 {
+		b.tokens, b.last = 0, time.Now()
+	}
+	b.active += d
+}
+
+func (b *bucket) wait(n int) {
+	b.mu.Lock()
+	now := time.Now()
+	b.tokens = min(b.burst, b.tokens+b.rate*now.Sub(b.last).Seconds())
+	b.last = now
+	b.tokens -= float64(n)
+	debt := time.Duration(-b.tokens / b.rate * float64(time.Second))
+	b.mu.Unlock()
+	if debt > 0 {
+		time.Sleep(debt)
+	}
+}
