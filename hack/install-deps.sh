@@ -36,7 +36,7 @@ BUILD_PACKAGES=(
 # What the tests run or start themselves under temporary directories.
 TEST_PACKAGES=(
 	strace python3 vmtouch fio
-	containerd runc containernetworking-plugins stargz-snapshotter skopeo
+	containerd runc busybox-static containernetworking-plugins stargz-snapshotter skopeo
 	prometheus
 	iproute2 iptables kmod procps util-linux
 	shellcheck

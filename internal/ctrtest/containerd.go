@@ -18,6 +18,8 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/coldtrace/coldtrace/internal/testenv"
 )
 
 // Containerd is a containerd daemon private to one test.
@@ -61,10 +63,9 @@ disabled_plugins = ["io.containerd.internal.v1.tracing", "io.containerd.snapshot
 // of the test. It skips the test (fails it under CI=true) without root or the binaries.
 func StartContainerd(t testing.TB) *Containerd {
 	t.Helper()
-	need(t, os.Geteuid() == 0, "containerd tests run as root")
+	testenv.RequireRoot(t)
 	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "runc"} {
-		_, err := exec.LookPath(bin)
-		need(t, err == nil, bin+" is not installed (apt-get install containerd runc)")
+		testenv.RequireBinary(t, bin)
 	}
 
 	dir := t.TempDir()

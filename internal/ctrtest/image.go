@@ -18,6 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/coldtrace/coldtrace/internal/testenv"
 )
 
 // File is one entry of a layer.
@@ -104,7 +106,7 @@ var BusyboxApplets = []string{"sh", "cat", "sleep", "ls", "stat", "wc", "head", 
 func BusyboxLayer(t testing.TB) v1.Layer {
 	t.Helper()
 	bin, err := os.ReadFile("/bin/busybox")
-	need(t, err == nil, "/bin/busybox is missing (apt-get install busybox-static)")
+	testenv.Require(t, "/bin/busybox", err == nil, "apt-get install busybox-static")
 	files := []File{{Path: "/bin/busybox", Mode: 0o755, Data: bin}}
 	for _, a := range BusyboxApplets {
 		files = append(files, File{Path: "/bin/" + a, Link: "busybox"})
