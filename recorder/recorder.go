@@ -42,6 +42,8 @@ type Options struct {
 	DevicePatterns []string
 	// Log receives messages about probes that could not attach and other degradations.
 	Log io.Writer
+	// OnStart, when set, is called once the command runs under the tracer.
+	OnStart func(pid int)
 	// OnExit, when set, is called once the command has exited but before it is reaped,
 	// while /proc/PID still describes it.
 	OnExit func(pid int)
@@ -110,6 +112,9 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 		},
 	})
 	col.AddProcess(uint32(pid), uint32(os.Getpid()), path, cwd, t0)
+	if opts.OnStart != nil {
+		opts.OnStart(pid)
+	}
 
 	readyc := make(chan struct{})
 	done := make(chan error, 1)

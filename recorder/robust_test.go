@@ -100,16 +100,19 @@ func TestTinyRingBufferCountsLoss(t *testing.T) {
 
 func TestInterruptWritesPartialTrace(t *testing.T) {
 	testenv.RequireBPF(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	tr, err := Record(ctx, Options{Command: []string{"/bin/sh", "-c", "cat /etc/hostname >/dev/null; sleep 30"}})
+	tr, err := Record(ctx, Options{
+		Command: []string{"/bin/sh", "-c", "cat /etc/hostname >/dev/null; sleep 30"},
+		OnStart: func(int) { time.AfterFunc(300*time.Millisecond, cancel) },
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if tr.Outcome != trace.OutcomeInterrupted || !tr.Incomplete {
 		t.Fatalf("outcome %s incomplete %v", tr.Outcome, tr.Incomplete)
 	}
-	if tr.Duration < 100*time.Millisecond || tr.Duration > 3*time.Second {
+	if tr.Duration < 300*time.Millisecond || tr.Duration > 3*time.Second {
 		t.Errorf("duration %v, want the time until the interruption", tr.Duration)
 	}
 	if len(tr.Processes) < 2 {
