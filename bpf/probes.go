@@ -116,7 +116,11 @@ func Load(cfg Config) (*Probes, error) {
 	if err := spec.Variables["wakeup_bytes"].Set(uint64(min(cfg.RingBufferBytes/4, 256<<10))); err != nil {
 		return nil, err
 	}
+	return load(spec)
+}
 
+// load loads and attaches what the kernel accepts of spec.
+func load(spec *ebpf.CollectionSpec) (*Probes, error) {
 	p := &Probes{uprobed: map[string]bool{}}
 	// Drop the programs this kernel refuses one at a time, keeping the rest.
 	for {
@@ -152,8 +156,9 @@ func Load(cfg Config) (*Probes, error) {
 	sort.Slice(p.status, func(i, j int) bool { return p.status[i].Name < p.status[j].Name })
 	if len(p.links) == 0 {
 		p.Close()
-		return nil, errors.New("no probe could be attached; see the messages above")
+		return nil, fmt.Errorf("no probe could be attached (%s: %s)", p.status[0].Name, p.status[0].Error)
 	}
+	var err error
 	p.ring, err = ringbuf.NewReader(p.coll.Maps["events"])
 	if err != nil {
 		p.Close()
