@@ -119,17 +119,7 @@ func Chrome(w io.Writer, t *trace.Trace) error {
 	}
 	// Device opens and ioctl aggregates go on tracks per device, numbered from the kernel's
 	// PID_MAX_LIMIT up so that they cannot collide with the driver calls' real tids.
-	var devices []string
-	for _, o := range g.Opens {
-		if !slices.Contains(devices, o.Path) {
-			devices = append(devices, o.Path)
-		}
-	}
-	for _, x := range g.Ioctls {
-		if !slices.Contains(devices, x.Device) {
-			devices = append(devices, x.Device)
-		}
-	}
+	devices := deviceNames(g)
 	devTid := 1 << 22
 	for _, dev := range devices {
 		var ioctls []trace.IoctlStat

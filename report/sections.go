@@ -354,3 +354,20 @@ func probeSection(t *trace.Trace) section {
 	}
 	return s
 }
+
+// deviceNames lists the accelerator devices a trace opened or issued ioctls on, in order of
+// appearance.
+func deviceNames(g trace.GPU) []string {
+	var devices []string
+	for _, o := range g.Opens {
+		if !slices.Contains(devices, o.Path) {
+			devices = append(devices, o.Path)
+		}
+	}
+	for _, x := range g.Ioctls {
+		if !slices.Contains(devices, x.Device) {
+			devices = append(devices, x.Device)
+		}
+	}
+	return devices
+}

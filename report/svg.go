@@ -429,17 +429,7 @@ func gpuLanes(c *canvas, t *trace.Trace) {
 	}
 	c.heading("gpu")
 	col := phaseColor[trace.PhaseGPU]
-	var devices []string
-	for _, o := range g.Opens {
-		if !slices.Contains(devices, o.Path) {
-			devices = append(devices, o.Path)
-		}
-	}
-	for _, x := range g.Ioctls {
-		if !slices.Contains(devices, x.Device) {
-			devices = append(devices, x.Device)
-		}
-	}
+	devices := deviceNames(g)
 	for _, dev := range devices[:min(maxLanes, len(devices))] {
 		var n int64
 		var total trace.Duration
