@@ -83,6 +83,7 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 			fmt.Fprintln(logw, "coldtrace: "+w)
 		}
 	}
+	attachHostDriver(probes)
 
 	cmd := exec.Command(path, opts.Command[1:]...)
 	cmd.Args[0] = opts.Command[0]
@@ -208,6 +209,25 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 		}
 	}
 	return t, nil
+}
+
+// hostDriverLibraries are where distributions and the NVIDIA container toolkit install the
+// user-space driver. Containers get the host's file bind-mounted, and uprobes follow the
+// inode, so attaching here covers them too.
+var hostDriverLibraries = []string{
+	"/usr/lib/x86_64-linux-gnu/libcuda.so.1", "/usr/lib64/libcuda.so.1",
+	"/usr/local/nvidia/lib64/libcuda.so.1", "/usr/lib/wsl/lib/libcuda.so.1",
+}
+
+// attachHostDriver uprobes the host's libcuda before the command starts, so that a call
+// made right after the library is loaded cannot run ahead of the attach that its open
+// would trigger.
+func attachHostDriver(probes *bpf.Probes) {
+	for _, lib := range hostDriverLibraries {
+		if real, err := filepath.EvalSymlinks(lib); err == nil {
+			probes.AttachLibrary(real) // a library without the calls is no error here
+		}
+	}
 }
 
 // startTraced starts cmd stopped at its exec (ptrace), adds it to the traced set, takes
