@@ -35,7 +35,7 @@ type Probes struct {
 	status []trace.Probe
 
 	mu       sync.Mutex
-	uprobed  map[string]bool // libraries whose driver calls are uprobed
+	uprobed  map[[2]uint64]bool // libraries (device, inode) whose driver calls are uprobed
 	uprobeLk []link.Link
 }
 
@@ -121,7 +121,7 @@ func Load(cfg Config) (*Probes, error) {
 
 // load loads and attaches what the kernel accepts of spec.
 func load(spec *ebpf.CollectionSpec) (*Probes, error) {
-	p := &Probes{uprobed: map[string]bool{}}
+	p := &Probes{uprobed: map[[2]uint64]bool{}}
 	// Drop the programs this kernel refuses one at a time, keeping the rest.
 	for {
 		coll, err := ebpf.NewCollection(spec)
@@ -270,11 +270,16 @@ func (p *Probes) Lost() (uint64, error) {
 var DriverCalls = []string{"cuInit", "cuDevicePrimaryCtxRetain", "cuCtxCreate", "cuCtxCreate_v2", "cuCtxCreate_v3"}
 
 // AttachLibrary uprobes the driver calls that the library at path exports. It is safe to
-// call again for the same library.
+// call again for the same library, under any path: uprobes belong to the inode.
 func (p *Probes) AttachLibrary(path string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return err
+	}
+	key := [2]uint64{st.Dev, st.Ino}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.uprobed[path] {
+	if p.uprobed[key] {
 		return nil
 	}
 	enter, exit := p.coll.Programs["call_enter"], p.coll.Programs["call_exit"]
@@ -303,7 +308,7 @@ func (p *Probes) AttachLibrary(path string) error {
 	if n == 0 {
 		return fmt.Errorf("%s exports none of %s", path, strings.Join(DriverCalls, ", "))
 	}
-	p.uprobed[path] = true
+	p.uprobed[key] = true
 	return nil
 }
 
