@@ -269,6 +269,9 @@ func TestWorkloadGroundTruth(t *testing.T) {
 	}
 	calls := map[string]trace.Call{}
 	for _, c := range tr.GPU.Calls {
+		if _, dup := calls[c.Name]; dup {
+			t.Errorf("%s recorded twice: %+v", c.Name, tr.GPU.Calls)
+		}
 		calls[c.Name] = c
 	}
 	for name, d := range map[string]time.Duration{"cuInit": 200 * time.Millisecond, "cuDevicePrimaryCtxRetain": 20 * time.Millisecond, "cuCtxCreate_v2": 30 * time.Millisecond} {
