@@ -148,7 +148,7 @@ func clip(rs []trace.Range, size int64) []trace.Range {
 func (c *Collector) firstExec() trace.Duration {
 	first := trace.Duration(-1)
 	for _, p := range c.procs {
-		if first < 0 || p.Exec < first {
+		if p.execd && (first < 0 || p.Exec < first) {
 			first = p.Exec
 		}
 	}

@@ -49,8 +49,9 @@ type fdInfo struct {
 
 type proc struct {
 	trace.Process
-	cwd string
-	fds map[int32]fdInfo
+	cwd   string
+	fds   map[int32]fdInfo
+	execd bool // its Exec is an exec we saw, not the zero of a process known by other events
 }
 
 type fileState struct {
@@ -129,6 +130,7 @@ func (c *Collector) AddProcess(pid, ppid uint32, exe, cwd string, at uint64) {
 	p.Exec = c.rel(at)
 	p.Fork = c.rel(at)
 	p.cwd = cwd
+	p.execd = true
 }
 
 // rel converts a monotonic timestamp into trace time; events from before time zero (a
@@ -234,6 +236,7 @@ func (c *Collector) fork(e *bpf.EventFork) {
 func (c *Collector) exec(e *bpf.EventExec) {
 	p := c.proc(e.H.Pid)
 	p.Exec = c.rel(e.H.Ts)
+	p.execd = true
 	p.Comm = bpf.CString(e.Comm[:])
 	p.Exe = c.resolve(p, atFDCWD, bpf.CString(e.Filename[:]))
 	p.Cgroup = e.H.Cgroup

@@ -175,6 +175,13 @@ func phaseBytes(t *trace.Trace, name trace.PhaseName) int64 {
 	var n int64
 	switch name {
 	case trace.PhasePull, trace.PhaseFetch:
+		if name == trace.PhasePull && t.Pull != nil {
+			// The puller's own count: the puller (containerd or its client) is not traced.
+			for _, l := range t.Pull.Layers {
+				n += l.Bytes
+			}
+			return n
+		}
 		role := "peer"
 		if name == trace.PhasePull {
 			role = "registry"

@@ -1,0 +1,75 @@
+package collector
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/coldtrace/coldtrace/bpf"
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+// TestResolveLayers opens a file as a container sees it (the overlay's inode) while its
+// faults and page-cache misses arrive under the real file of the layer: the trace shows one
+// file, with its layer and all of its ranges.
+func TestResolveLayers(t *testing.T) {
+	real := filepath.Join(t.TempDir(), "model.safetensors")
+	if err := os.WriteFile(real, make([]byte, 64<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(real, &st); err != nil {
+		t.Fatal(err)
+	}
+	dev, ino := kernelDev(st.Dev), st.Ino
+	layer := trace.LayerRef{Index: 2, DiffID: "sha256:d", Digest: "sha256:c", Where: "image"}
+	layerOf := func(p string) (trace.LayerRef, string, error) {
+		switch p {
+		case "/models/model.safetensors":
+			return layer, real, nil
+		case "/etc/hosts":
+			return trace.LayerRef{Index: -1, Where: "volume"}, "", nil
+		}
+		return trace.LayerRef{}, "", errors.New("not in the container's file system")
+	}
+
+	c := New(t0, Options{})
+	ms := time.Millisecond
+	fault := bpf.EventFault{H: hdr(bpf.EvFault, 10, 3*ms), Dev: dev, Ino: ino, Off: 8192, Len: 8192}
+	miss := bpf.EventCacheMiss{H: hdr(bpf.EvCacheMiss, 10, 3*ms), Dev: dev, Ino: ino, Index: 2, Pages: 2}
+	handle(t, c,
+		openEv(10, ms, atFDCWD, 3, "/models/model.safetensors", 77, sIFREG, 64<<10),
+		readEv(10, 2*ms, 3, 77, 0, 4096),
+		bpf.Encode(&fault), bpf.Encode(&miss),
+		openEv(10, 4*ms, atFDCWD, 4, "/etc/hosts", 78, sIFREG, 100),
+		openEv(10, 4*ms, atFDCWD, 5, "/tmp/gone", 79, sIFREG, 100),
+	)
+	c.ResolveLayers(layerOf)
+	tr := c.Trace(Meta{End: t0 + uint64(10*ms), Outcome: trace.OutcomeExited})
+
+	if len(tr.Files) != 3 {
+		t.Fatalf("%d files, want 3 (the real inode folded into the overlay's): %+v", len(tr.Files), tr.Files)
+	}
+	f := tr.Files[0]
+	if f.Path != "/models/model.safetensors" || f.Ino != 77 || f.Layer == nil || *f.Layer != layer {
+		t.Errorf("weights: %s inode %d layer %+v, want layer %+v", f.Path, f.Ino, f.Layer, layer)
+	}
+	want := []trace.Range{{Off: 0, Len: 4096, First: 2 * ms, Last: 2*ms + 1000, Via: trace.AccessRead},
+		{Off: 8192, Len: 8192, First: 3 * ms, Last: 3 * ms, Via: trace.AccessMmap}}
+	if len(f.Ranges) != 2 || f.Ranges[0] != want[0] || f.Ranges[1] != want[1] {
+		t.Errorf("ranges %+v, want %+v", f.Ranges, want)
+	}
+	if f.MappedBytes != 8192 || f.BytesRead != 4096 || f.CacheMisses != 2 || f.CacheMissAt != 3*ms {
+		t.Errorf("mapped %d, read %d, misses %d at %v", f.MappedBytes, f.BytesRead, f.CacheMisses, f.CacheMissAt)
+	}
+	if l := tr.Files[1].Layer; tr.Files[1].Path != "/etc/hosts" || l == nil || l.Where != "volume" {
+		t.Errorf("%s: layer %+v, want a volume", tr.Files[1].Path, l)
+	}
+	if l := tr.Files[2].Layer; l != nil {
+		t.Errorf("%s: layer %+v, want none", tr.Files[2].Path, l)
+	}
+}
