@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // CreateOptions tune Create.
@@ -19,6 +20,8 @@ type CreateOptions struct {
 	Stdout, Stderr string
 	// Labels are set on the container (CRI sets the io.kubernetes.* ones).
 	Labels map[string]string
+	// HostNetwork runs the container in the host's network namespace.
+	HostNetwork bool
 }
 
 // Container is a container with its task created: its processes and cgroup exist, and
@@ -50,6 +53,9 @@ func (c *Client) Create(ctx context.Context, id, image string, opts CreateOption
 	specOpts := []oci.SpecOpts{oci.WithImageConfig(img)}
 	if len(opts.Args) > 0 {
 		specOpts = append(specOpts, oci.WithProcessArgs(opts.Args...))
+	}
+	if opts.HostNetwork {
+		specOpts = append(specOpts, oci.WithHostNamespace(specs.NetworkNamespace))
 	}
 	ctr, err := c.c.NewContainer(ctx, id,
 		client.WithImage(img),
