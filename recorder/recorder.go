@@ -66,24 +66,11 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot run %q: %w", opts.Command[0], errors.Unwrap(err))
 	}
-	logw := opts.Log
-	if logw == nil {
-		logw = io.Discard
-	}
-	probes, err := bpf.Load(bpf.Config{RingBufferBytes: opts.RingBufferBytes})
+	probes, warnings, err := loadProbes(opts.RingBufferBytes, opts.Log)
 	if err != nil {
 		return nil, err
 	}
 	defer probes.Close()
-	var warnings []string
-	for _, p := range probes.Status() {
-		if !p.Attached {
-			w := fmt.Sprintf("probe %s is missing (%s): lost %s", p.Name, p.Error, p.Loses)
-			warnings = append(warnings, w)
-			fmt.Fprintln(logw, "coldtrace: "+w)
-		}
-	}
-	attachHostDriver(probes)
 
 	cmd := exec.Command(path, opts.Command[1:]...)
 	cmd.Args[0] = opts.Command[0]
@@ -100,18 +87,7 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 	if err != nil {
 		return nil, err
 	}
-	uprobeErrs := make(chan string, 16)
-	col := collector.New(t0, collector.Options{
-		DevicePatterns: opts.DevicePatterns,
-		OnDriverLibrary: func(pid uint32, lib string) {
-			if err := probes.AttachLibrary(fmt.Sprintf("/proc/%d/root%s", pid, lib)); err != nil {
-				select {
-				case uprobeErrs <- fmt.Sprintf("driver calls in %s are not traced: %v", lib, err):
-				default:
-				}
-			}
-		},
-	})
+	col, uprobeErrs := newCollector(t0, probes, opts.DevicePatterns)
 	col.AddProcess(uint32(pid), uint32(os.Getpid()), path, cwd, t0)
 	if opts.OnStart != nil {
 		opts.OnStart(pid)
@@ -158,7 +134,61 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 		meta.End = Monotonic()
 	}
 
-	// Let the kernel's last events arrive, then stop the reader.
+	finish(probes, col, done, uprobeErrs, &meta)
+	if meta.Outcome == trace.OutcomeExited {
+		status := exitStatus(col, pid)
+		if status != 0 {
+			meta.Error = fmt.Sprintf("the command exited (%s) before it was ready", status)
+		}
+	}
+	stop(cmd, opts.KeepRunning && !rootExited)
+	return assemble(probes, col, meta), nil
+}
+
+// loadProbes loads the kernel side, reports, as warnings and on logw, the probes that
+// could not attach, and uprobes the host's driver library.
+func loadProbes(ringBytes int, logw io.Writer) (*bpf.Probes, []string, error) {
+	if logw == nil {
+		logw = io.Discard
+	}
+	probes, err := bpf.Load(bpf.Config{RingBufferBytes: ringBytes})
+	if err != nil {
+		return nil, nil, err
+	}
+	var warnings []string
+	for _, p := range probes.Status() {
+		if !p.Attached {
+			w := fmt.Sprintf("probe %s is missing (%s): lost %s", p.Name, p.Error, p.Loses)
+			warnings = append(warnings, w)
+			fmt.Fprintln(logw, "coldtrace: "+w)
+		}
+	}
+	attachHostDriver(probes)
+	return probes, warnings, nil
+}
+
+// newCollector returns a collector that uprobes the driver library when a traced process
+// opens one; the failures to attach arrive on the channel, for the trace's warnings.
+func newCollector(t0 uint64, probes *bpf.Probes, devicePatterns []string) (*collector.Collector, chan string) {
+	uprobeErrs := make(chan string, 16)
+	col := collector.New(t0, collector.Options{
+		DevicePatterns: devicePatterns,
+		OnDriverLibrary: func(pid uint32, lib string) {
+			if err := probes.AttachLibrary(fmt.Sprintf("/proc/%d/root%s", pid, lib)); err != nil {
+				select {
+				case uprobeErrs <- fmt.Sprintf("driver calls in %s are not traced: %v", lib, err):
+				default:
+				}
+			}
+		},
+	})
+	return col, uprobeErrs
+}
+
+// finish lets the kernel's last events arrive, stops the reader (done is its result),
+// applies what the kernel held back, ends a ready recording at the listen, and adds the
+// losses and warnings to meta.
+func finish(probes *bpf.Probes, col *collector.Collector, done <-chan error, uprobeErrs chan string, meta *collector.Meta) {
 	probes.Ring().Flush()
 	if err := <-done; err != nil {
 		meta.Warnings = append(meta.Warnings, "reading events: "+err.Error())
@@ -171,13 +201,7 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 		col.Handle(raw)
 	}
 	if r := col.Ready(); meta.Outcome == trace.OutcomeReady && r != nil {
-		meta.End = t0 + uint64(r.At)
-	}
-	if meta.Outcome == trace.OutcomeExited {
-		status := exitStatus(col, pid)
-		if status != 0 {
-			meta.Error = fmt.Sprintf("the command exited (%s) before it was ready", status)
-		}
+		meta.End = col.Start() + uint64(r.At)
 	}
 	lost, err := probes.Lost()
 	if err != nil {
@@ -198,8 +222,11 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 			more = false
 		}
 	}
+}
 
-	stop(cmd, opts.KeepRunning && !rootExited)
+// assemble adds the host's facts to meta and builds the trace; a missing probe makes it
+// incomplete.
+func assemble(probes *bpf.Probes, col *collector.Collector, meta collector.Meta) *trace.Trace {
 	meta.Host = collector.HostFacts()
 	meta.Host.Probes = probes.Status()
 	t := col.Trace(meta)
@@ -208,7 +235,7 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 			t.Incomplete = true
 		}
 	}
-	return t, nil
+	return t
 }
 
 // hostDriverLibraries are where distributions and the NVIDIA container toolkit install the

@@ -1,0 +1,182 @@
+package recorder
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/coldtrace/coldtrace/collector"
+	"github.com/coldtrace/coldtrace/collector/containerd"
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+// ImageOptions configure the recording of a container image's cold start.
+type ImageOptions struct {
+	Image string
+	// Address is containerd's socket; Namespace the containerd namespace to work in.
+	Address, Namespace string
+	// PlainHTTP, HostsDir and Fresh tune the pull (see containerd.PullOptions).
+	PlainHTTP bool
+	HostsDir  string
+	Fresh     bool
+	// Args replace the image's entrypoint and command when set, as with ctr run.
+	Args []string
+	// HostNetwork runs the container in the host's network namespace.
+	HostNetwork bool
+	// Stdout and Stderr are files that receive the workload's output; discarded when empty.
+	Stdout, Stderr string
+	// Timeout stops a recording that is not ready by then; zero means no limit.
+	Timeout         time.Duration
+	RingBufferBytes int
+	DevicePatterns  []string
+	Log             io.Writer
+}
+
+// RecordImage pulls the image through containerd, creates and starts a container of it
+// and traces its cold start from the pull request until a process of the container listens
+// (ready), the workload exits, the timeout passes or ctx is cancelled. The container is
+// removed at the end. The error is non-nil only when there is no trace: the pull or the
+// create failed.
+func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
+	client, err := containerd.New(opts.Address, opts.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	defer client.Close()
+	probes, warnings, err := loadProbes(opts.RingBufferBytes, opts.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer probes.Close()
+
+	// Time zero is the pull request. Go's monotonic clock is CLOCK_MONOTONIC, so the
+	// client's time.Time stamps and the kernel's timestamps share one time line.
+	wall := time.Now()
+	t0 := Monotonic()
+	col, uprobeErrs := newCollector(t0, probes, opts.DevicePatterns)
+	readyc := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- readLoop(probes.Ring(), col, readyc) }()
+	stopReader := func() {
+		probes.Ring().Flush()
+		<-done
+	}
+
+	pulled, err := client.Pull(ctx, opts.Image, containerd.PullOptions{
+		PlainHTTP: opts.PlainHTTP, HostsDir: opts.HostsDir, Fresh: opts.Fresh,
+	})
+	if err != nil {
+		stopReader()
+		return nil, err
+	}
+	traceID := newID(wall)
+	id := "coldtrace-" + traceID
+	createAt := time.Now()
+	ct, err := client.Create(ctx, id, pulled.Ref, containerd.CreateOptions{
+		Args: opts.Args, HostNetwork: opts.HostNetwork, Stdout: opts.Stdout, Stderr: opts.Stderr,
+	})
+	if err != nil {
+		stopReader()
+		return nil, err
+	}
+	defer ct.Delete(context.WithoutCancel(ctx))
+	// The task's init process waits for Start: tracking its cgroup now sees the workload
+	// from its first instruction.
+	if err := probes.TrackCgroup(ct.Cgroup.ID); err != nil {
+		stopReader()
+		return nil, fmt.Errorf("trace container %s: %w", id, err)
+	}
+	if err := ct.Start(ctx); err != nil {
+		stopReader()
+		return nil, err
+	}
+
+	waitCtx, cancelWait := context.WithCancel(ctx)
+	defer cancelWait()
+	type exit struct {
+		at   uint64
+		code uint32
+		err  error
+	}
+	exited := make(chan exit, 1)
+	go func() {
+		code, err := ct.Wait(waitCtx)
+		exited <- exit{Monotonic(), code, err}
+	}()
+	var timeout <-chan time.Time
+	if opts.Timeout > 0 {
+		timer := time.NewTimer(opts.Timeout)
+		defer timer.Stop()
+		timeout = timer.C
+	}
+
+	meta := collector.Meta{
+		ID:       traceID,
+		Workload: collector.ContainerWorkload(id, pulled.Ref, pulled.Digest, ct.Labels),
+		Start:    wall,
+		Warnings: warnings,
+		Pull:     pulled.Trace(wall),
+	}
+	select {
+	case <-readyc:
+		meta.Outcome = trace.OutcomeReady
+	case e := <-exited:
+		meta.End = e.at
+		meta.Outcome = trace.OutcomeExited
+		switch {
+		case e.err != nil:
+			meta.Error = fmt.Sprintf("waiting for the container: %v", e.err)
+		case e.code != 0:
+			meta.Error = fmt.Sprintf("the container exited (exit status %d) before it was ready", e.code)
+		}
+	case <-timeout:
+		meta.Outcome = trace.OutcomeTimeout
+		meta.Error = fmt.Sprintf("not ready after %s", opts.Timeout)
+	case <-ctx.Done():
+		meta.Outcome = trace.OutcomeInterrupted
+		meta.Error = "recording interrupted"
+	}
+	if meta.End == 0 {
+		meta.End = Monotonic()
+	}
+	finish(probes, col, done, uprobeErrs, &meta)
+
+	meta.Activity = pullActivity(pulled, wall)
+	createStart := createAt.Sub(wall)
+	meta.Activity[trace.PhaseCreate] = []trace.Interval{{Start: createStart, End: max(col.FirstExec(), createStart)}}
+	col.ResolveLayers(ct.Rootfs.LayerOf)
+	return assemble(probes, col, meta), nil
+}
+
+// pullActivity is the pull (from the request: resolving the image, then each layer's
+// download from its request to its commit) and the unpack. Layers unpack one after the
+// other once all are fetched; the client's bookkeeping between two layers counts as
+// unpacking, so the unpack runs without gaps from the end of the download to the end of
+// the pull.
+func pullActivity(p *containerd.Pulled, zero time.Time) map[trace.PhaseName][]trace.Interval {
+	acts := map[trace.PhaseName][]trace.Interval{}
+	var fetched trace.Duration
+	for _, l := range p.Layers {
+		if !l.Fetched.IsZero() {
+			acts[trace.PhasePull] = append(acts[trace.PhasePull], trace.Interval{Start: l.Start.Sub(zero), End: l.Fetched.Sub(zero)})
+			fetched = max(fetched, l.Fetched.Sub(zero))
+		}
+	}
+	acts[trace.PhasePull] = append(acts[trace.PhasePull], trace.Interval{Start: 0, End: fetched})
+	from := fetched
+	for _, l := range p.Layers {
+		if l.UnpackEnd.IsZero() {
+			continue
+		}
+		if from == 0 {
+			from = l.UnpackStart.Sub(zero)
+		}
+		acts[trace.PhaseUnpack] = append(acts[trace.PhaseUnpack], trace.Interval{Start: from, End: l.UnpackEnd.Sub(zero)})
+		from = l.UnpackEnd.Sub(zero)
+	}
+	if n := len(acts[trace.PhaseUnpack]); n > 0 {
+		acts[trace.PhaseUnpack][n-1].End = p.End.Sub(zero)
+	}
+	return acts
+}

@@ -1,0 +1,199 @@
+package recorder
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/coldtrace/coldtrace/internal/ctrtest"
+	"github.com/coldtrace/coldtrace/internal/testenv"
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+// TestRecordImage records the cold start of a container image end to end: a pull through a
+// rate-limited registry, a static entrypoint that reads a layer of libraries, downloads a
+// shard from a loopback server, maps half of the tensors of a safetensors file and
+// listens. Every number in the trace is checked against what the test knows.
+func TestRecordImage(t *testing.T) {
+	testenv.RequireBPF(t)
+	const rate = 8 << 20
+	ctrd := ctrtest.StartContainerd(t)
+	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{Rate: rate})
+	shard := startBlobServer(t, 3<<20)
+
+	entry, err := os.ReadFile(buildC(t, "coldstart.c", "coldstart", "-static"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := ctrtest.ColdStartLayers(t, ctrtest.Sizes{Libs: 200, LibSize: 2048, Weights: 16 << 20, Tensors: 32})
+	entryLayer, err := ctrtest.Layer(ctrtest.File{Path: "/coldstart", Mode: 0o755, Data: entry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers := []v1.Layer{cs.Base, cs.Libs, cs.Weights, entryLayer}
+	img, err := ctrtest.BuildImage(layers, []string{"/coldstart"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Push(t, "test/coldstart:v1", img)
+	digest, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The workload maps every other tensor: each mapping covers the tensor's pages.
+	const page = 4096
+	args := []string{"/coldstart", ctrtest.LibsDir, fmt.Sprint(shard.port()), ctrtest.WeightsPath}
+	var want []trace.Range
+	var fileSize int64
+	for i, ts := range cs.Tensors {
+		fileSize = ts.Off + ts.Len
+		if i%2 != 0 {
+			continue
+		}
+		args = append(args, fmt.Sprintf("%d:%d", ts.Off, ts.Len))
+		start, end := ts.Off&^(page-1), (ts.Off+ts.Len+page-1)&^(page-1)
+		want = append(want, trace.Range{Off: start, Len: end - start})
+	}
+	if last := &want[len(want)-1]; last.End() > fileSize {
+		last.Len = fileSize - last.Off
+	}
+
+	out := filepath.Join(t.TempDir(), "out")
+	tr, err := RecordImage(context.Background(), ImageOptions{
+		Image: ref, Address: ctrd.Address, Namespace: "default", PlainHTTP: true, Fresh: true,
+		Args: args, HostNetwork: true, Stdout: out, Stderr: out, Timeout: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(out); len(b) > 0 {
+		t.Logf("workload output:\n%s", b)
+	}
+	if tr.Outcome != trace.OutcomeReady || tr.Error != "" || tr.Incomplete {
+		t.Fatalf("outcome %s (%s), incomplete %v, warnings %v", tr.Outcome, tr.Error, tr.Incomplete, tr.Warnings)
+	}
+	w := tr.Workload
+	if w.Image != ref || w.ImageDigest != digest.String() || !strings.HasPrefix(w.ContainerID, "coldtrace-") {
+		t.Errorf("workload %+v, want image %s digest %s", w, ref, digest)
+	}
+
+	// The pull: every layer's bytes as the registry counted them, at the registry's rate.
+	var fetched trace.Duration
+	for i, l := range layers {
+		d, err := l.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		size, _ := l.Size()
+		lp := tr.Pull.Layers[i]
+		if lp.Digest != d.String() || lp.Bytes != reg.Served(d.String()) || lp.Bytes != size {
+			t.Errorf("layer %d: %s %d bytes, registry served %s %d of %d", i, lp.Digest, lp.Bytes, d, reg.Served(d.String()), size)
+		}
+		fetched = max(fetched, lp.Fetched)
+	}
+	took := fetched - tr.Pull.Start
+	wantTook := time.Duration(float64(reg.Total()) / rate * float64(time.Second))
+	t.Logf("pulled %d bytes in %v (%.2f MiB/s, limit %.2f MiB/s)", reg.Total(), took,
+		float64(reg.Total())/took.Seconds()/(1<<20), float64(rate)/(1<<20))
+	if took < wantTook*8/10 || took > wantTook*12/10 {
+		t.Errorf("download took %v, want %v ± 20%%", took, wantTook)
+	}
+
+	// Files: each in the layer that provides it.
+	files := map[string]trace.File{}
+	for _, f := range tr.Files {
+		files[f.Path] = f
+	}
+	layerOf := func(path string, index int) {
+		t.Helper()
+		f, ok := files[path]
+		if !ok {
+			t.Errorf("%s is not in the trace", path)
+			return
+		}
+		if f.Layer == nil || f.Layer.Index != index || f.Layer.Digest != tr.Pull.Layers[index].Digest ||
+			f.Layer.DiffID != tr.Pull.Layers[index].DiffID || f.Layer.Where != "image" {
+			t.Errorf("%s: layer %+v, want image layer %d", path, f.Layer, index)
+		}
+	}
+	for _, p := range cs.LibPaths {
+		layerOf(p, 1)
+		if f := files[p]; f.BytesRead != 2048 {
+			t.Errorf("%s: read %d bytes, want 2048", p, f.BytesRead)
+		}
+	}
+	layerOf(ctrtest.WeightsPath, 2)
+	layerOf("/coldstart", 3)
+
+	// The weights: exactly the pages of the tensors touched, through the mappings.
+	wf := files[ctrtest.WeightsPath]
+	var ranges []trace.Range
+	for _, r := range wf.Ranges {
+		if r.Via != trace.AccessMmap {
+			t.Errorf("weights range %+v not through mmap", r)
+		}
+		ranges = append(ranges, trace.Range{Off: r.Off, Len: r.Len})
+	}
+	if fmt.Sprint(ranges) != fmt.Sprint(want) {
+		t.Errorf("weights ranges\n%v\nwant\n%v", ranges, want)
+	}
+	var mapped int64
+	for _, r := range want {
+		mapped += r.Len
+	}
+	if wf.MappedBytes != mapped || wf.Kind != trace.KindWeights {
+		t.Errorf("weights: %s, mapped %d bytes, want %d", wf.Kind, wf.MappedBytes, mapped)
+	}
+	t.Logf("weights: %d ranges, %d bytes mapped, %d pages missed", len(wf.Ranges), wf.MappedBytes, wf.CacheMisses)
+
+	// The download: exactly what the server sent.
+	var recv int64
+	for _, c := range tr.Conns {
+		if c.Dir == "connect" && c.Role == "peer" {
+			recv += c.BytesRecv
+		}
+	}
+	if recv != shard.sent.Load() {
+		t.Errorf("fetched %d bytes, the server sent %d", recv, shard.sent.Load())
+	}
+
+	// Phases: present, non-negative, in the order of a cold start.
+	var prev trace.Phase
+	for _, name := range []trace.PhaseName{trace.PhasePull, trace.PhaseUnpack, trace.PhaseCreate, trace.PhaseInit, trace.PhaseFetch, trace.PhaseLoad} {
+		p, ok := tr.Phase(name)
+		switch {
+		case !ok:
+			t.Errorf("no %s phase", name)
+			continue
+		case p.Start < 0 || p.End < p.Start || p.End > tr.Duration:
+			t.Errorf("%s: [%v, %v] in a trace of %v", name, p.Start, p.End, tr.Duration)
+		case prev.Name != "" && p.Start < prev.Start:
+			t.Errorf("%s starts at %v, before %s at %v", name, p.Start, prev.Name, prev.Start)
+		}
+		t.Logf("%-7s %10v .. %10v  critical %v", name, p.Start, p.End, p.Critical)
+		prev = p
+	}
+	if p, _ := tr.Phase(trace.PhaseFetch); p.Bytes != recv {
+		t.Errorf("fetch phase: %d bytes, want %d", p.Bytes, recv)
+	}
+
+	// Ready: the listen of the entrypoint, which ends the trace.
+	if tr.Ready == nil || tr.Ready.Kind != "listen" || tr.Ready.At != tr.Duration || !strings.HasPrefix(tr.Ready.Addr, "127.0.0.1:") {
+		t.Fatalf("ready %+v, trace of %v", tr.Ready, tr.Duration)
+	}
+	if load, _ := tr.Phase(trace.PhaseLoad); tr.Ready.At < load.End {
+		t.Errorf("ready at %v, before the load ended at %v", tr.Ready.At, load.End)
+	}
+	for _, p := range tr.Processes {
+		if p.PID == tr.Ready.PID && p.Comm != "coldstart" {
+			t.Errorf("ready by %s, want coldstart", p.Comm)
+		}
+	}
+}
