@@ -1,0 +1,75 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/coldtrace/coldtrace/internal/ctrtest"
+	"github.com/coldtrace/coldtrace/internal/testenv"
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+// TestRecordImage records a busybox container that reads its own binary and exits.
+func TestRecordImage(t *testing.T) {
+	testenv.RequireBPF(t)
+	bin := build(t)
+	ctrd := ctrtest.StartContainerd(t)
+	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{})
+	img, err := ctrtest.BuildImage([]v1.Layer{ctrtest.BusyboxLayer(t)}, []string{"/bin/sh"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Push(t, "test/busybox:v1", img)
+
+	out := filepath.Join(t.TempDir(), "busybox.json")
+	b, err := exec.Command(bin, "record", "--image", ref, "--containerd", ctrd.Address, "--plain-http",
+		"--fresh", "-o", out, "--", "sh", "-c", "cat /bin/busybox > /dev/null").CombinedOutput()
+	if err != nil {
+		t.Fatalf("record --image: %v\n%s", err, b)
+	}
+	tr, err := trace.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Outcome != trace.OutcomeExited || tr.Error != "" || tr.Workload.Image != ref || tr.Pull == nil || len(tr.Pull.Layers) != 1 {
+		t.Fatalf("outcome %s (%s), workload %+v, pull %+v", tr.Outcome, tr.Error, tr.Workload, tr.Pull)
+	}
+	// sh is a link to busybox: one inode, named by its first use, the exec of /bin/sh.
+	for _, f := range tr.Files {
+		if f.Path == "/bin/sh" {
+			if f.Layer == nil || f.Layer.Index != 0 || f.BytesRead != f.Size || f.MappedBytes == 0 {
+				t.Errorf("/bin/sh: layer %+v, read %d of %d bytes, mapped %d", f.Layer, f.BytesRead, f.Size, f.MappedBytes)
+			}
+			return
+		}
+	}
+	t.Errorf("/bin/sh is not in the trace:\n%s", b)
+}
+
+// TestRecordImageMissing asks for an image that the registry lacks: a clear error, no trace.
+func TestRecordImageMissing(t *testing.T) {
+	testenv.RequireBPF(t)
+	bin := build(t)
+	ctrd := ctrtest.StartContainerd(t)
+	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{})
+	ref := reg.Host + "/test/absent:v1"
+	out := filepath.Join(t.TempDir(), "absent.json")
+	b, err := exec.Command(bin, "record", "--image", ref, "--containerd", ctrd.Address, "--plain-http", "-o", out).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("exit %v, want status 1", err)
+	}
+	if !strings.Contains(string(b), "image not found in the registry") || !strings.Contains(string(b), ref) {
+		t.Errorf("output %q, want an error naming %s and saying it is not found", b, ref)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a trace was written for a failed pull: %v", err)
+	}
+	t.Logf("%s", b)
+}
