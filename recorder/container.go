@@ -163,6 +163,9 @@ func pullActivity(p *containerd.Pulled, zero time.Time) map[trace.PhaseName][]tr
 			fetched = max(fetched, l.Fetched.Sub(zero))
 		}
 	}
+	if fetched == 0 && len(p.Layers) > 0 {
+		fetched = p.Layers[0].UnpackStart.Sub(zero) // all present: the pull only resolved the image
+	}
 	acts[trace.PhasePull] = append(acts[trace.PhasePull], trace.Interval{Start: 0, End: fetched})
 	from := fetched
 	for _, l := range p.Layers {

@@ -3,6 +3,7 @@ package recorder
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,11 +11,67 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
 
+	"github.com/coldtrace/coldtrace/collector/containerd"
 	"github.com/coldtrace/coldtrace/internal/ctrtest"
 	"github.com/coldtrace/coldtrace/internal/testenv"
 	"github.com/coldtrace/coldtrace/trace"
 )
+
+// coldStartImage is the test image of a container cold start: busybox, a libs layer, a
+// weights layer and a static entrypoint, pushed to a registry.
+type coldStartImage struct {
+	ref    string
+	digest string
+	layers []v1.Layer
+	*ctrtest.ColdStart
+	// args run the entrypoint against the shard server; it maps every other tensor, and
+	// want are the pages of those tensors.
+	args []string
+	want []trace.Range
+}
+
+func pushColdStart(t *testing.T, reg *ctrtest.Registry, shardPort int) *coldStartImage {
+	t.Helper()
+	entry, err := os.ReadFile(buildC(t, "coldstart.c", "coldstart", "-static"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := ctrtest.ColdStartLayers(t, ctrtest.Sizes{Libs: 200, LibSize: 2048, Weights: 16 << 20, Tensors: 32})
+	entryLayer, err := ctrtest.Layer(ctrtest.File{Path: "/coldstart", Mode: 0o755, Data: entry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	im := &coldStartImage{ColdStart: cs, layers: []v1.Layer{cs.Base, cs.Libs, cs.Weights, entryLayer}}
+	img, err := ctrtest.BuildImage(im.layers, []string{"/coldstart"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im.ref = reg.Push(t, "test/coldstart:v1", img)
+	digest, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	im.digest = digest.String()
+
+	const page = 4096
+	im.args = []string{"/coldstart", ctrtest.LibsDir, fmt.Sprint(shardPort), ctrtest.WeightsPath}
+	var fileSize int64
+	for i, ts := range cs.Tensors {
+		fileSize = ts.Off + ts.Len
+		if i%2 != 0 {
+			continue
+		}
+		im.args = append(im.args, fmt.Sprintf("%d:%d", ts.Off, ts.Len))
+		start, end := ts.Off&^(page-1), (ts.Off+ts.Len+page-1)&^(page-1)
+		im.want = append(im.want, trace.Range{Off: start, Len: end - start})
+	}
+	if last := &im.want[len(im.want)-1]; last.End() > fileSize {
+		last.Len = fileSize - last.Off
+	}
+	return im
+}
 
 // TestRecordImage records the cold start of a container image end to end: a pull through a
 // rate-limited registry, a static entrypoint that reads a layer of libraries, downloads a
@@ -26,49 +83,13 @@ func TestRecordImage(t *testing.T) {
 	ctrd := ctrtest.StartContainerd(t)
 	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{Rate: rate})
 	shard := startBlobServer(t, 3<<20)
-
-	entry, err := os.ReadFile(buildC(t, "coldstart.c", "coldstart", "-static"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := ctrtest.ColdStartLayers(t, ctrtest.Sizes{Libs: 200, LibSize: 2048, Weights: 16 << 20, Tensors: 32})
-	entryLayer, err := ctrtest.Layer(ctrtest.File{Path: "/coldstart", Mode: 0o755, Data: entry})
-	if err != nil {
-		t.Fatal(err)
-	}
-	layers := []v1.Layer{cs.Base, cs.Libs, cs.Weights, entryLayer}
-	img, err := ctrtest.BuildImage(layers, []string{"/coldstart"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := reg.Push(t, "test/coldstart:v1", img)
-	digest, err := img.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	// The workload maps every other tensor: each mapping covers the tensor's pages.
-	const page = 4096
-	args := []string{"/coldstart", ctrtest.LibsDir, fmt.Sprint(shard.port()), ctrtest.WeightsPath}
-	var want []trace.Range
-	var fileSize int64
-	for i, ts := range cs.Tensors {
-		fileSize = ts.Off + ts.Len
-		if i%2 != 0 {
-			continue
-		}
-		args = append(args, fmt.Sprintf("%d:%d", ts.Off, ts.Len))
-		start, end := ts.Off&^(page-1), (ts.Off+ts.Len+page-1)&^(page-1)
-		want = append(want, trace.Range{Off: start, Len: end - start})
-	}
-	if last := &want[len(want)-1]; last.End() > fileSize {
-		last.Len = fileSize - last.Off
-	}
+	im := pushColdStart(t, reg, shard.port())
+	ref, layers, cs, want := im.ref, im.layers, im.ColdStart, im.want
 
 	out := filepath.Join(t.TempDir(), "out")
 	tr, err := RecordImage(context.Background(), ImageOptions{
 		Image: ref, Address: ctrd.Address, Namespace: "default", PlainHTTP: true, Fresh: true,
-		Args: args, HostNetwork: true, Stdout: out, Stderr: out, Timeout: time.Minute,
+		Args: im.args, HostNetwork: true, Stdout: out, Stderr: out, Timeout: time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -80,8 +101,8 @@ func TestRecordImage(t *testing.T) {
 		t.Fatalf("outcome %s (%s), incomplete %v, warnings %v", tr.Outcome, tr.Error, tr.Incomplete, tr.Warnings)
 	}
 	w := tr.Workload
-	if w.Image != ref || w.ImageDigest != digest.String() || !strings.HasPrefix(w.ContainerID, "coldtrace-") {
-		t.Errorf("workload %+v, want image %s digest %s", w, ref, digest)
+	if w.Image != ref || w.ImageDigest != im.digest || !strings.HasPrefix(w.ContainerID, "coldtrace-") {
+		t.Errorf("workload %+v, want image %s digest %s", w, ref, im.digest)
 	}
 
 	// The pull: every layer's bytes as the registry counted them, at the registry's rate.
@@ -195,5 +216,83 @@ func TestRecordImage(t *testing.T) {
 		if p.PID == tr.Ready.PID && p.Comm != "coldstart" {
 			t.Errorf("ready by %s, want coldstart", p.Comm)
 		}
+	}
+}
+
+// TestRecordImageColdCache records a container of an image that is present but not in the
+// page cache, as after a reboot: the weights' pages come from disk, and the misses, which
+// the kernel reports on the layer's real file, land on the file the container opened.
+func TestRecordImageColdCache(t *testing.T) {
+	testenv.RequireBPF(t)
+	ctrd := ctrtest.StartContainerd(t)
+	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{})
+	shard := startBlobServer(t, 64<<10)
+	im := pushColdStart(t, reg, shard.port())
+
+	cl, err := containerd.New(ctrd.Address, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.Pull(context.Background(), im.ref, containerd.PullOptions{PlainHTTP: true}); err != nil {
+		t.Fatal(err)
+	}
+	evict(t, filepath.Join(ctrd.Root, "io.containerd.snapshotter.v1.overlayfs", "snapshots"))
+
+	tr, err := RecordImage(context.Background(), ImageOptions{
+		Image: im.ref, Address: ctrd.Address, Namespace: "default", PlainHTTP: true,
+		Args: im.args, HostNetwork: true, Timeout: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Outcome != trace.OutcomeReady {
+		t.Fatalf("outcome %s (%s)", tr.Outcome, tr.Error)
+	}
+	for _, l := range tr.Pull.Layers {
+		if l.Bytes != 0 {
+			t.Errorf("layer %d: pulled %d bytes of an image already present", l.Index, l.Bytes)
+		}
+	}
+	var mapped int64
+	for _, r := range im.want {
+		mapped += r.Len
+	}
+	var libMisses int64
+	for _, f := range tr.Files {
+		switch {
+		case strings.HasPrefix(f.Path, "inode:"):
+			t.Errorf("%s (%d pages missed, %d bytes mapped) was not folded into a file of the container", f.Path, f.CacheMisses, f.MappedBytes)
+		case f.Path == ctrtest.WeightsPath:
+			if f.MappedBytes != mapped || f.CacheMisses*4096 < mapped {
+				t.Errorf("weights: mapped %d bytes, %d pages missed; want %d bytes, at least %d pages", f.MappedBytes, f.CacheMisses, mapped, mapped/4096)
+			}
+			t.Logf("weights: %d bytes mapped, %d pages missed", f.MappedBytes, f.CacheMisses)
+		case strings.HasPrefix(f.Path, ctrtest.LibsDir):
+			libMisses += f.CacheMisses
+		}
+	}
+	t.Logf("libraries: %d pages missed", libMisses)
+}
+
+// evict drops every regular file under dir from the page cache.
+func evict(t *testing.T, dir string) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := f.Sync(); err != nil { // dirty pages stay cached
+			return err
+		}
+		return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
