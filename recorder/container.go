@@ -80,7 +80,11 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 		stopReader()
 		return nil, err
 	}
-	defer ct.Delete(context.WithoutCancel(ctx))
+	defer func() {
+		if err := ct.Delete(context.WithoutCancel(ctx)); err != nil && opts.Log != nil {
+			fmt.Fprintf(opts.Log, "coldtrace: remove container %s: %v\n", id, err)
+		}
+	}()
 	// The task's init process waits for Start: tracking its cgroup now sees the workload
 	// from its first instruction.
 	if err := probes.TrackCgroup(ct.Cgroup.ID); err != nil {

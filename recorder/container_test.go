@@ -296,3 +296,42 @@ func evict(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 }
+
+// TestRecordImageNotReady records containers that never get ready: one crashes during
+// start-up, one outlives the timeout. Both are traces that say so.
+func TestRecordImageNotReady(t *testing.T) {
+	testenv.RequireBPF(t)
+	ctrd := ctrtest.StartContainerd(t)
+	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{})
+	img, err := ctrtest.BuildImage([]v1.Layer{ctrtest.BusyboxLayer(t)}, []string{"/bin/sh"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Push(t, "test/busybox:v1", img)
+	opts := ImageOptions{Image: ref, Address: ctrd.Address, Namespace: "default", PlainHTTP: true}
+
+	opts.Args = []string{"sh", "-c", "cat /bin/busybox > /dev/null; exit 3"}
+	tr, err := RecordImage(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Outcome != trace.OutcomeExited || !strings.Contains(tr.Error, "exit status 3") || tr.Ready != nil {
+		t.Errorf("a crash: outcome %s (%s), ready %+v", tr.Outcome, tr.Error, tr.Ready)
+	}
+	if len(tr.Processes) == 0 || tr.Pull == nil {
+		t.Errorf("a crash: %d processes, pull %+v", len(tr.Processes), tr.Pull)
+	}
+
+	opts.Args, opts.Timeout = []string{"sleep", "30"}, time.Second
+	start := time.Now()
+	tr, err = RecordImage(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Outcome != trace.OutcomeTimeout || !tr.Incomplete || !strings.Contains(tr.Error, "not ready after 1s") {
+		t.Errorf("a timeout: outcome %s (%s), incomplete %v", tr.Outcome, tr.Error, tr.Incomplete)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("a timeout of 1s took %v to record", took)
+	}
+}
