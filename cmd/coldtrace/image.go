@@ -30,6 +30,8 @@ func recordImage(c *cli.Context, ring int, format string) error {
 		Fresh:           c.Bool("fresh"),
 		Args:            c.Args().Slice(),
 		HostNetwork:     c.Bool("net-host"),
+		Stdout:          c.String("container-log"),
+		Stderr:          c.String("container-log"),
 		Timeout:         c.Duration("timeout"),
 		RingBufferBytes: ring,
 		DevicePatterns:  c.StringSlice("device-pattern"),

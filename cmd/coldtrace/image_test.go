@@ -15,7 +15,8 @@ import (
 	"github.com/coldtrace/coldtrace/trace"
 )
 
-// TestRecordImage records a busybox container that reads its own binary and exits.
+// TestRecordImage records a busybox container that writes to its log, reads its own
+// binary and exits.
 func TestRecordImage(t *testing.T) {
 	testenv.RequireBPF(t)
 	bin := build(t)
@@ -28,10 +29,16 @@ func TestRecordImage(t *testing.T) {
 	ref := reg.Push(t, "test/busybox:v1", img)
 
 	out := filepath.Join(t.TempDir(), "busybox.json")
+	log := filepath.Join(t.TempDir(), "container.log")
 	b, err := exec.Command(bin, "record", "--image", ref, "--containerd", ctrd.Address, "--plain-http",
-		"--fresh", "-o", out, "--", "sh", "-c", "cat /bin/busybox > /dev/null").CombinedOutput()
+		"--fresh", "-o", out, "--container-log", log, "--",
+		"sh", "-c", "echo out; echo err >&2; cat /bin/busybox > /dev/null").CombinedOutput()
 	if err != nil {
 		t.Fatalf("record --image: %v\n%s", err, b)
+	}
+	// Two streams, copied each on its own: in either order.
+	if l, _ := os.ReadFile(log); string(l) != "out\nerr\n" && string(l) != "err\nout\n" {
+		t.Errorf("container log %q, want the lines out and err", l)
 	}
 	tr, err := trace.ReadFile(out)
 	if err != nil {

@@ -56,6 +56,7 @@ Examples:
 			&cli.StringFlag{Name: "hosts-dir", Usage: "registry hosts `DIR` with mirrors and TLS settings, like /etc/containerd/certs.d (with --image)"},
 			&cli.BoolFlag{Name: "fresh", Usage: "remove the image and its unshared content first, as on a new node (with --image)"},
 			&cli.BoolFlag{Name: "net-host", Usage: "run the container in the host's network namespace (with --image)"},
+			&cli.StringFlag{Name: "container-log", Usage: "write the container's stdout and stderr to `FILE` (with --image; default: discarded)"},
 		},
 		Action: runRecord,
 	}

@@ -17,6 +17,7 @@ type CreateOptions struct {
 	// Args replace the image's entrypoint and command when set.
 	Args []string
 	// Stdout and Stderr are files that receive the workload's output; discarded when empty.
+	// The same name for both interleaves them in one file.
 	Stdout, Stderr string
 	// Labels are set on the container (CRI sets the io.kubernetes.* ones).
 	Labels map[string]string
@@ -76,6 +77,10 @@ func (c *Client) Create(ctx context.Context, id, image string, opts CreateOption
 
 	var streams [2]*os.File
 	for i, name := range []string{opts.Stdout, opts.Stderr} {
+		if i == 1 && name == opts.Stdout {
+			streams[1] = streams[0] // one file for both, written at one offset
+			break
+		}
 		if name == "" {
 			name = os.DevNull
 		}
