@@ -73,3 +73,73 @@ func TestResolveLayers(t *testing.T) {
 		t.Errorf("%s: layer %+v, want none", tr.Files[2].Path, l)
 	}
 }
+
+// TestResolveLayersInterpreter starts a dynamic executable in a container whose loader
+// path is an absolute link, as /lib64/ld-linux-x86-64.so.2 is in Debian images: the kernel
+// maps the loader without an open, and its faults, under the real inode, are named after
+// the loader that the executable asks for, in its layer.
+func TestResolveLayersInterpreter(t *testing.T) {
+	interp := interpreter("/bin/true")
+	if interp == "" {
+		t.Fatal("/bin/true names no ELF interpreter")
+	}
+	root := t.TempDir() // one image layer
+	exe, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"bin", "lib", filepath.Dir(interp)} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "bin/app"), exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "lib/ld.so"), make([]byte, 8192), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/lib/ld.so", filepath.Join(root, interp)); err != nil {
+		t.Fatal(err)
+	}
+	layer := trace.LayerRef{Index: 0, Digest: "sha256:c", Where: "image"}
+	layerOf := func(p string) (trace.LayerRef, string, error) {
+		real := filepath.Join(root, p)
+		if _, err := os.Lstat(real); err != nil {
+			return trace.LayerRef{}, "", err
+		}
+		return layer, real, nil
+	}
+	key := func(p string) (uint64, uint64) {
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(root, p), &st); err != nil {
+			t.Fatal(err)
+		}
+		return kernelDev(st.Dev), st.Ino
+	}
+
+	c := New(t0, Options{})
+	exec := bpf.EventExec{H: hdr(bpf.EvExec, 10, 0), Dev: 99, Ino: 1}
+	cstr(exec.Filename[:], "/bin/app")
+	ldDev, ldIno := key("lib/ld.so")
+	exeDev, exeIno := key("bin/app")
+	handle(t, c, bpf.Encode(&exec),
+		bpf.Encode(&bpf.EventFault{H: hdr(bpf.EvFault, 10, time.Millisecond), Dev: ldDev, Ino: ldIno, Off: 0, Len: 4096}),
+		bpf.Encode(&bpf.EventFault{H: hdr(bpf.EvFault, 10, time.Millisecond), Dev: exeDev, Ino: exeIno, Off: 0, Len: 4096}))
+	c.ResolveLayers(layerOf)
+	tr := c.Trace(Meta{End: t0 + uint64(10*time.Millisecond), Outcome: trace.OutcomeExited})
+
+	got := map[string]trace.File{}
+	for _, f := range tr.Files {
+		got[f.Path] = f
+	}
+	for _, p := range []string{"/bin/app", interp} {
+		f, ok := got[p]
+		if !ok || f.Layer == nil || *f.Layer != layer || f.MappedBytes != 4096 {
+			t.Errorf("%s: %+v, want layer %+v and 4096 bytes mapped; files %v", p, f, layer, tr.Files)
+		}
+	}
+	if len(tr.Files) != 2 {
+		t.Errorf("%d files, want the executable and its loader: %+v", len(tr.Files), tr.Files)
+	}
+}
