@@ -26,7 +26,8 @@ type ImageOptions struct {
 	HostNetwork bool
 	// Stdout and Stderr are files that receive the workload's output; discarded when empty.
 	Stdout, Stderr string
-	// Timeout stops a recording that is not ready by then; zero means no limit.
+	// Timeout stops a recording whose container is not ready that long after its start
+	// (the pull is not counted); zero means no limit.
 	Timeout         time.Duration
 	RingBufferBytes int
 	DevicePatterns  []string
