@@ -56,7 +56,10 @@ func pushColdStart(t *testing.T, reg *ctrtest.Registry, shardPort int) *coldStar
 	im.digest = digest.String()
 
 	const page = 4096
-	im.args = []string{"/coldstart", ctrtest.LibsDir, fmt.Sprint(shardPort), ctrtest.WeightsPath}
+	// The libraries by a relative path: the collector resolves it against the working
+	// directory that /proc/PID/cwd shows, a path inside the container.
+	libs := strings.TrimPrefix(ctrtest.LibsDir, "/")
+	im.args = []string{"/coldstart", libs, fmt.Sprint(shardPort), ctrtest.WeightsPath}
 	var fileSize int64
 	for i, ts := range cs.Tensors {
 		fileSize = ts.Off + ts.Len
