@@ -109,6 +109,9 @@ func (p *Probes) Drain() ([][]byte, error) {
 	var r coldtraceRun
 	it := p.coll.Maps["runs"].Iterate()
 	for it.Next(&fk, &r) {
+		if r.Count == 0 { // ended
+			continue
+		}
 		ev := EventRead{Dev: r.Dev, Ino: r.Ino, Off: r.Off, Len: r.End - r.Off, First: r.First,
 			Last: r.Last, Busy: r.Busy, Count: r.Count, Fd: fk.Fd}
 		ev.H = Header{Type: EvRead, Pid: fk.Pid, Tid: r.Tid, Ts: r.Last}
