@@ -97,8 +97,9 @@ struct {
 /* Syscall arguments saved at entry for the exit handler, per thread. A thread is inside one
  * syscall at a time, so one slot serves every syscall we follow. */
 struct args {
-	__u64 ts;
-	__u64 nr; /* the syscall, where the entry handler knows it */
+	__u64 ts;   /* entry time, where the exit handler uses it (a clock read is not free) */
+	__u32 nr;   /* the syscall */
+	__u32 busy; /* inside that syscall; 0 means the slot is empty */
 	__u64 a[6];
 };
 
@@ -110,7 +111,7 @@ struct {
 	__type(value, struct args);
 } pending SEC(".maps");
 
-/* slot returns the current thread's syscall slot; ts == 0 means empty. */
+/* slot returns the current thread's syscall slot. */
 static __always_inline struct args *slot(bool create)
 {
 	return bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0,
@@ -208,21 +209,25 @@ static __always_inline void count_lost(void)
 		*n += 1;
 }
 
+static __always_inline void fill_hdr(struct hdr *h, __u32 type, __u32 pid, __u32 tid, __u64 ts)
+{
+	h->type = type;
+	h->pid = pid;
+	h->tid = tid;
+	h->_pad = 0;
+	h->ts = ts;
+	h->cgroup = bpf_get_current_cgroup_id();
+}
+
 /* reserve_at takes a ring buffer slot and fills the header with time ts; size must be a
  * constant. reserve stamps the event with the current time. */
 #define reserve_at(ptr, typ, pid_, tid_, ts_)                            \
 	({                                                                   \
 		ptr = bpf_ringbuf_reserve(&events, sizeof(*ptr), 0);             \
-		if (ptr) {                                                       \
-			ptr->h.type = typ;                                           \
-			ptr->h.pid = pid_;                                           \
-			ptr->h.tid = tid_;                                           \
-			ptr->h._pad = 0;                                             \
-			ptr->h.ts = ts_;                                             \
-			ptr->h.cgroup = bpf_get_current_cgroup_id();                 \
-		} else {                                                         \
+		if (ptr)                                                         \
+			fill_hdr(&ptr->h, typ, pid_, tid_, ts_);                     \
+		else                                                             \
 			count_lost();                                                \
-		}                                                                \
 		ptr;                                                             \
 	})
 #define reserve(ptr, typ, pid_, tid_) reserve_at(ptr, typ, pid_, tid_, bpf_ktime_get_ns())
@@ -293,14 +298,16 @@ static __always_inline struct sock *fd_sock(int fd)
 #define ARG4(regs) ((regs)->r8)
 #define ARG5(regs) ((regs)->r9)
 
-/* save_args keeps the first n arguments and zeroes the rest, which reading() compares. */
-static __always_inline void save_args(struct pt_regs *regs, long nr, int n)
+/* save_args keeps the first n arguments, zeroing the rest, which reading() compares, and
+ * the entry time if stamp. */
+static __always_inline void save_args(struct pt_regs *regs, long nr, int n, bool stamp)
 {
 	struct args *a = slot(true);
 	if (!a)
 		return;
-	a->ts = bpf_ktime_get_ns();
+	a->ts = stamp ? bpf_ktime_get_ns() : 0;
 	a->nr = nr;
+	a->busy = 1;
 	a->a[0] = n > 0 ? ARG0(regs) : 0;
 	a->a[1] = n > 1 ? ARG1(regs) : 0;
 	a->a[2] = n > 2 ? ARG2(regs) : 0;
@@ -313,10 +320,10 @@ static __always_inline void save_args(struct pt_regs *regs, long nr, int n)
 static __always_inline bool take(struct args *out)
 {
 	struct args *a = slot(false);
-	if (!a || !a->ts)
+	if (!a || !a->busy)
 		return false;
 	*out = *a;
-	a->ts = 0;
+	a->busy = 0;
 	return true;
 }
 
@@ -326,11 +333,11 @@ static __always_inline bool take(struct args *out)
 #define ENTER(name) SEC("tp_btf/sys_enter") int BPF_PROG(enter_##name, struct pt_regs *regs, long nr)
 #define EXIT(name) SEC("tp_btf/sys_exit") int BPF_PROG(exit_##name, struct pt_regs *regs, long ret)
 
-#define ENTER_SAVE(name, nargs)                                                \
+#define ENTER_SAVE(name, nargs, stamp)                                         \
 	ENTER(name)                                                                \
 	{                                                                          \
 		if (tracked(bpf_get_current_pid_tgid() >> 32))                        \
-			save_args(regs, nr, nargs);                                        \
+			save_args(regs, nr, nargs, stamp);                                 \
 		return 0;                                                              \
 	}
 
@@ -398,9 +405,18 @@ int BPF_PROG(sched_exit, struct task_struct *p)
 
 /* ---- files ---- */
 
-ENTER_SAVE(openat, 4)
-ENTER_SAVE(openat2, 4)
-ENTER_SAVE(open, 3)
+ENTER_SAVE(openat, 4, false)
+ENTER_SAVE(openat2, 4, false)
+ENTER_SAVE(open, 3, false)
+
+/* Open events go out with their path's real length, not all PATH_LEN bytes, so that the
+ * ring buffer and its reader move a tenth of the bytes: each is built here and copied. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct event_open);
+} open_scratch SEC(".maps");
 
 static __always_inline int open_exit(long ret, int dirfd_arg, int path_arg, int flags_arg)
 {
@@ -410,13 +426,19 @@ static __always_inline int open_exit(long ret, int dirfd_arg, int path_arg, int 
 
 	if (!take(&a) || ret < 0)
 		return 0;
-	struct event_open *e;
-	if (!reserve(e, EV_OPEN, pid, tid))
+	__u32 zero = 0;
+	struct event_open *e = bpf_map_lookup_elem(&open_scratch, &zero);
+	if (!e)
 		return 0;
+	fill_hdr(&e->h, EV_OPEN, pid, tid, bpf_ktime_get_ns());
 	e->dirfd = dirfd_arg < 0 ? -100 /* AT_FDCWD */ : (int)a.a[dirfd_arg];
 	e->fd = ret;
 	e->flags = flags_arg < 0 ? 0 : (int)a.a[flags_arg];
-	bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)a.a[path_arg]);
+	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)a.a[path_arg]);
+	if (n < 1) {
+		e->path[0] = 0;
+		n = 1;
+	}
 
 	struct finfo fi = {};
 	struct file *f = fd_file(ret);
@@ -427,7 +449,11 @@ static __always_inline int open_exit(long ret, int dirfd_arg, int path_arg, int 
 	e->size = fi.size;
 	e->mode = fi.mode;
 	e->rdev = fi.rdev;
-	submit(e);
+	__u64 size = offsetof(struct event_open, path) + n;
+	if (size > sizeof(*e))
+		size = sizeof(*e);
+	if (bpf_ringbuf_output(&events, e, size, wake_flags(size)))
+		count_lost();
 
 	if ((fi.mode & S_IFMT) == S_IFCHR) {
 		struct fdkey k = { .pid = pid, .fd = ret };
@@ -472,14 +498,13 @@ static __always_inline void flush_run(__u32 pid, int fd)
 
 /* A close ends the descriptor's read run and its device entry. No event: the collector's
  * descriptor table is overwritten by the next open of the same number, and reads carry
- * their inode, so a stale entry can never name the wrong file. */
+ * their inode, so a stale entry can never name the wrong file. Both maps hold only traced
+ * processes, so there is no need to ask tracked() first. */
 ENTER(close)
 {
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 	int fd = ARG0(regs);
 
-	if (!tracked(pid))
-		return 0;
 	flush_run(pid, fd);
 	/* A lookup takes no lock; a delete takes one even for a missing key. */
 	struct fdkey k = { .pid = pid, .fd = fd };
@@ -502,6 +527,7 @@ static __always_inline int read_enter(__u64 nr, int fd, __s64 off)
 		return 0;
 	a->ts = bpf_ktime_get_ns();
 	a->nr = nr;
+	a->busy = 1;
 	a->a[0] = fd;
 	a->a[1] = a->a[2] = a->a[3] = 0;
 	struct file *f = fd_file(fd);
@@ -569,7 +595,7 @@ READ_PROBES(sendfile64, ARG1(regs), user_off(ARG2(regs)))
 READ_PROBES(copy_file_range, ARG0(regs), user_off(ARG1(regs)))
 READ_PROBES(splice, ARG0(regs), user_off(ARG1(regs)))
 
-ENTER_SAVE(mmap, 6)
+ENTER_SAVE(mmap, 6, false)
 
 EXIT(mmap)
 {
@@ -661,11 +687,11 @@ int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned l
 static __always_inline bool reading(__u64 dev, __u64 ino)
 {
 	struct args *a = slot(false);
-	return !a || !a->ts || (a->a[1] == dev && a->a[2] == ino);
+	return !a || !a->busy || (a->a[1] == dev && a->a[2] == ino);
 }
 
 #define WRITE_PROBES(name)                                                     \
-	ENTER_SAVE(name, 0)                                                        \
+	ENTER_SAVE(name, 0, false)                                                 \
 	EXIT(name)                                                                 \
 	{                                                                          \
 		struct args a;                                                         \
@@ -718,8 +744,8 @@ int cache_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	return 0;
 }
 
-ENTER_SAVE(chdir, 1)
-ENTER_SAVE(fchdir, 1)
+ENTER_SAVE(chdir, 1, false)
+ENTER_SAVE(fchdir, 1, false)
 
 static __always_inline int chdir_exit(long ret, bool byfd)
 {
@@ -820,8 +846,8 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	return 0;
 }
 
-ENTER_SAVE(accept, 3)
-ENTER_SAVE(accept4, 4)
+ENTER_SAVE(accept, 3, true)
+ENTER_SAVE(accept4, 4, true)
 
 static __always_inline int accept_exit(long ret)
 {
@@ -877,7 +903,7 @@ int sock_send(struct trace_event_raw_sock_msg_length *ctx) { return sock_bytes(c
 
 /* Readiness: a successful listen() on a TCP socket. The state change to LISTEN does not
  * pass through the inet_sock_set_state tracepoint, so the syscall is the attach point. */
-ENTER_SAVE(listen, 2)
+ENTER_SAVE(listen, 2, false)
 
 EXIT(listen)
 {
@@ -912,7 +938,7 @@ ENTER(ioctl)
 	struct fdkey k = { .pid = pid, .fd = ARG0(regs) };
 	if (!bpf_map_lookup_elem(&devfds, &k))
 		return 0;
-	save_args(regs, nr, 3);
+	save_args(regs, nr, 3, true);
 	return 0;
 }
 

@@ -14,10 +14,11 @@ import (
 )
 
 type coldtraceArgs struct {
-	_  structs.HostLayout
-	Ts uint64
-	Nr uint64
-	A  [6]uint64
+	_    structs.HostLayout
+	Ts   uint64
+	Nr   uint32
+	Busy uint32
+	A    [6]uint64
 }
 
 type coldtraceCallkey struct {
@@ -260,6 +261,7 @@ const (
 	coldtraceMapExitCalls           = "exit_calls"
 	coldtraceMapLost                = "lost"
 	coldtraceMapMisses              = "misses"
+	coldtraceMapOpenScratch         = "open_scratch"
 	coldtraceMapPending             = "pending"
 	coldtraceMapRuns                = "runs"
 	coldtraceMapSocks               = "socks"
@@ -458,6 +460,7 @@ type coldtraceMapSpecs struct {
 	ExitCalls      *ebpf.MapSpec `ebpf:"exit_calls"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	Misses         *ebpf.MapSpec `ebpf:"misses"`
+	OpenScratch    *ebpf.MapSpec `ebpf:"open_scratch"`
 	Pending        *ebpf.MapSpec `ebpf:"pending"`
 	Runs           *ebpf.MapSpec `ebpf:"runs"`
 	Socks          *ebpf.MapSpec `ebpf:"socks"`
@@ -516,6 +519,7 @@ type coldtraceMaps struct {
 	ExitCalls      *ebpf.Map `ebpf:"exit_calls"`
 	Lost           *ebpf.Map `ebpf:"lost"`
 	Misses         *ebpf.Map `ebpf:"misses"`
+	OpenScratch    *ebpf.Map `ebpf:"open_scratch"`
 	Pending        *ebpf.Map `ebpf:"pending"`
 	Runs           *ebpf.Map `ebpf:"runs"`
 	Socks          *ebpf.Map `ebpf:"socks"`
@@ -532,6 +536,7 @@ func (m *coldtraceMaps) Close() error {
 		m.ExitCalls,
 		m.Lost,
 		m.Misses,
+		m.OpenScratch,
 		m.Pending,
 		m.Runs,
 		m.Socks,

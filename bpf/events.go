@@ -65,8 +65,13 @@ var sizes = map[uint32]uintptr{
 	EvChdir: unsafe.Sizeof(EventChdir{}),
 }
 
+// openPathAt is where an open event's path starts. The kernel sends an open event only up
+// to the path's NUL, so a record may end anywhere after the path's first byte.
+const openPathAt = unsafe.Offsetof(EventOpen{}.Path)
+
 // Decode checks a raw ring buffer record and returns its type and a pointer to its
-// payload: a *EventX that aliases raw, valid until raw is reused.
+// payload: a *EventX that aliases raw, valid until raw is reused. An EvOpen record is
+// shorter than EventOpen: read its path with OpenPath, never through the Path field.
 func Decode(raw []byte) (uint32, unsafe.Pointer, error) {
 	if len(raw) < int(unsafe.Sizeof(Header{})) {
 		return 0, nil, fmt.Errorf("short event: %d bytes", len(raw))
@@ -76,10 +81,18 @@ func Decode(raw []byte) (uint32, unsafe.Pointer, error) {
 	if !ok {
 		return 0, nil, fmt.Errorf("unknown event type %d", typ)
 	}
+	if typ == EvOpen {
+		size = openPathAt + 1
+	}
 	if uintptr(len(raw)) < size {
 		return 0, nil, fmt.Errorf("event type %d: %d bytes, want %d", typ, len(raw), size)
 	}
 	return typ, unsafe.Pointer(&raw[0]), nil
+}
+
+// OpenPath returns the path of a raw EvOpen record that Decode accepted.
+func OpenPath(raw []byte) string {
+	return CString(unsafe.Slice((*int8)(unsafe.Pointer(&raw[openPathAt])), uintptr(len(raw))-openPathAt))
 }
 
 // Encode is Decode's inverse, for tests and benchmarks that replay events.

@@ -23,7 +23,9 @@ func cstr(dst []int8, s string) {
 func openEv(pid uint32, at time.Duration, dirfd, fd int32, name string, ino uint64, mode uint32, size int64) []byte {
 	e := bpf.EventOpen{H: hdr(bpf.EvOpen, pid, at), Dirfd: dirfd, Fd: fd, Mode: mode, Dev: 8, Ino: ino, Size: size}
 	cstr(e.Path[:], name)
-	return bpf.Encode(&e)
+	// As the kernel sends it: only up to the path's NUL.
+	raw := bpf.Encode(&e)
+	return raw[:len(raw)-len(e.Path)+len(name)+1]
 }
 
 func readEv(pid uint32, at time.Duration, fd int32, ino uint64, off, n int64) []byte {
