@@ -223,6 +223,13 @@ type coldtraceMissRun struct {
 	Pad   uint32
 }
 
+type coldtraceReadBatch struct {
+	_   structs.HostLayout
+	N   uint32
+	Pad uint32
+	Ev  [32]coldtraceEventRead
+}
+
 type coldtraceRun struct {
 	_     structs.HostLayout
 	Dev   uint64
@@ -263,6 +270,7 @@ const (
 	coldtraceMapMisses              = "misses"
 	coldtraceMapOpenScratch         = "open_scratch"
 	coldtraceMapPending             = "pending"
+	coldtraceMapReadBatches         = "read_batches"
 	coldtraceMapRuns                = "runs"
 	coldtraceMapSocks               = "socks"
 	coldtraceMapTrackedCgroups      = "tracked_cgroups"
@@ -462,6 +470,7 @@ type coldtraceMapSpecs struct {
 	Misses         *ebpf.MapSpec `ebpf:"misses"`
 	OpenScratch    *ebpf.MapSpec `ebpf:"open_scratch"`
 	Pending        *ebpf.MapSpec `ebpf:"pending"`
+	ReadBatches    *ebpf.MapSpec `ebpf:"read_batches"`
 	Runs           *ebpf.MapSpec `ebpf:"runs"`
 	Socks          *ebpf.MapSpec `ebpf:"socks"`
 	TrackedCgroups *ebpf.MapSpec `ebpf:"tracked_cgroups"`
@@ -521,6 +530,7 @@ type coldtraceMaps struct {
 	Misses         *ebpf.Map `ebpf:"misses"`
 	OpenScratch    *ebpf.Map `ebpf:"open_scratch"`
 	Pending        *ebpf.Map `ebpf:"pending"`
+	ReadBatches    *ebpf.Map `ebpf:"read_batches"`
 	Runs           *ebpf.Map `ebpf:"runs"`
 	Socks          *ebpf.Map `ebpf:"socks"`
 	TrackedCgroups *ebpf.Map `ebpf:"tracked_cgroups"`
@@ -538,6 +548,7 @@ func (m *coldtraceMaps) Close() error {
 		m.Misses,
 		m.OpenScratch,
 		m.Pending,
+		m.ReadBatches,
 		m.Runs,
 		m.Socks,
 		m.TrackedCgroups,

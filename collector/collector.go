@@ -171,7 +171,11 @@ func (c *Collector) Handle(raw []byte) error {
 	case bpf.EvOpen:
 		c.open((*bpf.EventOpen)(ptr), bpf.OpenPath(raw))
 	case bpf.EvRead:
-		c.read((*bpf.EventRead)(ptr))
+		evs := bpf.ReadEvents(raw)
+		c.events += uint64(len(evs) - 1)
+		for i := range evs {
+			c.read(&evs[i])
+		}
 	case bpf.EvMmap:
 		c.mmap((*bpf.EventMmap)(ptr))
 	case bpf.EvFault:

@@ -70,6 +70,24 @@ func TestPathResolution(t *testing.T) {
 	}
 }
 
+// TestBatchedReads feeds read runs the way the kernel sends them: several in one record.
+func TestBatchedReads(t *testing.T) {
+	c := New(t0, Options{})
+	c.AddProcess(10, 1, "/bin/app", "/srv", t0)
+	var batch []byte
+	for i := int64(0); i < 3; i++ {
+		batch = append(batch, readEv(10, time.Millisecond, 3, 1, i*4096, 4096)...)
+	}
+	handle(t, c, openEv(10, 0, atFDCWD, 3, "w.bin", 1, sIFREG, 3*4096), batch)
+	if c.Events() != 4 {
+		t.Errorf("%d events handled, want 4", c.Events())
+	}
+	tr := c.Trace(Meta{End: t0 + uint64(10*time.Millisecond), Outcome: trace.OutcomeExited})
+	if len(tr.Files) != 1 || tr.Files[0].BytesRead != 3*4096 {
+		t.Errorf("files %+v, want w.bin with %d bytes read", tr.Files, 3*4096)
+	}
+}
+
 func TestCoalesce(t *testing.T) {
 	ms := time.Millisecond
 	got := coalesce([]trace.Range{
