@@ -3,10 +3,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /* coldtrace: the kernel side of the cold-start tracer.
  *
- * Only stable attach points: syscall and subsystem tracepoints, BTF tracepoints and
- * uprobes. Work outside the traced set costs one or two map lookups: a process is traced
- * when its tgid is in tracked_pids (the tree of `record -- CMD`, followed through fork) or
- * its cgroup is in tracked_cgroups (containers). Reads are coalesced into sequential runs
+ * Only stable attach points: subsystem tracepoints, BTF tracepoints and uprobes. Work
+ * outside the traced set costs one or two map lookups: a process is traced when its tgid
+ * is in tracked_pids (the tree of `record -- CMD`, followed through fork) or its cgroup is
+ * in tracked_cgroups (containers). Reads are coalesced into sequential runs
  * and page-cache insertions into runs of consecutive pages before anything is sent; socket
  * bytes are counted in the kernel and sampled at most once per sample_ns. */
 #include "vmlinux.h"
@@ -31,6 +31,36 @@ char LICENSE[] SEC("license") = "GPL";
 #define S_IFREG 0100000
 #define S_IFCHR 0020000
 #define PAGE_SHIFT 12
+
+/* x86-64 syscall numbers: the object is built for amd64 only. */
+#define NR_read 0
+#define NR_write 1
+#define NR_open 2
+#define NR_close 3
+#define NR_mmap 9
+#define NR_ioctl 16
+#define NR_pread64 17
+#define NR_pwrite64 18
+#define NR_readv 19
+#define NR_writev 20
+#define NR_sendfile64 40
+#define NR_accept 43
+#define NR_listen 50
+#define NR_chdir 80
+#define NR_fchdir 81
+#define NR_openat 257
+#define NR_splice 275
+#define NR_accept4 288
+#define NR_preadv 295
+#define NR_pwritev 296
+#define NR_copy_file_range 326
+#define NR_preadv2 327
+#define NR_pwritev2 328
+#define NR_openat2 437
+
+/* Casts a kernel address read as a number into a typed pointer that can be dereferenced
+ * directly: a plain load instead of a bpf_probe_read_kernel call per field. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
 /* Set by the loader before load. */
 const volatile __u64 sample_ns = 1000000;       /* socket byte samples: at most one per ms */
@@ -67,8 +97,9 @@ struct {
 /* Syscall arguments saved at entry for the exit handler, per thread. A thread is inside one
  * syscall at a time, so one slot serves every syscall we follow. */
 struct args {
-	__u64 ts;
-	__u64 nr; /* the syscall, where the entry handler knows it */
+	__u64 ts;   /* entry time, where the exit handler uses it (a clock read is not free) */
+	__u32 nr;   /* the syscall */
+	__u32 busy; /* inside that syscall; 0 means the slot is empty */
 	__u64 a[6];
 };
 
@@ -80,7 +111,7 @@ struct {
 	__type(value, struct args);
 } pending SEC(".maps");
 
-/* slot returns the current thread's syscall slot; ts == 0 means empty. */
+/* slot returns the current thread's syscall slot. */
 static __always_inline struct args *slot(bool create)
 {
 	return bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0,
@@ -92,7 +123,9 @@ struct fdkey {
 	__s32 fd;
 };
 
-/* The open run of sequential reads per descriptor. */
+/* The open run of sequential reads per descriptor. An ended run (count == 0) keeps its
+ * entry: the next open usually gets the same descriptor number, and rewriting an entry in
+ * place is much cheaper than deleting it and inserting it again. */
 struct run {
 	__u64 dev, ino;
 	__s64 off, end;
@@ -168,53 +201,68 @@ static __always_inline bool tracked(__u32 pid)
 	return bpf_map_lookup_elem(&tracked_cgroups, &cg) != NULL;
 }
 
-static __always_inline void count_lost(void)
+static __always_inline void count_lost_n(__u64 events)
 {
 	__u32 zero = 0;
 	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
 	if (n)
-		*n += 1;
+		*n += events;
 }
 
-/* reserve takes a ring buffer slot and fills the header; size must be a constant. */
-#define reserve(ptr, typ, pid_, tid_)                                    \
+#define count_lost() count_lost_n(1)
+
+static __always_inline void fill_hdr(struct hdr *h, __u32 type, __u32 pid, __u32 tid, __u64 ts)
+{
+	h->type = type;
+	h->pid = pid;
+	h->tid = tid;
+	h->_pad = 0;
+	h->ts = ts;
+	h->cgroup = bpf_get_current_cgroup_id();
+}
+
+/* reserve_at takes a ring buffer slot and fills the header with time ts; size must be a
+ * constant. reserve stamps the event with the current time. */
+#define reserve_at(ptr, typ, pid_, tid_, ts_)                            \
 	({                                                                   \
 		ptr = bpf_ringbuf_reserve(&events, sizeof(*ptr), 0);             \
-		if (ptr) {                                                       \
-			ptr->h.type = typ;                                           \
-			ptr->h.pid = pid_;                                           \
-			ptr->h.tid = tid_;                                           \
-			ptr->h._pad = 0;                                             \
-			ptr->h.ts = bpf_ktime_get_ns();                              \
-			ptr->h.cgroup = bpf_get_current_cgroup_id();                 \
-		} else {                                                         \
+		if (ptr)                                                         \
+			fill_hdr(&ptr->h, typ, pid_, tid_, ts_);                     \
+		else                                                             \
 			count_lost();                                                \
-		}                                                                \
 		ptr;                                                             \
 	})
+#define reserve(ptr, typ, pid_, tid_) reserve_at(ptr, typ, pid_, tid_, bpf_ktime_get_ns())
 
-/* Waking the reader on every event costs the traced process an interrupt and a context
- * switch; the reader polls anyway, so wake it only when the buffer fills up. */
-static __always_inline __u64 wake_flags(void)
+/* Waking the reader costs the traced process an interrupt (a self-IPI) and a context
+ * switch; the reader polls anyway, so wake it only when this event, of size bytes, takes
+ * the queued data past wakeup_bytes. Waking it for every event past that mark would cost
+ * an interrupt per event until the reader catches up. */
+static __always_inline __u64 wake_flags(__u64 size)
 {
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	return avail >= wakeup_bytes && avail < wakeup_bytes + size + 8 /* record header */
+		       ? BPF_RB_FORCE_WAKEUP
+		       : BPF_RB_NO_WAKEUP;
 }
 
-#define submit(e) bpf_ringbuf_submit(e, wake_flags())
+#define submit(e) bpf_ringbuf_submit(e, wake_flags(sizeof(*e)))
 /* Events the recorder waits for (readiness, exits) wake it at once. */
 #define submit_now(e) bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP)
 
+/* fd_file returns the current task's open file at fd. The verifier does not let a program
+ * index the descriptor array directly, so that one slot is read with a helper. */
 static __always_inline struct file *fd_file(int fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
-	unsigned int max = BPF_CORE_READ(task, files, fdt, max_fds);
+	struct fdtable *fdt = bpf_get_current_task_btf()->files->fdt;
 	struct file *f = NULL;
 
-	if (fd < 0 || (unsigned int)fd >= max)
+	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
 		return NULL;
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	return f;
+	bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]);
+	if (!f)
+		return NULL;
+	return bpf_rdonly_cast(f, bpf_core_type_id_kernel(struct file));
 }
 
 struct finfo {
@@ -225,12 +273,12 @@ struct finfo {
 
 static __always_inline void file_info(struct file *f, struct finfo *fi)
 {
-	struct inode *inode = BPF_CORE_READ(f, f_inode);
-	fi->dev = BPF_CORE_READ(inode, i_sb, s_dev);
-	fi->ino = BPF_CORE_READ(inode, i_ino);
-	fi->rdev = BPF_CORE_READ(inode, i_rdev);
-	fi->size = BPF_CORE_READ(inode, i_size);
-	fi->mode = BPF_CORE_READ(inode, i_mode);
+	struct inode *inode = f->f_inode;
+	fi->dev = inode->i_sb->s_dev;
+	fi->ino = inode->i_ino;
+	fi->rdev = inode->i_rdev;
+	fi->size = inode->i_size;
+	fi->mode = inode->i_mode;
 }
 
 static __always_inline struct sock *fd_sock(int fd)
@@ -238,48 +286,60 @@ static __always_inline struct sock *fd_sock(int fd)
 	struct file *f = fd_file(fd);
 	if (!f)
 		return NULL;
-	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
-	if ((mode & S_IFMT) != S_IFSOCK)
+	if ((f->f_inode->i_mode & S_IFMT) != S_IFSOCK)
 		return NULL;
-	struct socket *sock = BPF_CORE_READ(f, private_data);
+	struct socket *sock = f->private_data;
 	return BPF_CORE_READ(sock, sk);
 }
 
-/* save_args keeps the first n arguments: a tracepoint's context holds only as many as its
- * syscall takes, and reading past them makes the attach fail. */
-static __always_inline void save_args(struct trace_event_raw_sys_enter *ctx, int n)
+/* The x86-64 syscall arguments in the user registers that sys_enter passes. */
+#define ARG0(regs) ((regs)->di)
+#define ARG1(regs) ((regs)->si)
+#define ARG2(regs) ((regs)->dx)
+#define ARG3(regs) ((regs)->r10)
+#define ARG4(regs) ((regs)->r8)
+#define ARG5(regs) ((regs)->r9)
+
+/* save_args keeps the first n arguments, zeroing the rest, which reading() compares, and
+ * the entry time if stamp. */
+static __always_inline void save_args(struct pt_regs *regs, long nr, int n, bool stamp)
 {
 	struct args *a = slot(true);
 	if (!a)
 		return;
-	a->ts = bpf_ktime_get_ns();
-	a->nr = ctx->id;
-	a->a[0] = n > 0 ? ctx->args[0] : 0;
-	a->a[1] = n > 1 ? ctx->args[1] : 0;
-	a->a[2] = n > 2 ? ctx->args[2] : 0;
-	a->a[3] = n > 3 ? ctx->args[3] : 0;
-	a->a[4] = n > 4 ? ctx->args[4] : 0;
-	a->a[5] = n > 5 ? ctx->args[5] : 0;
+	a->ts = stamp ? bpf_ktime_get_ns() : 0;
+	a->nr = nr;
+	a->busy = 1;
+	a->a[0] = n > 0 ? ARG0(regs) : 0;
+	a->a[1] = n > 1 ? ARG1(regs) : 0;
+	a->a[2] = n > 2 ? ARG2(regs) : 0;
+	a->a[3] = n > 3 ? ARG3(regs) : 0;
+	a->a[4] = n > 4 ? ARG4(regs) : 0;
+	a->a[5] = n > 5 ? ARG5(regs) : 0;
 }
 
 /* take returns and clears the saved arguments of the current thread's syscall. */
 static __always_inline bool take(struct args *out)
 {
 	struct args *a = slot(false);
-	if (!a || !a->ts)
+	if (!a || !a->busy)
 		return false;
 	*out = *a;
-	a->ts = 0;
+	a->busy = 0;
 	return true;
 }
 
-#define ENTER_SAVE(name, nargs)                                                       \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                                \
-	int enter_##name(struct trace_event_raw_sys_enter *ctx)                    \
+/* Syscall handlers: sys_enter and sys_exit (at the end) tail-call them by syscall number.
+ * An enter handler gets the user registers and the syscall number, an exit handler the
+ * registers and the return value. */
+#define ENTER(name) SEC("tp_btf/sys_enter") int BPF_PROG(enter_##name, struct pt_regs *regs, long nr)
+#define EXIT(name) SEC("tp_btf/sys_exit") int BPF_PROG(exit_##name, struct pt_regs *regs, long ret)
+
+#define ENTER_SAVE(name, nargs, stamp)                                         \
+	ENTER(name)                                                                \
 	{                                                                          \
-		__u64 id = bpf_get_current_pid_tgid();                                 \
-		if (tracked(id >> 32))                                                 \
-			save_args(ctx, nargs);                                  \
+		if (tracked(bpf_get_current_pid_tgid() >> 32))                        \
+			save_args(regs, nr, nargs, stamp);                                 \
 		return 0;                                                              \
 	}
 
@@ -347,9 +407,18 @@ int BPF_PROG(sched_exit, struct task_struct *p)
 
 /* ---- files ---- */
 
-ENTER_SAVE(openat, 4)
-ENTER_SAVE(openat2, 4)
-ENTER_SAVE(open, 3)
+ENTER_SAVE(openat, 4, false)
+ENTER_SAVE(openat2, 4, false)
+ENTER_SAVE(open, 3, false)
+
+/* Open events go out with their path's real length, not all PATH_LEN bytes, so that the
+ * ring buffer and its reader move a tenth of the bytes: each is built here and copied. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct event_open);
+} open_scratch SEC(".maps");
 
 static __always_inline int open_exit(long ret, int dirfd_arg, int path_arg, int flags_arg)
 {
@@ -359,13 +428,19 @@ static __always_inline int open_exit(long ret, int dirfd_arg, int path_arg, int 
 
 	if (!take(&a) || ret < 0)
 		return 0;
-	struct event_open *e;
-	if (!reserve(e, EV_OPEN, pid, tid))
+	__u32 zero = 0;
+	struct event_open *e = bpf_map_lookup_elem(&open_scratch, &zero);
+	if (!e)
 		return 0;
+	fill_hdr(&e->h, EV_OPEN, pid, tid, bpf_ktime_get_ns());
 	e->dirfd = dirfd_arg < 0 ? -100 /* AT_FDCWD */ : (int)a.a[dirfd_arg];
 	e->fd = ret;
 	e->flags = flags_arg < 0 ? 0 : (int)a.a[flags_arg];
-	bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)a.a[path_arg]);
+	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)a.a[path_arg]);
+	if (n < 1) {
+		e->path[0] = 0;
+		n = 1;
+	}
 
 	struct finfo fi = {};
 	struct file *f = fd_file(ret);
@@ -376,7 +451,11 @@ static __always_inline int open_exit(long ret, int dirfd_arg, int path_arg, int 
 	e->size = fi.size;
 	e->mode = fi.mode;
 	e->rdev = fi.rdev;
-	submit(e);
+	__u64 size = offsetof(struct event_open, path) + n;
+	if (size > sizeof(*e))
+		size = sizeof(*e);
+	if (bpf_ringbuf_output(&events, e, size, wake_flags(size)))
+		count_lost();
 
 	if ((fi.mode & S_IFMT) == S_IFCHR) {
 		struct fdkey k = { .pid = pid, .fd = ret };
@@ -385,21 +464,40 @@ static __always_inline int open_exit(long ret, int dirfd_arg, int path_arg, int 
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_openat")
-int exit_openat(struct trace_event_raw_sys_exit *ctx) { return open_exit(ctx->ret, 0, 1, 2); }
+EXIT(openat) { return open_exit(ret, 0, 1, 2); }
 
 /* openat2's flags live in struct open_how; the collector needs only dirfd and path. */
-SEC("tracepoint/syscalls/sys_exit_openat2")
-int exit_openat2(struct trace_event_raw_sys_exit *ctx) { return open_exit(ctx->ret, 0, 1, -1); }
+EXIT(openat2) { return open_exit(ret, 0, 1, -1); }
 
-SEC("tracepoint/syscalls/sys_exit_open")
-int exit_open(struct trace_event_raw_sys_exit *ctx) { return open_exit(ctx->ret, -1, 0, 1); }
+EXIT(open) { return open_exit(ret, -1, 0, 1); }
+
+/* Nothing waits for a read run, so runs go out READ_BATCH at a time, back to back in one
+ * ring buffer record, instead of one record each. A batch fills on its CPU (syscall
+ * programs run with preemption off) until it is full or Drain takes it. */
+#define READ_BATCH 32
+
+struct read_batch {
+	__u32 n;
+	__u32 _pad;
+	struct event_read ev[READ_BATCH];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct read_batch);
+} read_batches SEC(".maps");
 
 static __always_inline void emit_run(struct run *r, __u32 pid, int fd)
 {
-	struct event_read *e;
-	if (!reserve(e, EV_READ, pid, r->tid))
+	__u32 zero = 0;
+	struct read_batch *b = bpf_map_lookup_elem(&read_batches, &zero);
+	if (!b)
 		return;
+	__u32 i = b->n & (READ_BATCH - 1);
+	struct event_read *e = &b->ev[i];
+	fill_hdr(&e->h, EV_READ, pid, r->tid, r->last); /* as Drain stamps held runs */
 	e->dev = r->dev;
 	e->ino = r->ino;
 	e->off = r->off;
@@ -409,33 +507,39 @@ static __always_inline void emit_run(struct run *r, __u32 pid, int fd)
 	e->busy = r->busy;
 	e->count = r->count;
 	e->fd = fd;
-	submit(e);
+	if (++i < READ_BATCH) {
+		b->n = i;
+		return;
+	}
+	b->n = 0;
+	if (bpf_ringbuf_output(&events, b->ev, sizeof(b->ev), wake_flags(sizeof(b->ev))))
+		count_lost_n(READ_BATCH);
 }
 
 static __always_inline void flush_run(__u32 pid, int fd)
 {
 	struct fdkey k = { .pid = pid, .fd = fd };
 	struct run *r = bpf_map_lookup_elem(&runs, &k);
-	if (!r)
+	if (!r || !r->count)
 		return;
 	emit_run(r, pid, fd);
-	bpf_map_delete_elem(&runs, &k);
+	r->count = 0;
 }
 
 /* A close ends the descriptor's read run and its device entry. No event: the collector's
  * descriptor table is overwritten by the next open of the same number, and reads carry
- * their inode, so a stale entry can never name the wrong file. */
-SEC("tracepoint/syscalls/sys_enter_close")
-int enter_close(struct trace_event_raw_sys_enter *ctx)
+ * their inode, so a stale entry can never name the wrong file. Both maps hold only traced
+ * processes, so there is no need to ask tracked() first. */
+ENTER(close)
 {
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
-	int fd = ctx->args[0];
+	int fd = ARG0(regs);
 
-	if (!tracked(pid))
-		return 0;
 	flush_run(pid, fd);
+	/* A lookup takes no lock; a delete takes one even for a missing key. */
 	struct fdkey k = { .pid = pid, .fd = fd };
-	bpf_map_delete_elem(&devfds, &k);
+	if (bpf_map_lookup_elem(&devfds, &k))
+		bpf_map_delete_elem(&devfds, &k);
 	return 0;
 }
 
@@ -453,6 +557,7 @@ static __always_inline int read_enter(__u64 nr, int fd, __s64 off)
 		return 0;
 	a->ts = bpf_ktime_get_ns();
 	a->nr = nr;
+	a->busy = 1;
 	a->a[0] = fd;
 	a->a[1] = a->a[2] = a->a[3] = 0;
 	struct file *f = fd_file(fd);
@@ -462,7 +567,7 @@ static __always_inline int read_enter(__u64 nr, int fd, __s64 off)
 		if ((fi.mode & S_IFMT) == S_IFREG) {
 			a->a[1] = fi.dev;
 			a->a[2] = fi.ino;
-			a->a[3] = off < 0 ? BPF_CORE_READ(f, f_pos) : off;
+			a->a[3] = off < 0 ? f->f_pos : off;
 		}
 	}
 	return 0;
@@ -487,48 +592,42 @@ static __always_inline int read_exit(long ret)
 	__u64 now = bpf_ktime_get_ns();
 	struct fdkey k = { .pid = pid, .fd = a.a[0] };
 	struct run *r = bpf_map_lookup_elem(&runs, &k);
-	if (r && r->dev == a.a[1] && r->ino == a.a[2] && r->end == (__s64)a.a[3]) {
+	if (r && r->count && r->dev == a.a[1] && r->ino == a.a[2] && r->end == (__s64)a.a[3]) {
 		r->end += ret;
 		r->last = now;
 		r->busy += now - a.ts;
 		r->count++;
 		return 0;
 	}
-	if (r)
+	if (r && r->count)
 		emit_run(r, pid, k.fd);
 	struct run n = {
 		.dev = a.a[1], .ino = a.a[2], .off = a.a[3], .end = (__s64)a.a[3] + ret,
 		.first = a.ts, .last = now, .busy = now - a.ts, .count = 1, .tid = tid,
 	};
-	bpf_map_update_elem(&runs, &k, &n, BPF_ANY);
+	if (r)
+		*r = n;
+	else
+		bpf_map_update_elem(&runs, &k, &n, BPF_ANY);
 	return 0;
 }
 
 #define READ_PROBES(name, fdexpr, offexpr)                                     \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                                \
-	int enter_##name(struct trace_event_raw_sys_enter *ctx)                    \
-	{                                                                          \
-		return read_enter(ctx->id, fdexpr, offexpr);                                    \
-	}                                                                          \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                                 \
-	int exit_##name(struct trace_event_raw_sys_exit *ctx)                      \
-	{                                                                          \
-		return read_exit(ctx->ret);                                            \
-	}
+	ENTER(name) { return read_enter(nr, fdexpr, offexpr); }                   \
+	EXIT(name) { return read_exit(ret); }
 
-READ_PROBES(read, ctx->args[0], -1)
-READ_PROBES(readv, ctx->args[0], -1)
-READ_PROBES(pread64, ctx->args[0], ctx->args[3])
-READ_PROBES(preadv, ctx->args[0], ctx->args[3])
-READ_PROBES(preadv2, ctx->args[0], ctx->args[3]) /* offset -1 means the file position */
-READ_PROBES(sendfile64, ctx->args[1], user_off(ctx->args[2]))
-READ_PROBES(copy_file_range, ctx->args[0], user_off(ctx->args[1]))
-READ_PROBES(splice, ctx->args[0], user_off(ctx->args[1]))
+READ_PROBES(read, ARG0(regs), -1)
+READ_PROBES(readv, ARG0(regs), -1)
+READ_PROBES(pread64, ARG0(regs), ARG3(regs))
+READ_PROBES(preadv, ARG0(regs), ARG3(regs))
+READ_PROBES(preadv2, ARG0(regs), ARG3(regs)) /* offset -1 means the file position */
+READ_PROBES(sendfile64, ARG1(regs), user_off(ARG2(regs)))
+READ_PROBES(copy_file_range, ARG0(regs), user_off(ARG1(regs)))
+READ_PROBES(splice, ARG0(regs), user_off(ARG1(regs)))
 
-ENTER_SAVE(mmap, 6)
+ENTER_SAVE(mmap, 6, false)
 
-SEC("tracepoint/syscalls/sys_exit_mmap")
-int exit_mmap(struct trace_event_raw_sys_exit *ctx)
+EXIT(mmap)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = id >> 32, tid = id;
@@ -537,8 +636,7 @@ int exit_mmap(struct trace_event_raw_sys_exit *ctx)
 	if (!take(&a))
 		return 0;
 	int fd = a.a[4];
-	__u64 ret = ctx->ret;
-	if (fd < 0 || (a.a[3] & MAP_ANONYMOUS) || ret >= (__u64)-4095)
+	if (fd < 0 || (a.a[3] & MAP_ANONYMOUS) || (__u64)ret >= (__u64)-4095)
 		return 0;
 	struct file *f = fd_file(fd);
 	if (!f)
@@ -619,13 +717,12 @@ int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned l
 static __always_inline bool reading(__u64 dev, __u64 ino)
 {
 	struct args *a = slot(false);
-	return !a || !a->ts || (a->a[1] == dev && a->a[2] == ino);
+	return !a || !a->busy || (a->a[1] == dev && a->a[2] == ino);
 }
 
 #define WRITE_PROBES(name)                                                     \
-	ENTER_SAVE(name, 0)                                                        \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                                 \
-	int exit_##name(struct trace_event_raw_sys_exit *ctx)                      \
+	ENTER_SAVE(name, 0, false)                                                 \
+	EXIT(name)                                                                 \
 	{                                                                          \
 		struct args a;                                                         \
 		take(&a);                                                              \
@@ -641,9 +738,8 @@ WRITE_PROBES(pwritev2)
 static __always_inline void emit_miss(struct miss_run *m, __u32 pid)
 {
 	struct event_cache_miss *e;
-	if (!reserve(e, EV_CACHE_MISS, pid, m->tid))
+	if (!reserve_at(e, EV_CACHE_MISS, pid, m->tid, m->ts))
 		return;
-	e->h.ts = m->ts;
 	e->dev = m->dev;
 	e->ino = m->ino;
 	e->index = m->index;
@@ -678,8 +774,8 @@ int cache_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	return 0;
 }
 
-ENTER_SAVE(chdir, 1)
-ENTER_SAVE(fchdir, 1)
+ENTER_SAVE(chdir, 1, false)
+ENTER_SAVE(fchdir, 1, false)
 
 static __always_inline int chdir_exit(long ret, bool byfd)
 {
@@ -702,11 +798,9 @@ static __always_inline int chdir_exit(long ret, bool byfd)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_chdir")
-int exit_chdir(struct trace_event_raw_sys_exit *ctx) { return chdir_exit(ctx->ret, false); }
+EXIT(chdir) { return chdir_exit(ret, false); }
 
-SEC("tracepoint/syscalls/sys_exit_fchdir")
-int exit_fchdir(struct trace_event_raw_sys_exit *ctx) { return chdir_exit(ctx->ret, true); }
+EXIT(fchdir) { return chdir_exit(ret, true); }
 
 /* ---- network ---- */
 
@@ -782,8 +876,8 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	return 0;
 }
 
-ENTER_SAVE(accept, 3)
-ENTER_SAVE(accept4, 4)
+ENTER_SAVE(accept, 3, true)
+ENTER_SAVE(accept4, 4, true)
 
 static __always_inline int accept_exit(long ret)
 {
@@ -801,11 +895,9 @@ static __always_inline int accept_exit(long ret)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_accept")
-int exit_accept(struct trace_event_raw_sys_exit *ctx) { return accept_exit(ctx->ret); }
+EXIT(accept) { return accept_exit(ret); }
 
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int exit_accept4(struct trace_event_raw_sys_exit *ctx) { return accept_exit(ctx->ret); }
+EXIT(accept4) { return accept_exit(ret); }
 
 static __always_inline int sock_bytes(struct trace_event_raw_sock_msg_length *ctx, bool recv)
 {
@@ -841,14 +933,13 @@ int sock_send(struct trace_event_raw_sock_msg_length *ctx) { return sock_bytes(c
 
 /* Readiness: a successful listen() on a TCP socket. The state change to LISTEN does not
  * pass through the inet_sock_set_state tracepoint, so the syscall is the attach point. */
-ENTER_SAVE(listen, 2)
+ENTER_SAVE(listen, 2, false)
 
-SEC("tracepoint/syscalls/sys_exit_listen")
-int exit_listen(struct trace_event_raw_sys_exit *ctx)
+EXIT(listen)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct args a;
-	if (!take(&a) || ctx->ret != 0)
+	if (!take(&a) || ret != 0)
 		return 0;
 	struct sock *sk = fd_sock(a.a[0]);
 	if (!sk || !is_tcp(sk))
@@ -870,20 +961,18 @@ int exit_listen(struct trace_event_raw_sys_exit *ctx)
 
 /* ---- accelerators ---- */
 
-SEC("tracepoint/syscalls/sys_enter_ioctl")
-int enter_ioctl(struct trace_event_raw_sys_enter *ctx)
+ENTER(ioctl)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = id >> 32;
-	struct fdkey k = { .pid = pid, .fd = ctx->args[0] };
+	struct fdkey k = { .pid = pid, .fd = ARG0(regs) };
 	if (!bpf_map_lookup_elem(&devfds, &k))
 		return 0;
-	save_args(ctx, 3);
+	save_args(regs, nr, 3, true);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_ioctl")
-int exit_ioctl(struct trace_event_raw_sys_exit *ctx)
+EXIT(ioctl)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = id >> 32;
@@ -898,7 +987,7 @@ int exit_ioctl(struct trace_event_raw_sys_exit *ctx)
 	e->rdev = rdev ? *rdev : 0;
 	e->request = a.a[1];
 	e->start = a.ts;
-	e->ret = ctx->ret;
+	e->ret = ret;
 	e->fd = k.fd;
 	e->_pad = 0;
 	submit(e);
@@ -934,6 +1023,95 @@ int call_exit(struct pt_regs *ctx)
 		submit(e);
 	}
 	bpf_map_delete_elem(&calls, &k);
+	return 0;
+}
+
+/* ---- syscall dispatch ----
+ * Two raw tracepoints see every syscall on the node and tail-call the handler of the
+ * syscall, if it has one. A syscall without a handler costs a failed tail call; one with a
+ * handler, from an untracked process, a map lookup more (exit handlers find no slot). The
+ * per-syscall tracepoints cost more than that for every call of a traced process: the
+ * kernel formats each event's arguments into a perf buffer before the program runs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 512);
+	__type(key, __u32);
+	__array(values, int(void *));
+} enter_calls SEC(".maps") = {
+	.values = {
+		[NR_read] = (void *)&enter_read,
+		[NR_write] = (void *)&enter_write,
+		[NR_open] = (void *)&enter_open,
+		[NR_close] = (void *)&enter_close,
+		[NR_mmap] = (void *)&enter_mmap,
+		[NR_ioctl] = (void *)&enter_ioctl,
+		[NR_pread64] = (void *)&enter_pread64,
+		[NR_pwrite64] = (void *)&enter_pwrite64,
+		[NR_readv] = (void *)&enter_readv,
+		[NR_writev] = (void *)&enter_writev,
+		[NR_sendfile64] = (void *)&enter_sendfile64,
+		[NR_accept] = (void *)&enter_accept,
+		[NR_listen] = (void *)&enter_listen,
+		[NR_chdir] = (void *)&enter_chdir,
+		[NR_fchdir] = (void *)&enter_fchdir,
+		[NR_openat] = (void *)&enter_openat,
+		[NR_splice] = (void *)&enter_splice,
+		[NR_accept4] = (void *)&enter_accept4,
+		[NR_preadv] = (void *)&enter_preadv,
+		[NR_pwritev] = (void *)&enter_pwritev,
+		[NR_copy_file_range] = (void *)&enter_copy_file_range,
+		[NR_preadv2] = (void *)&enter_preadv2,
+		[NR_pwritev2] = (void *)&enter_pwritev2,
+		[NR_openat2] = (void *)&enter_openat2,
+	},
+};
+
+/* close has no exit handler: nothing waits for its return. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 512);
+	__type(key, __u32);
+	__array(values, int(void *));
+} exit_calls SEC(".maps") = {
+	.values = {
+		[NR_read] = (void *)&exit_read,
+		[NR_write] = (void *)&exit_write,
+		[NR_open] = (void *)&exit_open,
+		[NR_mmap] = (void *)&exit_mmap,
+		[NR_ioctl] = (void *)&exit_ioctl,
+		[NR_pread64] = (void *)&exit_pread64,
+		[NR_pwrite64] = (void *)&exit_pwrite64,
+		[NR_readv] = (void *)&exit_readv,
+		[NR_writev] = (void *)&exit_writev,
+		[NR_sendfile64] = (void *)&exit_sendfile64,
+		[NR_accept] = (void *)&exit_accept,
+		[NR_listen] = (void *)&exit_listen,
+		[NR_chdir] = (void *)&exit_chdir,
+		[NR_fchdir] = (void *)&exit_fchdir,
+		[NR_openat] = (void *)&exit_openat,
+		[NR_splice] = (void *)&exit_splice,
+		[NR_accept4] = (void *)&exit_accept4,
+		[NR_preadv] = (void *)&exit_preadv,
+		[NR_pwritev] = (void *)&exit_pwritev,
+		[NR_copy_file_range] = (void *)&exit_copy_file_range,
+		[NR_preadv2] = (void *)&exit_preadv2,
+		[NR_pwritev2] = (void *)&exit_pwritev2,
+		[NR_openat2] = (void *)&exit_openat2,
+	},
+};
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
+{
+	bpf_tail_call(ctx, &enter_calls, nr);
+	return 0;
+}
+
+/* The exit tracepoint passes no syscall number: orig_ax still holds it. */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
+{
+	bpf_tail_call(ctx, &exit_calls, regs->orig_ax);
 	return 0;
 }
 

@@ -72,7 +72,7 @@ struct event_open {
 	__u64 ino;
 	__s64 size;
 	__u64 rdev;
-	char path[PATH_LEN]; /* as passed to the syscall */
+	char path[PATH_LEN]; /* as passed to the syscall; sent only up to its NUL */
 };
 
 /* A run of sequential reads of one file through one descriptor, coalesced in the kernel. */

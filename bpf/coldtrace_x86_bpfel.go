@@ -14,10 +14,11 @@ import (
 )
 
 type coldtraceArgs struct {
-	_  structs.HostLayout
-	Ts uint64
-	Nr uint64
-	A  [6]uint64
+	_    structs.HostLayout
+	Ts   uint64
+	Nr   uint32
+	Busy uint32
+	A    [6]uint64
 }
 
 type coldtraceCallkey struct {
@@ -222,6 +223,13 @@ type coldtraceMissRun struct {
 	Pad   uint32
 }
 
+type coldtraceReadBatch struct {
+	_   structs.HostLayout
+	N   uint32
+	Pad uint32
+	Ev  [32]coldtraceEventRead
+}
+
 type coldtraceRun struct {
 	_     structs.HostLayout
 	Dev   uint64
@@ -255,10 +263,14 @@ type coldtraceSockstate struct {
 const (
 	coldtraceMapCalls               = "calls"
 	coldtraceMapDevfds              = "devfds"
+	coldtraceMapEnterCalls          = "enter_calls"
 	coldtraceMapEvents              = "events"
+	coldtraceMapExitCalls           = "exit_calls"
 	coldtraceMapLost                = "lost"
 	coldtraceMapMisses              = "misses"
+	coldtraceMapOpenScratch         = "open_scratch"
 	coldtraceMapPending             = "pending"
+	coldtraceMapReadBatches         = "read_batches"
 	coldtraceMapRuns                = "runs"
 	coldtraceMapSocks               = "socks"
 	coldtraceMapTrackedCgroups      = "tracked_cgroups"
@@ -320,6 +332,8 @@ const (
 	coldtraceProgSockRecv           = "sock_recv"
 	coldtraceProgSockSend           = "sock_send"
 	coldtraceProgSockState          = "sock_state"
+	coldtraceProgSysEnter           = "sys_enter"
+	coldtraceProgSysExit            = "sys_exit"
 	coldtraceVarEvCacheMiss         = "_ev_cache_miss"
 	coldtraceVarEvCall              = "_ev_call"
 	coldtraceVarEvChdir             = "_ev_chdir"
@@ -439,6 +453,8 @@ type coldtraceProgramSpecs struct {
 	SockRecv           *ebpf.ProgramSpec `ebpf:"sock_recv"`
 	SockSend           *ebpf.ProgramSpec `ebpf:"sock_send"`
 	SockState          *ebpf.ProgramSpec `ebpf:"sock_state"`
+	SysEnter           *ebpf.ProgramSpec `ebpf:"sys_enter"`
+	SysExit            *ebpf.ProgramSpec `ebpf:"sys_exit"`
 }
 
 // coldtraceMapSpecs contains maps before they are loaded into the kernel.
@@ -447,10 +463,14 @@ type coldtraceProgramSpecs struct {
 type coldtraceMapSpecs struct {
 	Calls          *ebpf.MapSpec `ebpf:"calls"`
 	Devfds         *ebpf.MapSpec `ebpf:"devfds"`
+	EnterCalls     *ebpf.MapSpec `ebpf:"enter_calls"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
+	ExitCalls      *ebpf.MapSpec `ebpf:"exit_calls"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	Misses         *ebpf.MapSpec `ebpf:"misses"`
+	OpenScratch    *ebpf.MapSpec `ebpf:"open_scratch"`
 	Pending        *ebpf.MapSpec `ebpf:"pending"`
+	ReadBatches    *ebpf.MapSpec `ebpf:"read_batches"`
 	Runs           *ebpf.MapSpec `ebpf:"runs"`
 	Socks          *ebpf.MapSpec `ebpf:"socks"`
 	TrackedCgroups *ebpf.MapSpec `ebpf:"tracked_cgroups"`
@@ -503,10 +523,14 @@ func (o *coldtraceObjects) Close() error {
 type coldtraceMaps struct {
 	Calls          *ebpf.Map `ebpf:"calls"`
 	Devfds         *ebpf.Map `ebpf:"devfds"`
+	EnterCalls     *ebpf.Map `ebpf:"enter_calls"`
 	Events         *ebpf.Map `ebpf:"events"`
+	ExitCalls      *ebpf.Map `ebpf:"exit_calls"`
 	Lost           *ebpf.Map `ebpf:"lost"`
 	Misses         *ebpf.Map `ebpf:"misses"`
+	OpenScratch    *ebpf.Map `ebpf:"open_scratch"`
 	Pending        *ebpf.Map `ebpf:"pending"`
+	ReadBatches    *ebpf.Map `ebpf:"read_batches"`
 	Runs           *ebpf.Map `ebpf:"runs"`
 	Socks          *ebpf.Map `ebpf:"socks"`
 	TrackedCgroups *ebpf.Map `ebpf:"tracked_cgroups"`
@@ -517,10 +541,14 @@ func (m *coldtraceMaps) Close() error {
 	return _ColdtraceClose(
 		m.Calls,
 		m.Devfds,
+		m.EnterCalls,
 		m.Events,
+		m.ExitCalls,
 		m.Lost,
 		m.Misses,
+		m.OpenScratch,
 		m.Pending,
+		m.ReadBatches,
 		m.Runs,
 		m.Socks,
 		m.TrackedCgroups,
@@ -613,6 +641,8 @@ type coldtracePrograms struct {
 	SockRecv           *ebpf.Program `ebpf:"sock_recv"`
 	SockSend           *ebpf.Program `ebpf:"sock_send"`
 	SockState          *ebpf.Program `ebpf:"sock_state"`
+	SysEnter           *ebpf.Program `ebpf:"sys_enter"`
+	SysExit            *ebpf.Program `ebpf:"sys_exit"`
 }
 
 func (p *coldtracePrograms) Close() error {
@@ -674,6 +704,8 @@ func (p *coldtracePrograms) Close() error {
 		p.SockRecv,
 		p.SockSend,
 		p.SockState,
+		p.SysEnter,
+		p.SysExit,
 	)
 }
 

@@ -65,8 +65,14 @@ var sizes = map[uint32]uintptr{
 	EvChdir: unsafe.Sizeof(EventChdir{}),
 }
 
+// openPathAt is where an open event's path starts. The kernel sends an open event only up
+// to the path's NUL, so a record may end anywhere after the path's first byte.
+const openPathAt = unsafe.Offsetof(EventOpen{}.Path)
+
 // Decode checks a raw ring buffer record and returns its type and a pointer to its
-// payload: a *EventX that aliases raw, valid until raw is reused.
+// payload: a *EventX that aliases raw, valid until raw is reused. An EvOpen record is
+// shorter than EventOpen: read its path with OpenPath, never through the Path field. An
+// EvRead record holds one or more EventRead back to back: read them with ReadEvents.
 func Decode(raw []byte) (uint32, unsafe.Pointer, error) {
 	if len(raw) < int(unsafe.Sizeof(Header{})) {
 		return 0, nil, fmt.Errorf("short event: %d bytes", len(raw))
@@ -76,10 +82,24 @@ func Decode(raw []byte) (uint32, unsafe.Pointer, error) {
 	if !ok {
 		return 0, nil, fmt.Errorf("unknown event type %d", typ)
 	}
+	if typ == EvOpen {
+		size = openPathAt + 1
+	}
 	if uintptr(len(raw)) < size {
 		return 0, nil, fmt.Errorf("event type %d: %d bytes, want %d", typ, len(raw), size)
 	}
 	return typ, unsafe.Pointer(&raw[0]), nil
+}
+
+// ReadEvents returns the read runs of a raw EvRead record that Decode accepted; the kernel
+// sends them in batches.
+func ReadEvents(raw []byte) []EventRead {
+	return unsafe.Slice((*EventRead)(unsafe.Pointer(&raw[0])), uintptr(len(raw))/unsafe.Sizeof(EventRead{}))
+}
+
+// OpenPath returns the path of a raw EvOpen record that Decode accepted.
+func OpenPath(raw []byte) string {
+	return CString(unsafe.Slice((*int8)(unsafe.Pointer(&raw[openPathAt])), uintptr(len(raw))-openPathAt))
 }
 
 // Encode is Decode's inverse, for tests and benchmarks that replay events.
@@ -100,15 +120,28 @@ func CString(b []int8) string {
 	return string(unsafe.Slice((*byte)(unsafe.Pointer(&b[0])), len(b)))
 }
 
-// Drain returns the state that the kernel holds back to save events: open read runs,
-// open page-cache miss runs and the byte counts of live sockets, as the events the kernel
-// would send for them. Call it once, when the recording ends.
+// Drain returns the state that the kernel holds back to save events: read runs not yet
+// sent in a batch, open read runs, open page-cache miss runs and the byte counts of live
+// sockets, as the events the kernel would send for them. Call it once, when the recording
+// ends.
 func (p *Probes) Drain() ([][]byte, error) {
 	var out [][]byte
+	var batches []coldtraceReadBatch // one per CPU
+	if err := p.coll.Maps["read_batches"].Lookup(uint32(0), &batches); err != nil {
+		return out, fmt.Errorf("drain read batches: %w", err)
+	}
+	for _, b := range batches {
+		for _, ev := range b.Ev[:min(int(b.N), len(b.Ev))] {
+			out = append(out, append([]byte(nil), Encode(&ev)...))
+		}
+	}
 	var fk coldtraceFdkey
 	var r coldtraceRun
 	it := p.coll.Maps["runs"].Iterate()
 	for it.Next(&fk, &r) {
+		if r.Count == 0 { // ended
+			continue
+		}
 		ev := EventRead{Dev: r.Dev, Ino: r.Ino, Off: r.Off, Len: r.End - r.Off, First: r.First,
 			Last: r.Last, Busy: r.Busy, Count: r.Count, Fd: fk.Fd}
 		ev.H = Header{Type: EvRead, Pid: fk.Pid, Tid: r.Tid, Ts: r.Last}

@@ -171,9 +171,13 @@ func (c *Collector) Handle(raw []byte) error {
 		p.Exit = c.rel(e.H.Ts)
 		p.ExitCode = int(e.Code)
 	case bpf.EvOpen:
-		c.open((*bpf.EventOpen)(ptr))
+		c.open((*bpf.EventOpen)(ptr), bpf.OpenPath(raw))
 	case bpf.EvRead:
-		c.read((*bpf.EventRead)(ptr))
+		evs := bpf.ReadEvents(raw)
+		c.events += uint64(len(evs) - 1)
+		for i := range evs {
+			c.read(&evs[i])
+		}
 	case bpf.EvMmap:
 		c.mmap((*bpf.EventMmap)(ptr))
 	case bpf.EvFault:
@@ -283,9 +287,10 @@ const (
 	sIFDIR = 0o040000
 )
 
-func (c *Collector) open(e *bpf.EventOpen) {
+// open applies an open event; e.Path may be cut short, so pathname comes from the record.
+func (c *Collector) open(e *bpf.EventOpen, pathname string) {
 	p := c.proc(e.H.Pid)
-	name := c.resolve(p, e.Dirfd, bpf.CString(e.Path[:]))
+	name := c.resolve(p, e.Dirfd, pathname)
 	key := fileKey{e.Dev, e.Ino}
 	p.fds[e.Fd] = fdInfo{path: name, key: key, mode: e.Mode, rdev: e.Rdev}
 	switch e.Mode & sIFMT {

@@ -23,7 +23,9 @@ func cstr(dst []int8, s string) {
 func openEv(pid uint32, at time.Duration, dirfd, fd int32, name string, ino uint64, mode uint32, size int64) []byte {
 	e := bpf.EventOpen{H: hdr(bpf.EvOpen, pid, at), Dirfd: dirfd, Fd: fd, Mode: mode, Dev: 8, Ino: ino, Size: size}
 	cstr(e.Path[:], name)
-	return bpf.Encode(&e)
+	// As the kernel sends it: only up to the path's NUL.
+	raw := bpf.Encode(&e)
+	return raw[:len(raw)-len(e.Path)+len(name)+1]
 }
 
 func readEv(pid uint32, at time.Duration, fd int32, ino uint64, off, n int64) []byte {
@@ -65,6 +67,24 @@ func TestPathResolution(t *testing.T) {
 	}
 	if len(want) > 0 {
 		t.Errorf("files missing from the trace: %v", want)
+	}
+}
+
+// TestBatchedReads feeds read runs the way the kernel sends them: several in one record.
+func TestBatchedReads(t *testing.T) {
+	c := New(t0, Options{})
+	c.AddProcess(10, 1, "/bin/app", "/srv", t0)
+	var batch []byte
+	for i := int64(0); i < 3; i++ {
+		batch = append(batch, readEv(10, time.Millisecond, 3, 1, i*4096, 4096)...)
+	}
+	handle(t, c, openEv(10, 0, atFDCWD, 3, "w.bin", 1, sIFREG, 3*4096), batch)
+	if c.Events() != 4 {
+		t.Errorf("%d events handled, want 4", c.Events())
+	}
+	tr := c.Trace(Meta{End: t0 + uint64(10*time.Millisecond), Outcome: trace.OutcomeExited})
+	if len(tr.Files) != 1 || tr.Files[0].BytesRead != 3*4096 {
+		t.Errorf("files %+v, want w.bin with %d bytes read", tr.Files, 3*4096)
 	}
 }
 

@@ -304,11 +304,14 @@ func startTraced(cmd *exec.Cmd, probes *bpf.Probes) (int, uint64, error) {
 func readLoop(rd *ringbuf.Reader, col *collector.Collector, readyc chan struct{}) error {
 	var rec ringbuf.Record
 	ready := false
+	// A deadline bounds only a wait for new records, so one set after each wait is soon
+	// enough, and reading a record costs no clock read.
+	rd.SetDeadline(time.Now().Add(bpf.PollInterval))
 	for {
-		rd.SetDeadline(time.Now().Add(bpf.PollInterval))
 		err := rd.ReadInto(&rec)
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
+			rd.SetDeadline(time.Now().Add(bpf.PollInterval))
 			continue
 		case errors.Is(err, ringbuf.ErrFlushed), errors.Is(err, ringbuf.ErrClosed):
 			return nil
