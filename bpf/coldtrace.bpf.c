@@ -99,9 +99,15 @@ struct {
 struct args {
 	__u64 ts;   /* entry time, where the exit handler uses it (a clock read is not free) */
 	__u32 nr;   /* the syscall */
-	__u32 busy; /* inside that syscall; 0 means the slot is empty */
+	__u32 busy; /* inside that syscall (BUSY or BUSY_OVERLAY); 0 means the slot is empty */
 	__u64 a[6];
 };
+
+#define BUSY 1
+/* A read of an overlayfs file: its pages belong to the real inode in a layer, which the
+ * collector maps back, so pages added during the call are misses whatever their inode. */
+#define BUSY_OVERLAY 2
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
 
 /* Task-local storage: cheaper than a hash keyed by thread, and freed with the thread. */
 struct {
@@ -309,7 +315,7 @@ static __always_inline void save_args(struct pt_regs *regs, long nr, int n, bool
 		return;
 	a->ts = stamp ? bpf_ktime_get_ns() : 0;
 	a->nr = nr;
-	a->busy = 1;
+	a->busy = BUSY;
 	a->a[0] = n > 0 ? ARG0(regs) : 0;
 	a->a[1] = n > 1 ? ARG1(regs) : 0;
 	a->a[2] = n > 2 ? ARG2(regs) : 0;
@@ -557,7 +563,7 @@ static __always_inline int read_enter(__u64 nr, int fd, __s64 off)
 		return 0;
 	a->ts = bpf_ktime_get_ns();
 	a->nr = nr;
-	a->busy = 1;
+	a->busy = BUSY;
 	a->a[0] = fd;
 	a->a[1] = a->a[2] = a->a[3] = 0;
 	struct file *f = fd_file(fd);
@@ -568,6 +574,8 @@ static __always_inline int read_enter(__u64 nr, int fd, __s64 off)
 			a->a[1] = fi.dev;
 			a->a[2] = fi.ino;
 			a->a[3] = off < 0 ? f->f_pos : off;
+			if (f->f_inode->i_sb->s_magic == OVERLAYFS_SUPER_MAGIC)
+				a->busy = BUSY_OVERLAY;
 		}
 	}
 	return 0;
@@ -717,7 +725,7 @@ int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned l
 static __always_inline bool reading(__u64 dev, __u64 ino)
 {
 	struct args *a = slot(false);
-	return !a || !a->busy || (a->a[1] == dev && a->a[2] == ino);
+	return !a || !a->busy || a->busy == BUSY_OVERLAY || (a->a[1] == dev && a->a[2] == ino);
 }
 
 #define WRITE_PROBES(name)                                                     \

@@ -261,7 +261,7 @@ func TestRecordImageColdCache(t *testing.T) {
 	for _, r := range im.want {
 		mapped += r.Len
 	}
-	var libMisses int64
+	var libMisses, libs int64
 	for _, f := range tr.Files {
 		switch {
 		case strings.HasPrefix(f.Path, "inode:"):
@@ -273,9 +273,14 @@ func TestRecordImageColdCache(t *testing.T) {
 			t.Logf("weights: %d bytes mapped, %d pages missed", f.MappedBytes, f.CacheMisses)
 		case strings.HasPrefix(f.Path, ctrtest.LibsDir):
 			libMisses += f.CacheMisses
+			libs++
 		}
 	}
-	t.Logf("libraries: %d pages missed", libMisses)
+	// Each library is one page, read() through the overlay after eviction: one miss each.
+	if libMisses != libs || libs == 0 {
+		t.Errorf("libraries: %d pages missed over %d files, want one each", libMisses, libs)
+	}
+	t.Logf("libraries: %d pages missed over %d files", libMisses, libs)
 }
 
 // evict drops every regular file under dir from the page cache.
