@@ -146,6 +146,11 @@ func (c *Collector) proc(pid uint32) *proc {
 	p, ok := c.procs[pid]
 	if !ok {
 		p = &proc{Process: trace.Process{PID: int(pid)}, fds: map[int32]fdInfo{}}
+		// A process that joined the traced set without a traced fork or exec (a container
+		// runtime's init, moved into the container's cgroup) is named by what it runs now,
+		// so that the pages it maps from its own binary can be named too. A fork or an
+		// exec event overrides this.
+		p.Exe, _ = os.Readlink("/proc/" + strconv.Itoa(int(pid)) + "/exe")
 		c.procs[pid] = p
 		c.order = append(c.order, pid)
 	}

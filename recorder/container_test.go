@@ -264,7 +264,10 @@ func TestRecordImageColdCache(t *testing.T) {
 	var libMisses, libs int64
 	for _, f := range tr.Files {
 		switch {
-		case strings.HasPrefix(f.Path, "inode:"):
+		case strings.HasPrefix(f.Path, "inode:") && f.CacheMisses > 0:
+			// Misses must land on a named file. (Code pages that the runtime's init maps
+			// from its own binary before it execs the entrypoint may stay unnamed when it
+			// has exec'd by the time the collector first sees it.)
 			t.Errorf("%s (%d pages missed, %d bytes mapped) was not folded into a file of the container", f.Path, f.CacheMisses, f.MappedBytes)
 		case f.Path == ctrtest.WeightsPath:
 			if f.MappedBytes != mapped || f.CacheMisses*4096 < mapped {
