@@ -58,7 +58,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 	col, uprobeErrs := newCollector(t0, probes, opts.DevicePatterns)
 	readyc := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- readLoop(probes.Ring(), col, readyc) }()
+	go func() { done <- readLoop(probes.Ring(), col, readyc, 0) }()
 	stopReader := func() {
 		probes.Ring().Flush()
 		<-done

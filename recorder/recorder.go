@@ -47,6 +47,10 @@ type Options struct {
 	// OnExit, when set, is called once the command has exited but before it is reaped,
 	// while /proc/PID still describes it.
 	OnExit func(pid int)
+
+	// slowReader makes the reader wait this long after each record: tests use it to
+	// overflow a small ring buffer for certain.
+	slowReader time.Duration
 }
 
 // Monotonic reads CLOCK_MONOTONIC, the clock of the kernel's event timestamps.
@@ -95,7 +99,7 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 
 	readyc := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- readLoop(probes.Ring(), col, readyc) }()
+	go func() { done <- readLoop(probes.Ring(), col, readyc, opts.slowReader) }()
 
 	exited := make(chan uint64, 1)
 	go func() {
@@ -301,7 +305,7 @@ func startTraced(cmd *exec.Cmd, probes *bpf.Probes) (int, uint64, error) {
 
 // readLoop feeds ring buffer records to the collector until the reader is flushed or
 // closed, and closes readyc at the first listen.
-func readLoop(rd *ringbuf.Reader, col *collector.Collector, readyc chan struct{}) error {
+func readLoop(rd *ringbuf.Reader, col *collector.Collector, readyc chan struct{}, slow time.Duration) error {
 	var rec ringbuf.Record
 	ready := false
 	// A deadline bounds only a wait for new records, so one set after each wait is soon
@@ -319,6 +323,9 @@ func readLoop(rd *ringbuf.Reader, col *collector.Collector, readyc chan struct{}
 			return err
 		}
 		col.Handle(rec.RawSample)
+		if slow > 0 {
+			time.Sleep(slow)
+		}
 		if !ready && col.Ready() != nil {
 			ready = true
 			close(readyc)

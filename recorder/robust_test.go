@@ -75,11 +75,13 @@ func TestFailingCommand(t *testing.T) {
 
 func TestTinyRingBufferCountsLoss(t *testing.T) {
 	testenv.RequireBPF(t)
-	// Opens come faster than a one-page buffer (a few events) can be drained.
+	// Opens come faster than a reader that takes a millisecond per record drains a
+	// one-page buffer.
 	burst := []string{"/usr/bin/python3", "-c", "for i in range(20000): open('/etc/hostname').close()"}
 	tr, err := Record(context.Background(), Options{
 		Command:         burst,
 		RingBufferBytes: os.Getpagesize(),
+		slowReader:      time.Millisecond,
 		Timeout:         time.Minute,
 	})
 	if err != nil {
