@@ -58,7 +58,7 @@ func TestColdStartImage(t *testing.T) {
 	}
 
 	out := filepath.Join(t.TempDir(), "stdout")
-	ct, err := e.c.Create(ctx, "coldstart", ref, CreateOptions{
+	ct, err := e.c.Create(ctx, uniqueID("coldstart"), ref, CreateOptions{
 		Args:   []string{"sh", "-c", "ls " + ctrtest.LibsDir + "/d00 | wc -l"},
 		Stdout: out,
 	})

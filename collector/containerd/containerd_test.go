@@ -130,7 +130,8 @@ func TestPullRunResolve(t *testing.T) {
 
 	// Run busybox; it writes a file into the writable layer.
 	out := filepath.Join(t.TempDir(), "stdout")
-	ct, err := e.c.Create(ctx, "small", ref, CreateOptions{
+	id := uniqueID("small")
+	ct, err := e.c.Create(ctx, id, ref, CreateOptions{
 		Args:   []string{"sh", "-c", "cat /somefile; echo rw > /written; sleep 1"},
 		Stdout: out,
 	})
@@ -143,7 +144,7 @@ func TestPullRunResolve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := filepath.Join(mnt, "default", "small"); ct.Cgroup.Path != want {
+	if want := filepath.Join(mnt, "default", id); ct.Cgroup.Path != want {
 		t.Errorf("cgroup %s, want %s", ct.Cgroup.Path, want)
 	}
 	st, err := exec.Command("stat", "-c", "%i", ct.Cgroup.Path).Output()
@@ -276,4 +277,11 @@ func TestPullFresh(t *testing.T) {
 	if fresh.Layers[1].Bytes != size || e.reg.Served(digest) != 2*size {
 		t.Errorf("a fresh pull downloaded %d bytes of layer 1, registry served %d in all; want %d and %d", fresh.Layers[1].Bytes, e.reg.Served(digest), size, 2*size)
 	}
+}
+
+// uniqueID names a container for one test run: containerd 1.6 keeps runc's state under a
+// fixed /run/containerd/runc/<namespace>/<id>, shared by every daemon on the host, so a
+// fixed id collides with another run or with what a killed run left behind.
+func uniqueID(prefix string) string {
+	return fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), time.Now().UnixNano())
 }
