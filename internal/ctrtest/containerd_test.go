@@ -2,8 +2,10 @@ package ctrtest
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -29,7 +31,9 @@ func TestCtrPullRun(t *testing.T) {
 	ref := reg.Push(t, "test/ctr:v1", img)
 	c.TrustHTTP(t, reg.Host)
 	c.Ctr(t, "images", "pull", "--hosts-dir", c.HostsDir, ref)
-	if out := c.Ctr(t, "run", "--rm", ref, "hello"); strings.TrimSpace(out) != "hello from ctr" {
+	// runc's state lives under a host-wide path in containerd 1.6: one id per run.
+	id := fmt.Sprintf("hello-%d", time.Now().UnixNano())
+	if out := c.Ctr(t, "run", "--rm", ref, id); strings.TrimSpace(out) != "hello from ctr" {
 		t.Errorf("ctr run printed %q", out)
 	}
 }
