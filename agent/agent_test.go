@@ -76,8 +76,8 @@ func startNode(t *testing.T) *node {
 	return n
 }
 
-// startAgent runs the agent against the node until the end of the test.
-func (n *node) startAgent(t *testing.T) {
+// startAgent runs the agent against the node until stop or the end of the test.
+func (n *node) startAgent(t *testing.T) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := Start(ctx, Options{Address: n.ctrd.Address, Namespace: namespace, DataDir: n.dataDir,
@@ -85,19 +85,26 @@ func (n *node) startAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	stop = sync.OnceFunc(func() {
 		cancel()
 		if err := a.Wait(); err != nil {
 			t.Errorf("agent: %v", err)
 		}
 	})
+	t.Cleanup(stop)
+	return stop
 }
 
 // run starts a container with ctr, not through coldtrace, serving on a port after
-// reading one file.
-func (n *node) run(id, file string) error {
+// reading one file; labels are ctr's --label KEY=VALUE.
+func (n *node) run(id, file string, labels ...string) error {
 	script := "cat " + file + " > /dev/null; exec httpd -f -p 8080"
-	out, err := exec.Command("ctr", "--address", n.ctrd.Address, "-n", namespace, "run", "-d", n.ref, id, "sh", "-c", script).CombinedOutput()
+	args := []string{"--address", n.ctrd.Address, "-n", namespace, "run", "-d"}
+	for _, l := range labels {
+		args = append(args, "--label", l)
+	}
+	args = append(args, n.ref, id, "sh", "-c", script)
+	out, err := exec.Command("ctr", args...).CombinedOutput()
 	if err != nil {
 		return errors.New(string(out))
 	}
@@ -136,22 +143,33 @@ func cgroupID(t *testing.T, id string) uint64 {
 	return cg.ID
 }
 
-// TestAgentRecordsCtrRun records a container that ctr starts: ready at its listen, with
-// its image, its files in their layers and its phases in order.
+// TestAgentRecordsCtrRun records a container that ctr starts, labelled as the CRI plugin
+// labels a pod's container: ready at its listen, with its image and pod, its files in
+// their layers and its phases in order. A pod sandbox, labelled so, is not recorded.
 func TestAgentRecordsCtrRun(t *testing.T) {
 	n := startNode(t)
-	n.startAgent(t)
-	if err := n.run("web", "/data/a.txt"); err != nil {
+	stop := n.startAgent(t)
+	if err := n.run("pause", "/data/b.txt", labelKind+"=sandbox"); err != nil {
+		t.Fatal(err)
+	}
+	err := n.run("web", "/data/a.txt", labelKind+"=container", "io.kubernetes.pod.name=web-7d4f",
+		"io.kubernetes.pod.namespace=shop", "io.kubernetes.container.name=server")
+	if err != nil {
 		t.Fatal(err)
 	}
 	tr := n.trace(t, "web")
 	cg := cgroupID(t, "web")
+	stop()
+	if _, err := os.Stat(filepath.Join(n.dataDir, "traces", namespace, "pause.json.gz")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the pod sandbox was recorded (%v)", err)
+	}
 
 	if tr.Outcome != trace.OutcomeReady || tr.Error != "" || tr.Incomplete {
 		t.Errorf("outcome %s (%s), incomplete %v, warnings %v", tr.Outcome, tr.Error, tr.Incomplete, tr.Warnings)
 	}
-	if w := tr.Workload; w.ContainerID != "web" || w.Image != n.ref || w.ImageDigest != n.digest {
-		t.Errorf("workload %+v, want container web of %s (%s)", w, n.ref, n.digest)
+	if w := tr.Workload; w.ContainerID != "web" || w.Image != n.ref || w.ImageDigest != n.digest ||
+		w.Pod != "web-7d4f" || w.Namespace != "shop" || w.Container != "server" {
+		t.Errorf("workload %+v, want container server of pod shop/web-7d4f, id web, of %s (%s)", w, n.ref, n.digest)
 	}
 	if tr.Ready == nil || !strings.HasSuffix(tr.Ready.Addr, ":8080") || tr.Ready.At != tr.Duration {
 		t.Errorf("ready %+v in a trace of %v", tr.Ready, tr.Duration)
