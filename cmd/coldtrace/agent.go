@@ -40,7 +40,7 @@ containerd's socket, and root, or these capabilities:
   CAP_PERFMON          attach to tracepoints and uprobes and read kernel memory
   CAP_SYS_RESOURCE     lock the probes' memory on kernels that charge it to RLIMIT_MEMLOCK
   CAP_SYS_PTRACE       read the working directories and roots of the containers' processes
-  CAP_DAC_READ_SEARCH  read containerd's snapshot directories to tie files to layers
+  CAP_DAC_READ_SEARCH  under a uid other than 0: read containerd's snapshots, to tie files to layers
   CAP_SYS_ADMIN        only where tracefs is not mounted yet, to mount it
 
 Examples:
