@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -263,4 +264,20 @@ type logWriter struct{ t *testing.T }
 func (w logWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSuffix(string(b), "\n"))
 	return len(b), nil
+}
+
+// TestAgentContainerCreatedBefore starts the task of a container created before the agent
+// ran: it is recorded from its task's create, and its trace says so.
+func TestAgentContainerCreatedBefore(t *testing.T) {
+	n := startNode(t)
+	n.ctrd.Ctr(t, "-n", namespace, "containers", "create", n.ref, "early", "httpd", "-f", "-p", "8080")
+	n.startAgent(t)
+	n.ctrd.Ctr(t, "-n", namespace, "tasks", "start", "-d", "early")
+	tr := n.trace(t, "early")
+	if tr.Outcome != trace.OutcomeReady || tr.Workload.Image != n.ref {
+		t.Errorf("outcome %s (%s) of image %s", tr.Outcome, tr.Error, tr.Workload.Image)
+	}
+	if !slices.ContainsFunc(tr.Warnings, func(w string) bool { return strings.Contains(w, "created before the agent watched") }) {
+		t.Errorf("warnings %q do not say that time zero is the task's create", tr.Warnings)
+	}
 }
