@@ -45,7 +45,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 		return nil, err
 	}
 	defer client.Close()
-	probes, warnings, err := loadProbes(opts.RingBufferBytes, opts.Log)
+	probes, warnings, err := LoadProbes(opts.RingBufferBytes, opts.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +55,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 	// client's time.Time stamps and the kernel's timestamps share one time line.
 	wall := time.Now()
 	t0 := Monotonic()
-	col, uprobeErrs := newCollector(t0, probes, opts.DevicePatterns)
+	col, uprobeErrs := NewCollector(t0, probes, opts.DevicePatterns)
 	readyc := make(chan struct{})
 	done := make(chan error, 1)
 	go func() { done <- readLoop(probes.Ring(), col, readyc, 0) }()
@@ -71,7 +71,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 		stopReader()
 		return nil, err
 	}
-	traceID := newID(wall)
+	traceID := NewID(wall)
 	id := "coldtrace-" + traceID
 	createAt := time.Now()
 	ct, err := client.Create(ctx, id, pulled.Ref, containerd.CreateOptions{
@@ -151,7 +151,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 	createStart := createAt.Sub(wall)
 	meta.Activity[trace.PhaseCreate] = []trace.Interval{{Start: createStart, End: max(col.FirstExec(), createStart)}}
 	col.ResolveLayers(ct.Rootfs.LayerOf)
-	return assemble(probes, col, meta), nil
+	return Assemble(probes, col, meta), nil
 }
 
 // pullActivity is the pull (from the request: resolving the image, then each layer's

@@ -70,7 +70,7 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot run %q: %w", opts.Command[0], errors.Unwrap(err))
 	}
-	probes, warnings, err := loadProbes(opts.RingBufferBytes, opts.Log)
+	probes, warnings, err := LoadProbes(opts.RingBufferBytes, opts.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 	if err != nil {
 		return nil, err
 	}
-	col, uprobeErrs := newCollector(t0, probes, opts.DevicePatterns)
+	col, uprobeErrs := NewCollector(t0, probes, opts.DevicePatterns)
 	col.AddProcess(uint32(pid), uint32(os.Getpid()), path, cwd, t0)
 	if opts.OnStart != nil {
 		opts.OnStart(pid)
@@ -119,7 +119,7 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 		defer timer.Stop()
 		timeout = timer.C
 	}
-	meta := collector.Meta{ID: newID(wall), Workload: trace.Workload{Command: opts.Command}, Start: wall, Warnings: warnings}
+	meta := collector.Meta{ID: NewID(wall), Workload: trace.Workload{Command: opts.Command}, Start: wall, Warnings: warnings}
 	rootExited := false
 	select {
 	case <-readyc:
@@ -146,12 +146,12 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 		}
 	}
 	stop(cmd, opts.KeepRunning && !rootExited)
-	return assemble(probes, col, meta), nil
+	return Assemble(probes, col, meta), nil
 }
 
-// loadProbes loads the kernel side, reports, as warnings and on logw, the probes that
+// LoadProbes loads the kernel side, reports, as warnings and on logw, the probes that
 // could not attach, and uprobes the host's driver library.
-func loadProbes(ringBytes int, logw io.Writer) (*bpf.Probes, []string, error) {
+func LoadProbes(ringBytes int, logw io.Writer) (*bpf.Probes, []string, error) {
 	if logw == nil {
 		logw = io.Discard
 	}
@@ -171,9 +171,9 @@ func loadProbes(ringBytes int, logw io.Writer) (*bpf.Probes, []string, error) {
 	return probes, warnings, nil
 }
 
-// newCollector returns a collector that uprobes the driver library when a traced process
+// NewCollector returns a collector that uprobes the driver library when a traced process
 // opens one; the failures to attach arrive on the channel, for the trace's warnings.
-func newCollector(t0 uint64, probes *bpf.Probes, devicePatterns []string) (*collector.Collector, chan string) {
+func NewCollector(t0 uint64, probes *bpf.Probes, devicePatterns []string) (*collector.Collector, chan string) {
 	uprobeErrs := make(chan string, 16)
 	col := collector.New(t0, collector.Options{
 		DevicePatterns: devicePatterns,
@@ -228,9 +228,9 @@ func finish(probes *bpf.Probes, col *collector.Collector, done <-chan error, upr
 	}
 }
 
-// assemble adds the host's facts to meta and builds the trace; a missing probe makes it
+// Assemble adds the host's facts to meta and builds the trace; a missing probe makes it
 // incomplete.
-func assemble(probes *bpf.Probes, col *collector.Collector, meta collector.Meta) *trace.Trace {
+func Assemble(probes *bpf.Probes, col *collector.Collector, meta collector.Meta) *trace.Trace {
 	meta.Host = collector.HostFacts()
 	meta.Host.Probes = probes.Status()
 	t := col.Trace(meta)
@@ -370,7 +370,8 @@ func exitStatus(col *collector.Collector, pid int) status {
 	return 0
 }
 
-func newID(t time.Time) string {
+// NewID names a trace: its start time and a random suffix.
+func NewID(t time.Time) string {
 	b := make([]byte, 4)
 	rand.Read(b)
 	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b)

@@ -31,6 +31,7 @@ Look at a trace again:             coldtrace report trace.json.gz --format html 
 			reportCommand(),
 			adviseCommand(),
 			diffCommand(),
+			agentCommand(),
 			exampleWorkloadCommand(),
 		},
 	}

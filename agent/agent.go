@@ -1,0 +1,276 @@
+// Package agent records the cold start of every new container on the node: one set of
+// probes, containerd's events to find containers, and one trace per container, written
+// under the data directory.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/coldtrace/coldtrace/bpf"
+	"github.com/coldtrace/coldtrace/collector/containerd"
+	"github.com/coldtrace/coldtrace/recorder"
+)
+
+// Options configure the agent.
+type Options struct {
+	// Address is containerd's socket; Namespace the containerd namespace to watch.
+	Address, Namespace string
+	// DataDir holds the traces: DataDir/traces/<namespace>/<container id>.json.gz.
+	DataDir string
+	// Timeout ends a recording whose container is not ready that long after its task was
+	// created; zero means no limit.
+	Timeout         time.Duration
+	RingBufferBytes int
+	DevicePatterns  []string
+	// Log receives a line per recorded container and the problems met.
+	Log io.Writer
+}
+
+// Agent watches containerd and records containers until its context ends.
+type Agent struct {
+	opts     Options
+	client   *containerd.Client
+	probes   *bpf.Probes
+	warnings []string // of the probes, for every trace
+	events   <-chan containerd.Event
+	errs     <-chan error
+	wg       sync.WaitGroup
+	done     chan error
+
+	mu       sync.Mutex
+	created  map[string]time.Time // containers without a task yet: their create time
+	byID     map[string]*recording
+	byCgroup map[uint64]*recording
+	byPID    map[uint32]*recording
+	// Waiters of catchUp: those taken at the reader's last empty ring are released at its
+	// next one, which comes after they asked.
+	waiting, caughtUp []chan struct{}
+}
+
+// Start loads the probes, subscribes to containerd's events and starts recording the
+// namespace's new containers. Cancelling ctx stops the agent: the containers in flight get
+// partial traces, marked incomplete. Wait returns once they are written.
+func Start(ctx context.Context, opts Options) (*Agent, error) {
+	if opts.Log == nil {
+		opts.Log = io.Discard
+	}
+	client, err := containerd.New(opts.Address, opts.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	probes, warnings, err := recorder.LoadProbes(opts.RingBufferBytes, opts.Log)
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	a := &Agent{
+		opts: opts, client: client, probes: probes, warnings: warnings, done: make(chan error, 1),
+		created: map[string]time.Time{}, byID: map[string]*recording{},
+		byCgroup: map[uint64]*recording{}, byPID: map[uint32]*recording{},
+	}
+	a.events, a.errs = client.Watch(ctx, opts.Namespace)
+	readerDone := make(chan error, 1)
+	go func() { readerDone <- a.read() }()
+	go func() {
+		err := a.watch(ctx)
+		a.wg.Wait() // the recordings end with ctx
+		probes.Close()
+		client.Close()
+		if rerr := <-readerDone; err == nil {
+			err = rerr
+		}
+		a.done <- err
+	}()
+	return a, nil
+}
+
+// Wait waits for the agent to stop and returns why it stopped early, or nil once its
+// context was cancelled.
+func (a *Agent) Wait() error { return <-a.done }
+
+// watch follows containerd's events until ctx ends or the subscription fails.
+func (a *Agent) watch(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // a failed subscription stops the recordings too
+	for {
+		select {
+		case ev, ok := <-a.events:
+			if !ok {
+				if err := <-a.errs; err != nil {
+					return fmt.Errorf("containerd events: %w", err)
+				}
+				return nil
+			}
+			a.handle(ctx, ev)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (a *Agent) handle(ctx context.Context, ev containerd.Event) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch ev.Kind {
+	case containerd.ContainerCreated:
+		a.created[ev.ContainerID] = ev.At
+	case containerd.ContainerDeleted:
+		delete(a.created, ev.ContainerID)
+	case containerd.TaskCreated:
+		if a.byID[ev.ContainerID] != nil {
+			return
+		}
+		r, err := a.track(ev)
+		if err != nil {
+			fmt.Fprintf(a.opts.Log, "coldtrace: container %s is not recorded: %v\n", ev.ContainerID, err)
+			return
+		}
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); a.record(ctx, r) }()
+	case containerd.TaskExited:
+		if r := a.byID[ev.ContainerID]; r != nil {
+			select {
+			case r.exited <- ev:
+			default:
+			}
+		}
+	}
+}
+
+// track starts tracing a container whose task was just created, called with a.mu held.
+// The init process waits for start then, so tracking its cgroup now, before anything
+// slower, is what lets the trace see the workload from its first instruction.
+func (a *Agent) track(ev containerd.Event) (*recording, error) {
+	cg, err := containerd.ProcessCgroup(int(ev.PID))
+	if err != nil {
+		return nil, err
+	}
+	r := &recording{id: ev.ContainerID, cgroup: cg, initPID: ev.PID, tracked: time.Now(),
+		pids: map[uint32]bool{}, ready: make(chan struct{}), exited: make(chan containerd.Event, 1)}
+	r.zero, r.createSeen = a.created[ev.ContainerID]
+	if !r.createSeen {
+		r.zero = ev.At
+	}
+	delete(a.created, ev.ContainerID)
+	r.col, r.uprobeErrs = recorder.NewCollector(monotonicAt(r.zero), a.probes, a.opts.DevicePatterns)
+	r.lostBefore, _ = a.probes.Lost()
+	a.byID[r.id], a.byCgroup[cg.ID] = r, r
+	if err := a.probes.TrackCgroup(cg.ID); err != nil {
+		a.forget(r)
+		return nil, err
+	}
+	return r, nil
+}
+
+// monotonicAt converts a wall-clock time of the recent past into CLOCK_MONOTONIC, the
+// kernel's event clock.
+func monotonicAt(t time.Time) uint64 {
+	now := recorder.Monotonic()
+	return now - min(uint64(max(time.Since(t), 0)), now)
+}
+
+// forget removes a recording from the routing tables, called with a.mu held.
+func (a *Agent) forget(r *recording) {
+	delete(a.byID, r.id)
+	delete(a.byCgroup, r.cgroup.ID)
+	for pid := range r.pids {
+		if a.byPID[pid] == r {
+			delete(a.byPID, pid)
+		}
+	}
+}
+
+// read feeds the ring buffer's events to the recordings of their containers until the
+// probes are closed.
+func (a *Agent) read() error {
+	rd := a.probes.Ring()
+	var rec ringbuf.Record
+	rd.SetDeadline(time.Now().Add(bpf.PollInterval))
+	for {
+		err := rd.ReadInto(&rec)
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The reader has emptied the ring.
+			a.mu.Lock()
+			release := a.caughtUp
+			a.caughtUp, a.waiting = a.waiting, nil
+			a.mu.Unlock()
+			for _, ch := range release {
+				close(ch)
+			}
+			rd.SetDeadline(time.Now().Add(bpf.PollInterval))
+			continue
+		case errors.Is(err, ringbuf.ErrClosed):
+			return nil
+		case err != nil:
+			return err
+		}
+		a.dispatch(rec.RawSample)
+	}
+}
+
+func (a *Agent) dispatch(raw []byte) {
+	typ, ptr, err := bpf.Decode(raw)
+	if err != nil {
+		return
+	}
+	h := (*bpf.Header)(ptr)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := a.route(typ, h)
+	if r == nil {
+		return
+	}
+	r.col.Handle(raw)
+	switch {
+	case typ == bpf.EvExec && h.Pid == r.initPID:
+		r.execSeen = true
+	case typ == bpf.EvListen && !r.readySent && r.col.Ready() != nil:
+		r.readySent = true
+		close(r.ready)
+	}
+}
+
+// route finds the recording an event belongs to, called with a.mu held. The header's
+// cgroup is the current task's: the event's process for events of a syscall or a fault,
+// but anyone's for socket events, which the kernel may send from interrupt context, so
+// those go by their process.
+func (a *Agent) route(typ uint32, h *bpf.Header) *recording {
+	if typ != bpf.EvSock && typ != bpf.EvConn {
+		if r := a.byCgroup[h.Cgroup]; r != nil {
+			r.pids[h.Pid] = true
+			a.byPID[h.Pid] = r
+			return r
+		}
+	}
+	return a.byPID[h.Pid]
+}
+
+// catchUp returns once every event the kernel sent before the call has been dispatched,
+// or after a second of a ring that never empties.
+func (a *Agent) catchUp() bool {
+	ch := make(chan struct{})
+	a.mu.Lock()
+	a.waiting = append(a.waiting, ch)
+	a.mu.Unlock()
+	select {
+	case <-ch:
+		return true
+	case <-time.After(time.Second):
+		return false
+	}
+}
+
+// path is where a container's trace goes.
+func (a *Agent) path(id string) string {
+	return filepath.Join(a.opts.DataDir, "traces", a.opts.Namespace, id+".json.gz")
+}

@@ -1,0 +1,283 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/coldtrace/coldtrace/collector/containerd"
+	"github.com/coldtrace/coldtrace/internal/ctrtest"
+	"github.com/coldtrace/coldtrace/internal/testenv"
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+const namespace = "k8s.io"
+
+// node is a containerd with an image pulled into the kubelet's namespace: busybox in
+// layer 0, /data/a.txt and /data/b.txt in layer 1.
+type node struct {
+	ctrd        *ctrtest.Containerd
+	ref, digest string
+	layers      []string // the layers' digests
+	dataDir     string
+}
+
+func startNode(t *testing.T) *node {
+	t.Helper()
+	testenv.RequireBPF(t)
+	testenv.RequireBinary(t, "ctr")
+	ctrd := ctrtest.StartContainerd(t)
+	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{})
+	bin, err := os.ReadFile("/bin/busybox")
+	testenv.Require(t, "/bin/busybox", err == nil, "apt-get install busybox-static")
+	base := []ctrtest.File{{Path: "/bin/busybox", Mode: 0o755, Data: bin}}
+	for _, applet := range []string{"sh", "cat", "httpd"} {
+		base = append(base, ctrtest.File{Path: "/bin/" + applet, Link: "busybox"})
+	}
+	var layers []v1.Layer
+	for _, files := range [][]ctrtest.File{base, {
+		{Path: "/data/a.txt", Data: []byte(strings.Repeat("a", 3000))},
+		{Path: "/data/b.txt", Data: []byte(strings.Repeat("b", 5000))},
+	}} {
+		l, err := ctrtest.Layer(files...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers = append(layers, l)
+	}
+	var digests []string
+	for _, l := range layers {
+		d, err := l.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		digests = append(digests, d.String())
+	}
+	img, err := ctrtest.BuildImage(layers, []string{"/bin/sh", "-c"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{ctrd: ctrd, ref: reg.Push(t, "test/web:v1", img), digest: d.String(), layers: digests, dataDir: t.TempDir()}
+	ctrd.TrustHTTP(t, reg.Host)
+	ctrd.Ctr(t, "-n", namespace, "images", "pull", "--hosts-dir", ctrd.HostsDir, n.ref)
+	return n
+}
+
+// startAgent runs the agent against the node until stop or the end of the test.
+func (n *node) startAgent(t *testing.T) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := Start(ctx, Options{Address: n.ctrd.Address, Namespace: namespace, DataDir: n.dataDir,
+		Timeout: 30 * time.Second, Log: logWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop = sync.OnceFunc(func() {
+		cancel()
+		if err := a.Wait(); err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	})
+	t.Cleanup(stop)
+	return stop
+}
+
+// run starts a container with ctr, not through coldtrace, serving on a port after
+// reading one file; labels are ctr's --label KEY=VALUE.
+func (n *node) run(id, file string, labels ...string) error {
+	script := "cat " + file + " > /dev/null; exec httpd -f -p 8080"
+	args := []string{"--address", n.ctrd.Address, "-n", namespace, "run", "-d"}
+	for _, l := range labels {
+		args = append(args, "--label", l)
+	}
+	args = append(args, n.ref, id, "sh", "-c", script)
+	out, err := exec.Command("ctr", args...).CombinedOutput()
+	if err != nil {
+		return errors.New(string(out))
+	}
+	return nil
+}
+
+// trace waits for the agent's trace of a container.
+func (n *node) trace(t *testing.T, id string) *trace.Trace {
+	t.Helper()
+	p := filepath.Join(n.dataDir, "traces", namespace, id+".json.gz")
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		tr, err := trace.ReadFile(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr
+	}
+	t.Fatalf("no trace of container %s at %s", id, p)
+	return nil
+}
+
+// cgroupID is the v2 cgroup id of a running container.
+func cgroupID(t *testing.T, id string) uint64 {
+	t.Helper()
+	mnt, _, err := containerd.Cgroup2Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg, err := containerd.CgroupAt(filepath.Join(mnt, namespace, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cg.ID
+}
+
+// TestAgentRecordsCtrRun records a container that ctr starts, labelled as the CRI plugin
+// labels a pod's container: ready at its listen, with its image and pod, its files in
+// their layers and its phases in order. A pod sandbox, labelled so, is not recorded.
+func TestAgentRecordsCtrRun(t *testing.T) {
+	n := startNode(t)
+	stop := n.startAgent(t)
+	if err := n.run("pause", "/data/b.txt", labelKind+"=sandbox"); err != nil {
+		t.Fatal(err)
+	}
+	err := n.run("web", "/data/a.txt", labelKind+"=container", "io.kubernetes.pod.name=web-7d4f",
+		"io.kubernetes.pod.namespace=shop", "io.kubernetes.container.name=server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := n.trace(t, "web")
+	cg := cgroupID(t, "web")
+	stop()
+	if _, err := os.Stat(filepath.Join(n.dataDir, "traces", namespace, "pause.json.gz")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the pod sandbox was recorded (%v)", err)
+	}
+
+	if tr.Outcome != trace.OutcomeReady || tr.Error != "" || tr.Incomplete {
+		t.Errorf("outcome %s (%s), incomplete %v, warnings %v", tr.Outcome, tr.Error, tr.Incomplete, tr.Warnings)
+	}
+	if w := tr.Workload; w.ContainerID != "web" || w.Image != n.ref || w.ImageDigest != n.digest ||
+		w.Pod != "web-7d4f" || w.Namespace != "shop" || w.Container != "server" {
+		t.Errorf("workload %+v, want container server of pod shop/web-7d4f, id web, of %s (%s)", w, n.ref, n.digest)
+	}
+	if tr.Ready == nil || !strings.HasSuffix(tr.Ready.Addr, ":8080") || tr.Ready.At != tr.Duration {
+		t.Errorf("ready %+v in a trace of %v", tr.Ready, tr.Duration)
+	}
+	files := map[string]trace.File{}
+	for _, f := range tr.Files {
+		files[f.Path] = f
+	}
+	// /bin/sh is the entrypoint, a link to /bin/busybox.
+	for path, layer := range map[string]int{"/bin/sh": 0, "/data/a.txt": 1} {
+		if f, ok := files[path]; !ok || f.Layer == nil || f.Layer.Index != layer || f.Layer.Digest != n.layers[layer] || f.Layer.Where != "image" {
+			t.Errorf("%s: %+v, want it in image layer %d", path, f.Layer, layer)
+		}
+	}
+	if f := files["/data/a.txt"]; f.BytesRead != 3000 {
+		t.Errorf("/data/a.txt: read %d bytes, want 3000", f.BytesRead)
+	}
+	if len(tr.Processes) == 0 {
+		t.Error("no processes")
+	}
+	for _, p := range tr.Processes {
+		if p.Cgroup != cg {
+			t.Errorf("process %d (%s) in cgroup %d, not the container's %d", p.PID, p.Comm, p.Cgroup, cg)
+		}
+	}
+	var prev trace.Phase
+	for _, name := range []trace.PhaseName{trace.PhaseCreate, trace.PhaseInit} {
+		p, ok := tr.Phase(name)
+		switch {
+		case !ok:
+			t.Errorf("no %s phase", name)
+			continue
+		case p.Start < 0 || p.End < p.Start || p.End > tr.Duration:
+			t.Errorf("%s: [%v, %v] in a trace of %v", name, p.Start, p.End, tr.Duration)
+		case prev.Name != "" && p.Start < prev.End:
+			t.Errorf("%s starts at %v, before %s ends at %v", name, p.Start, prev.Name, prev.End)
+		}
+		t.Logf("%-7s %10v .. %10v", name, p.Start, p.End)
+		prev = p
+	}
+}
+
+// TestAgentConcurrentContainers starts two containers at once: each trace holds its own
+// container's processes and files, and none of the other's.
+func TestAgentConcurrentContainers(t *testing.T) {
+	n := startNode(t)
+	n.startAgent(t)
+	reads := map[string]string{"one": "/data/a.txt", "two": "/data/b.txt"}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(reads))
+	for id, file := range reads {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- n.run(id, file) }()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	pids := map[int]string{}
+	for id, file := range reads {
+		tr := n.trace(t, id)
+		cg := cgroupID(t, id)
+		if tr.Outcome != trace.OutcomeReady || tr.Workload.ContainerID != id {
+			t.Errorf("%s: outcome %s (%s) of container %s", id, tr.Outcome, tr.Error, tr.Workload.ContainerID)
+		}
+		for _, p := range tr.Processes {
+			if p.Cgroup != cg {
+				t.Errorf("%s: process %d (%s) in cgroup %d, not the container's %d", id, p.PID, p.Comm, p.Cgroup, cg)
+			}
+			if other, ok := pids[p.PID]; ok {
+				t.Errorf("process %d is in the traces of both %s and %s", p.PID, other, id)
+			}
+			pids[p.PID] = id
+		}
+		for _, f := range tr.Files {
+			if strings.HasPrefix(f.Path, "/data/") && f.Path != file {
+				t.Errorf("%s: the other container's %s is in the trace", id, f.Path)
+			}
+		}
+		t.Logf("%s: %d processes, %d files, ready after %v", id, len(tr.Processes), len(tr.Files), tr.Duration)
+	}
+}
+
+// logWriter sends the agent's log to the test's.
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(b), "\n"))
+	return len(b), nil
+}
+
+// TestAgentContainerCreatedBefore starts the task of a container created before the agent
+// ran: it is recorded from its task's create, and its trace says so.
+func TestAgentContainerCreatedBefore(t *testing.T) {
+	n := startNode(t)
+	n.ctrd.Ctr(t, "-n", namespace, "containers", "create", n.ref, "early", "httpd", "-f", "-p", "8080")
+	n.startAgent(t)
+	n.ctrd.Ctr(t, "-n", namespace, "tasks", "start", "-d", "early")
+	tr := n.trace(t, "early")
+	if tr.Outcome != trace.OutcomeReady || tr.Workload.Image != n.ref {
+		t.Errorf("outcome %s (%s) of image %s", tr.Outcome, tr.Error, tr.Workload.Image)
+	}
+	if !slices.ContainsFunc(tr.Warnings, func(w string) bool { return strings.Contains(w, "created before the agent watched") }) {
+		t.Errorf("warnings %q do not say that time zero is the task's create", tr.Warnings)
+	}
+}

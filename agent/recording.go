@@ -1,0 +1,168 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/coldtrace/coldtrace/bpf"
+	"github.com/coldtrace/coldtrace/collector"
+	"github.com/coldtrace/coldtrace/collector/containerd"
+	"github.com/coldtrace/coldtrace/recorder"
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+// labelKind is the label by which the CRI plugin tells a pod's sandbox (its pause
+// container, which never gets ready) from the pod's containers.
+const labelKind = "io.cri-containerd.kind"
+
+// recording is the cold start of one container, from its create to ready, exit, the
+// timeout or the agent's stop.
+type recording struct {
+	id      string
+	cgroup  containerd.Cgroup
+	initPID uint32
+	// zero is time zero: the container's create, or its task's when the agent did not
+	// see the create.
+	zero       time.Time
+	createSeen bool
+	tracked    time.Time
+	col        *collector.Collector
+	uprobeErrs chan string
+	lostBefore uint64
+
+	// Guarded by Agent.mu.
+	pids      map[uint32]bool // the container's processes seen so far
+	execSeen  bool            // the init process's exec: tracking began before the start
+	readySent bool
+	ready     chan struct{}
+	exited    chan containerd.Event
+}
+
+// record waits for the container to get ready, exit or time out, or for the agent to
+// stop, and writes its trace.
+func (a *Agent) record(ctx context.Context, r *recording) {
+	// The container's description survives the agent's stop: a partial trace needs it.
+	ex, inspectErr := a.client.Inspect(context.WithoutCancel(ctx), r.id)
+	if ex != nil && ex.Labels[labelKind] == "sandbox" {
+		a.probes.UntrackCgroup(r.cgroup.ID)
+		a.mu.Lock()
+		a.forget(r)
+		a.mu.Unlock()
+		return
+	}
+	fmt.Fprintf(a.opts.Log, "coldtrace: recording container %s\n", r.id)
+
+	var timeout <-chan time.Time
+	if a.opts.Timeout > 0 {
+		timer := time.NewTimer(a.opts.Timeout - time.Since(r.tracked))
+		defer timer.Stop()
+		timeout = timer.C
+	}
+	meta := collector.Meta{ID: recorder.NewID(r.zero), Start: r.zero, Warnings: slices.Clone(a.warnings)}
+	select {
+	case <-r.ready:
+		meta.Outcome = trace.OutcomeReady
+	case ev := <-r.exited:
+		meta.Outcome = trace.OutcomeExited
+		meta.End = monotonicAt(ev.At)
+		if ev.ExitStatus != 0 {
+			meta.Error = fmt.Sprintf("the container exited (exit status %d) before it was ready", ev.ExitStatus)
+		}
+	case <-timeout:
+		meta.Outcome = trace.OutcomeTimeout
+		meta.Error = fmt.Sprintf("not ready after %s", a.opts.Timeout)
+	case <-ctx.Done():
+		meta.Outcome = trace.OutcomeInterrupted
+		meta.Error = "the agent stopped before the container was ready"
+	}
+	if meta.End == 0 {
+		meta.End = recorder.Monotonic()
+	}
+
+	late := a.stop(r, &meta)
+	if inspectErr != nil {
+		meta.Warnings = append(meta.Warnings, "describing the container: "+inspectErr.Error())
+	}
+	if ex != nil {
+		meta.Workload = collector.ContainerWorkload(r.id, ex.Image, ex.ImageDigest, ex.Labels)
+		if ex.Rootfs != nil {
+			r.col.ResolveLayers(ex.Rootfs.LayerOf)
+		}
+	} else {
+		meta.Workload = trace.Workload{ContainerID: r.id}
+	}
+	meta.Activity = map[trace.PhaseName][]trace.Interval{
+		trace.PhaseCreate: {{Start: 0, End: r.col.FirstExec()}},
+	}
+	t := recorder.Assemble(a.probes, r.col, meta)
+	t.Incomplete = t.Incomplete || late
+	if err := a.write(t); err != nil {
+		fmt.Fprintf(a.opts.Log, "coldtrace: container %s: %v\n", r.id, err)
+		return
+	}
+	fmt.Fprintf(a.opts.Log, "coldtrace: container %s: %s after %v, trace in %s\n", r.id, t.Outcome, t.Duration, a.path(r.id))
+}
+
+// stop untracks the container, gives its recording every event the kernel sent or holds
+// for it, and adds what the recording missed to meta's warnings. late says that tracking
+// began after the container's start.
+func (a *Agent) stop(r *recording, meta *collector.Meta) (late bool) {
+	if err := a.probes.UntrackCgroup(r.cgroup.ID); err != nil {
+		meta.Warnings = append(meta.Warnings, "untracking the container's cgroup: "+err.Error())
+	}
+	if !a.catchUp() {
+		meta.Warnings = append(meta.Warnings, "the event ring did not empty within a second: the last events may be missing")
+	}
+	a.mu.Lock()
+	a.forget(r) // from here on the recording is ours alone
+	a.mu.Unlock()
+
+	held, err := a.probes.Drain()
+	if err != nil {
+		meta.Warnings = append(meta.Warnings, err.Error())
+	}
+	for _, raw := range held {
+		if _, ptr, err := bpf.Decode(raw); err == nil && r.pids[(*bpf.Header)(ptr).Pid] {
+			r.col.Handle(raw)
+		}
+	}
+	if ready := r.col.Ready(); meta.Outcome == trace.OutcomeReady && ready != nil {
+		meta.End = r.col.Start() + uint64(ready.At)
+	}
+	if lost, err := a.probes.Lost(); err == nil && lost > r.lostBefore {
+		// The counter is the node's: the loss may be another container's.
+		meta.Lost = lost - r.lostBefore
+		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d events were lost on the node during the recording because the ring buffer was full: raise --ring-buffer", meta.Lost))
+	}
+	if n := r.col.Errors(); n > 0 {
+		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d malformed events were dropped", n))
+	}
+	for more := true; more; {
+		select {
+		case w := <-r.uprobeErrs:
+			meta.Warnings = append(meta.Warnings, w)
+		default:
+			more = false
+		}
+	}
+	if !r.createSeen {
+		meta.Warnings = append(meta.Warnings, "the container was created before the agent watched: time zero is its task's creation")
+	}
+	if !r.execSeen {
+		meta.Warnings = append(meta.Warnings, "the agent joined after the container's start: what ran before is missing")
+	}
+	return !r.execSeen
+}
+
+// write stores a trace atomically under the data directory.
+func (a *Agent) write(t *trace.Trace) error {
+	p := a.path(t.Workload.ContainerID)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return trace.WriteFile(p, t)
+}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/coldtrace/coldtrace/agent"
+)
+
+func agentCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "agent",
+		Usage: "record the cold start of every new container on this node",
+		Description: `agent runs on a node (as a privileged DaemonSet, or by hand) and records the cold start
+of every container that anyone starts through containerd in --namespace: the kubelet
+through CRI, ctr, nerdctl. It loads one set of eBPF probes for the node and follows
+containerd's events. As soon as a container's task is created, and normally before it
+starts, the agent adds the container's cgroup to the in-kernel filter, so the trace sees
+the workload from its first instruction (a trace that joined after the start says so);
+time zero is the container's create. A recording ends at the first listen() on a TCP
+socket by a process of the container (ready), when the container exits, or --timeout
+after its task was created. Each trace names the container, its image (reference and
+digest) and, for Kubernetes, its pod, namespace and container name, and ties every file
+read to the image layer that provides it. Pod sandboxes (pause containers) are not
+recorded, nor are containers whose task was created before the agent started.
+
+Traces are written atomically to DATA_DIR/traces/<namespace>/<container id>.json.gz, for
+report, advise and diff. On SIGINT or SIGTERM the agent writes the traces of the
+containers in flight, marked incomplete, and exits.
+
+Needs a kernel with BTF (/sys/kernel/btf/vmlinux), the host's PID namespace (the kernel
+reports host PIDs, and the agent reads /proc of the containers' processes), access to
+containerd's socket, and root, or these capabilities:
+  CAP_BPF              load the probes and their maps
+  CAP_PERFMON          attach to tracepoints and uprobes and read kernel memory
+  CAP_SYS_RESOURCE     lock the probes' memory on kernels that charge it to RLIMIT_MEMLOCK
+  CAP_SYS_PTRACE       read the working directories and roots of the containers' processes
+  CAP_DAC_READ_SEARCH  under a uid other than 0: read containerd's snapshots, to tie files to layers
+  CAP_SYS_ADMIN        only where tracefs is not mounted yet, to mount it
+
+Examples:
+  sudo coldtrace agent
+  sudo coldtrace agent --namespace default --data-dir /tmp/coldtrace --timeout 5m`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "containerd", Value: "/run/containerd/containerd.sock", Usage: "containerd's `SOCKET`"},
+			&cli.StringFlag{Name: "namespace", Value: "k8s.io", Usage: "containerd `NAMESPACE` to watch (the kubelet's is k8s.io; ctr and nerdctl use default)"},
+			&cli.StringFlag{Name: "data-dir", Value: "/var/lib/coldtrace", Usage: "write traces under `DIR`/traces"},
+			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "end a recording not ready this long after its container's task was created (0: no limit)"},
+			&cli.StringFlag{Name: "ring-buffer", Value: "16MiB", Usage: "size of the kernel's event ring buffer (a power of two), shared by all containers"},
+			&cli.StringSliceFlag{Name: "device-pattern", Usage: "glob of accelerator device nodes (repeatable; default: /dev/nvidia*, /dev/dri/*, /dev/kfd, /dev/accel/*, /dev/neuron*)"},
+		},
+		Action: runAgent,
+	}
+}
+
+func runAgent(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("agent takes no arguments, got %q", c.Args().Slice())
+	}
+	ring, err := parseBytes(c.String("ring-buffer"))
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	a, err := agent.Start(ctx, agent.Options{
+		Address:         c.String("containerd"),
+		Namespace:       c.String("namespace"),
+		DataDir:         c.String("data-dir"),
+		Timeout:         c.Duration("timeout"),
+		RingBufferBytes: int(ring),
+		DevicePatterns:  c.StringSlice("device-pattern"),
+		Log:             os.Stderr,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "coldtrace: watching containerd at %s, namespace %s; traces in %s\n",
+		c.String("containerd"), c.String("namespace"), c.String("data-dir"))
+	return a.Wait()
+}

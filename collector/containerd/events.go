@@ -1,0 +1,146 @@
+package containerd
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	"github.com/containerd/typeurl/v2"
+)
+
+// EventKind is the part of a container's life that an Event reports.
+type EventKind int
+
+const (
+	ContainerCreated EventKind = iota + 1
+	ContainerDeleted
+	TaskCreated // the init process exists in the container's cgroup and waits for start
+	TaskExited  // the init process exited
+)
+
+// Event is a container lifecycle event of the client's namespace.
+type Event struct {
+	Kind        EventKind
+	ContainerID string
+	// At is when containerd published it (for TaskExited: when the process exited).
+	At time.Time
+	// PID is the init process (TaskCreated, TaskExited); ExitStatus its status (TaskExited).
+	PID        uint32
+	ExitStatus uint32
+}
+
+var topics = map[string]EventKind{
+	"/containers/create": ContainerCreated,
+	"/containers/delete": ContainerDeleted,
+	"/tasks/create":      TaskCreated,
+	"/tasks/exit":        TaskExited,
+}
+
+// Watch streams the container lifecycle events of the client's namespace until ctx ends
+// or the connection fails; the error channel then says why (nil when ctx ended). The
+// subscription is made asynchronously: events published in the first instants may be
+// missed.
+func (c *Client) Watch(ctx context.Context, namespace string) (<-chan Event, <-chan error) {
+	var filters []string
+	for topic := range topics {
+		filters = append(filters, fmt.Sprintf("topic==%s,namespace==%s", strconv.Quote(topic), strconv.Quote(namespace)))
+	}
+	envs, errs := c.c.Subscribe(ctx, filters...)
+	out := make(chan Event)
+	outErr := make(chan error, 1)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case env, open := <-envs:
+				if !open {
+					envs = nil // errs says why
+					continue
+				}
+				ev, ok, err := decode(env.Topic, env.Event, env.Timestamp)
+				if err != nil {
+					outErr <- err
+					return
+				}
+				if !ok {
+					continue
+				}
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					outErr <- nil
+					return
+				}
+			case err := <-errs:
+				if ctx.Err() != nil {
+					err = nil
+				}
+				outErr <- err
+				return
+			}
+		}
+	}()
+	return out, outErr
+}
+
+// decode reads an event of one of the watched topics; ok is false for events that are
+// not of the init process (an exec's exit).
+func decode(topic string, any typeurl.Any, at time.Time) (ev Event, ok bool, err error) {
+	v, err := typeurl.UnmarshalAny(any)
+	if err != nil {
+		return Event{}, false, fmt.Errorf("containerd event %s: %w", topic, err)
+	}
+	ev = Event{Kind: topics[topic], At: at}
+	switch e := v.(type) {
+	case *eventstypes.ContainerCreate:
+		ev.ContainerID = e.ID
+	case *eventstypes.ContainerDelete:
+		ev.ContainerID = e.ID
+	case *eventstypes.TaskCreate:
+		ev.ContainerID, ev.PID = e.ContainerID, e.Pid
+	case *eventstypes.TaskExit:
+		if e.ID != e.ContainerID {
+			return Event{}, false, nil
+		}
+		ev.ContainerID, ev.PID, ev.ExitStatus = e.ContainerID, e.Pid, e.ExitStatus
+		if e.ExitedAt != nil {
+			ev.At = e.ExitedAt.AsTime()
+		}
+	default:
+		return Event{}, false, nil
+	}
+	return ev, true, nil
+}
+
+// Existing is what the agent needs to know of a container that someone else created.
+type Existing struct {
+	ID          string
+	Image       string // the reference it was created from
+	ImageDigest string // the digest of the image's manifest (or index)
+	Labels      map[string]string
+	Rootfs      *Rootfs
+}
+
+// Inspect describes an existing container: its image, labels and root file system.
+func (c *Client) Inspect(ctx context.Context, id string) (*Existing, error) {
+	ctr, err := c.c.LoadContainer(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	info, err := ctr.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ex := &Existing{ID: id, Image: info.Image, Labels: info.Labels}
+	img, err := c.c.ImageService().Get(ctx, info.Image)
+	if err != nil {
+		return ex, fmt.Errorf("container %s: image %s: %w", id, info.Image, err)
+	}
+	ex.ImageDigest = img.Target.Digest.String()
+	if ex.Rootfs, err = c.rootfs(ctx, ctr); err != nil {
+		return ex, fmt.Errorf("container %s: %w", id, err)
+	}
+	return ex, nil
+}
