@@ -109,13 +109,6 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 		code, err := ct.Wait(waitCtx)
 		exited <- exit{Monotonic(), code, err}
 	}()
-	var timeout <-chan time.Time
-	if opts.Timeout > 0 {
-		timer := time.NewTimer(opts.Timeout)
-		defer timer.Stop()
-		timeout = timer.C
-	}
-
 	meta := collector.Meta{
 		ID:       traceID,
 		Workload: collector.ContainerWorkload(id, pulled.Ref, pulled.Digest, ct.Labels),
@@ -123,24 +116,14 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 		Warnings: warnings,
 		Pull:     pulled.Trace(wall),
 	}
-	select {
-	case <-readyc:
-		meta.Outcome = trace.OutcomeReady
-	case e := <-exited:
+	if e, ok := await(ctx, readyc, opts.Timeout, exited, &meta); ok {
 		meta.End = e.at
-		meta.Outcome = trace.OutcomeExited
 		switch {
 		case e.err != nil:
 			meta.Error = fmt.Sprintf("waiting for the container: %v", e.err)
 		case e.code != 0:
 			meta.Error = fmt.Sprintf("the container exited (exit status %d) before it was ready", e.code)
 		}
-	case <-timeout:
-		meta.Outcome = trace.OutcomeTimeout
-		meta.Error = fmt.Sprintf("not ready after %s", opts.Timeout)
-	case <-ctx.Done():
-		meta.Outcome = trace.OutcomeInterrupted
-		meta.Error = "recording interrupted"
 	}
 	if meta.End == 0 {
 		meta.End = Monotonic()

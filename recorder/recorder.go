@@ -113,27 +113,9 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 		exited <- end
 	}()
 
-	var timeout <-chan time.Time
-	if opts.Timeout > 0 {
-		timer := time.NewTimer(opts.Timeout)
-		defer timer.Stop()
-		timeout = timer.C
-	}
 	meta := collector.Meta{ID: NewID(wall), Workload: trace.Workload{Command: opts.Command}, Start: wall, Warnings: warnings}
-	rootExited := false
-	select {
-	case <-readyc:
-		meta.Outcome = trace.OutcomeReady
-	case meta.End = <-exited:
-		meta.Outcome = trace.OutcomeExited
-		rootExited = true
-	case <-timeout:
-		meta.Outcome = trace.OutcomeTimeout
-		meta.Error = fmt.Sprintf("not ready after %s", opts.Timeout)
-	case <-ctx.Done():
-		meta.Outcome = trace.OutcomeInterrupted
-		meta.Error = "recording interrupted"
-	}
+	end, rootExited := await(ctx, readyc, opts.Timeout, exited, &meta)
+	meta.End = end
 	if meta.End == 0 {
 		meta.End = Monotonic()
 	}
@@ -147,6 +129,33 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 	}
 	stop(cmd, opts.KeepRunning && !rootExited)
 	return Assemble(probes, col, meta), nil
+}
+
+// await waits for the end of a recording: ready, the workload's exit (its value is
+// returned with true), the timeout (zero: none) or ctx. It sets meta's outcome, and its
+// error for a timeout or an interruption.
+func await[T any](ctx context.Context, readyc <-chan struct{}, timeout time.Duration, exited <-chan T, meta *collector.Meta) (T, bool) {
+	var expired <-chan time.Time
+	if timeout > 0 {
+		timer := time.NewTimer(timeout)
+		defer timer.Stop()
+		expired = timer.C
+	}
+	var none T
+	select {
+	case <-readyc:
+		meta.Outcome = trace.OutcomeReady
+	case e := <-exited:
+		meta.Outcome = trace.OutcomeExited
+		return e, true
+	case <-expired:
+		meta.Outcome = trace.OutcomeTimeout
+		meta.Error = fmt.Sprintf("not ready after %s", timeout)
+	case <-ctx.Done():
+		meta.Outcome = trace.OutcomeInterrupted
+		meta.Error = "recording interrupted"
+	}
+	return none, false
 }
 
 // LoadProbes loads the kernel side, reports, as warnings and on logw, the probes that
