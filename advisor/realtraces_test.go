@@ -1,0 +1,170 @@
+package advisor_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/coldtrace/coldtrace/advisor"
+	"github.com/coldtrace/coldtrace/internal/ctrtest"
+	"github.com/coldtrace/coldtrace/internal/testenv"
+	"github.com/coldtrace/coldtrace/manifest"
+	"github.com/coldtrace/coldtrace/recorder"
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+// TestManifestCoversRealColdStart is the acceptance on real traces: the cold start of the
+// container test image (busybox, a layer of libraries, safetensors weights of which half
+// the tensors are mapped, a static entrypoint that downloads from a loopback server and
+// listens) is recorded four times, each on a fresh container; a manifest built from the
+// first three runs covers at least 99% of the image bytes the fourth run read and lists at
+// most 110% of them.
+func TestManifestCoversRealColdStart(t *testing.T) {
+	testenv.RequireBPF(t)
+	testenv.RequireBinary(t, "gcc")
+	ctrd := ctrtest.StartContainerd(t)
+	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{Rate: 64 << 20})
+	port := startServer(t, 256<<10)
+
+	// The image, as recorder's container tests build it.
+	bin := filepath.Join(t.TempDir(), "coldstart")
+	if b, err := exec.Command("gcc", "-O2", "-Wall", "-o", bin, filepath.Join("..", "recorder", "testdata", "coldstart.c"), "-static").CombinedOutput(); err != nil {
+		t.Fatalf("gcc coldstart.c: %v\n%s", err, b)
+	}
+	entry, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := ctrtest.ColdStartLayers(t, ctrtest.Sizes{Libs: 200, LibSize: 2048, Weights: 16 << 20, Tensors: 32})
+	entryLayer, err := ctrtest.Layer(ctrtest.File{Path: "/coldstart", Mode: 0o755, Data: entry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := ctrtest.BuildImage([]v1.Layer{cs.Base, cs.Libs, cs.Weights, entryLayer}, []string{"/coldstart"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Push(t, "test/coldstart:v1", img)
+	args := []string{"/coldstart", strings.TrimPrefix(ctrtest.LibsDir, "/"), fmt.Sprint(port), ctrtest.WeightsPath}
+	for i, ts := range cs.Tensors {
+		if i%2 == 0 {
+			args = append(args, fmt.Sprintf("%d:%d", ts.Off, ts.Len))
+		}
+	}
+
+	var traces []*trace.Trace
+	for run := 1; run <= 4; run++ {
+		tr, err := recorder.RecordImage(context.Background(), recorder.ImageOptions{
+			Image: ref, Address: ctrd.Address, Namespace: "default", PlainHTTP: true, Fresh: run == 1,
+			Args: args, HostNetwork: true, Timeout: time.Minute,
+		})
+		if err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		if tr.Outcome != trace.OutcomeReady || tr.Incomplete {
+			t.Fatalf("run %d: outcome %s (%s), incomplete %v, warnings %v", run, tr.Outcome, tr.Error, tr.Incomplete, tr.Warnings)
+		}
+		traces = append(traces, tr)
+	}
+
+	m, err := advisor.BuildManifest(traces[:3], advisor.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hot := map[[2]string][]manifest.Range{}
+	var listed, listedImage int64
+	for _, e := range m.Spec.HotSet {
+		hot[[2]string{e.Layer, e.Path}] = e.Ranges
+		listed += e.Bytes()
+		if e.Layer != "" {
+			listedImage += e.Bytes()
+		} else {
+			t.Logf("host entry %s: %d bytes, confidence %.2f", e.Path, e.Bytes(), e.Confidence)
+		}
+	}
+
+	// What run 4 read of the image: every range of a file in an image layer, by the layer's
+	// digest and the path relative to the layer root, as the manifest keys them.
+	var read, covered int64
+	files := 0
+	for _, f := range traces[3].Files {
+		if f.Layer == nil || f.Layer.Where != "image" || len(f.Ranges) == 0 {
+			continue
+		}
+		files++
+		key := [2]string{f.Layer.Digest, strings.TrimPrefix(path.Clean(f.Path), "/")}
+		rs, ok := hot[key]
+		var fileRead, fileCovered int64
+		for _, r := range f.Ranges {
+			fileRead += r.Len
+			for _, h := range rs {
+				if lo, hi := max(r.Off, h.Off), min(r.End(), h.End()); hi > lo {
+					fileCovered += hi - lo
+				}
+			}
+		}
+		if fileCovered < fileRead {
+			t.Logf("run 4: %s (layer %d %s) read %d bytes, %d covered (in the manifest: %v)", f.Path, f.Layer.Index, f.Layer.Digest, fileRead, fileCovered, ok)
+		}
+		read += fileRead
+		covered += fileCovered
+	}
+	// The entrypoint, every library and the weights: anything less is a trace that missed
+	// the workload, and a coverage computed on it would prove nothing.
+	if want := len(cs.LibPaths) + 2; files < want || read == 0 {
+		t.Fatalf("run 4 read %d bytes of %d image files, want at least %d files", read, files, want)
+	}
+	coverage := float64(covered) / float64(read)
+	listedRatio := float64(listed) / float64(read)
+	t.Logf("run 4 read %d bytes of %d image files; the manifest (%d entries) covers %d of them (%.2f%%) and lists %d bytes (%.2f%%; %d in image layers, %.2f%%)",
+		read, files, len(m.Spec.HotSet), covered, 100*coverage, listed, 100*listedRatio, listedImage, 100*float64(listedImage)/float64(read))
+	if coverage < 0.99 {
+		t.Errorf("the manifest covers %.2f%% of the bytes run 4 read, want at least 99%%", 100*coverage)
+	}
+	if listedRatio > 1.10 {
+		t.Errorf("the manifest lists %.2f%% of the bytes run 4 read, want at most 110%%", 100*listedRatio)
+	}
+}
+
+// startServer is a loopback HTTP/1.0 server that sends size random bytes to every request.
+func startServer(t *testing.T, size int) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, size)
+	rand.Read(body)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						break
+					}
+				}
+				fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n", size)
+				c.Write(body)
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
