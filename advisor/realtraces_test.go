@@ -1,11 +1,8 @@
 package advisor_test
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path"
@@ -18,6 +15,7 @@ import (
 
 	"github.com/coldtrace/coldtrace/advisor"
 	"github.com/coldtrace/coldtrace/internal/ctrtest"
+	"github.com/coldtrace/coldtrace/internal/origin"
 	"github.com/coldtrace/coldtrace/internal/testenv"
 	"github.com/coldtrace/coldtrace/manifest"
 	"github.com/coldtrace/coldtrace/recorder"
@@ -35,7 +33,7 @@ func TestManifestCoversRealColdStart(t *testing.T) {
 	testenv.RequireBinary(t, "gcc")
 	ctrd := ctrtest.StartContainerd(t)
 	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{Rate: 64 << 20})
-	port := startServer(t, 256<<10)
+	port := origin.Start(t, 256<<10).Port()
 
 	// The image, as recorder's container tests build it.
 	bin := filepath.Join(t.TempDir(), "coldstart")
@@ -135,36 +133,4 @@ func TestManifestCoversRealColdStart(t *testing.T) {
 	if listedRatio > 1.10 {
 		t.Errorf("the manifest lists %.2f%% of the bytes run 4 read, want at most 110%%", 100*listedRatio)
 	}
-}
-
-// startServer is a loopback HTTP/1.0 server that sends size random bytes to every request.
-func startServer(t *testing.T, size int) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := make([]byte, size)
-	rand.Read(body)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil || line == "\r\n" {
-						break
-					}
-				}
-				fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n", size)
-				c.Write(body)
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/coldtrace/coldtrace/collector/containerd"
 	"github.com/coldtrace/coldtrace/internal/ctrtest"
+	"github.com/coldtrace/coldtrace/internal/origin"
 	"github.com/coldtrace/coldtrace/internal/testenv"
 	"github.com/coldtrace/coldtrace/trace"
 )
@@ -85,8 +86,8 @@ func TestRecordImage(t *testing.T) {
 	const rate = 8 << 20
 	ctrd := ctrtest.StartContainerd(t)
 	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{Rate: rate})
-	shard := startBlobServer(t, 3<<20)
-	im := pushColdStart(t, reg, shard.port())
+	shard := origin.Start(t, 3<<20)
+	im := pushColdStart(t, reg, shard.Port())
 	ref, layers, cs, want := im.ref, im.layers, im.ColdStart, im.want
 
 	out := filepath.Join(t.TempDir(), "out")
@@ -184,8 +185,8 @@ func TestRecordImage(t *testing.T) {
 			recv += c.BytesRecv
 		}
 	}
-	if recv != shard.sent.Load() {
-		t.Errorf("fetched %d bytes, the server sent %d", recv, shard.sent.Load())
+	if recv != shard.Sent() {
+		t.Errorf("fetched %d bytes, the server sent %d", recv, shard.Sent())
 	}
 
 	// Phases: present, non-negative, in the order of a cold start.
@@ -229,8 +230,8 @@ func TestRecordImageColdCache(t *testing.T) {
 	testenv.RequireBPF(t)
 	ctrd := ctrtest.StartContainerd(t)
 	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{})
-	shard := startBlobServer(t, 64<<10)
-	im := pushColdStart(t, reg, shard.port())
+	shard := origin.Start(t, 64<<10)
+	im := pushColdStart(t, reg, shard.Port())
 
 	cl, err := containerd.New(ctrd.Address, "default")
 	if err != nil {

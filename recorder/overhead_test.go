@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coldtrace/coldtrace/internal/origin"
 	"github.com/coldtrace/coldtrace/internal/testenv"
 )
 
@@ -46,8 +47,8 @@ func BenchmarkOverhead(b *testing.B) {
 		f.Write(chunk)
 	}
 	f.Close()
-	srv := startBlobServer(b, 64<<20)
-	args := []string{bin, dir, "20000", big, strconv.Itoa(srv.port())}
+	srv := origin.Start(b, 64<<20)
+	args := []string{bin, dir, "20000", big, strconv.Itoa(srv.Port())}
 
 	elapsed := func(out []byte) time.Duration {
 		for _, line := range strings.Split(string(out), "\n") {

@@ -1,23 +1,21 @@
 package recorder
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/coldtrace/coldtrace/internal/origin"
 	"github.com/coldtrace/coldtrace/internal/testenv"
 	"github.com/coldtrace/coldtrace/trace"
 )
@@ -33,48 +31,6 @@ func buildC(t *testing.T, src, out string, flags ...string) string {
 	}
 	return bin
 }
-
-// blobServer is a loopback HTTP/1.0 server that sends a body of a known size and counts
-// every byte it writes, headers included.
-type blobServer struct {
-	ln   net.Listener
-	sent atomic.Int64
-}
-
-func startBlobServer(t testing.TB, size int) *blobServer {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &blobServer{ln: ln}
-	body := make([]byte, size)
-	rand.Read(body)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil || line == "\r\n" {
-						break
-					}
-				}
-				n, _ := fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n", size)
-				m, _ := c.Write(body)
-				s.sent.Add(int64(n + m))
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	return s
-}
-
-func (s *blobServer) port() int { return s.ln.Addr().(*net.TCPAddr).Port }
 
 // writeEvicted writes a file of random bytes, syncs it and drops it from the page cache,
 // so that every page the workload reads is a page-cache miss.
@@ -175,11 +131,11 @@ func TestWorkloadGroundTruth(t *testing.T) {
 	if err := unix.Mknod(device, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
 		t.Fatalf("mknod stand-in device: %v", err)
 	}
-	srv := startBlobServer(t, 3<<20)
+	srv := origin.Start(t, 3<<20)
 
 	var out bytes.Buffer
 	tr, err := Record(context.Background(), Options{
-		Command:        []string{workload, dir, strconv.Itoa(srv.port()), device, lib},
+		Command:        []string{workload, dir, strconv.Itoa(srv.Port()), device, lib},
 		Stdout:         &out,
 		Stderr:         os.Stderr,
 		Timeout:        30 * time.Second,
@@ -246,12 +202,12 @@ func TestWorkloadGroundTruth(t *testing.T) {
 	// Network: the bytes the server sent.
 	var recv int64
 	for _, c := range tr.Conns {
-		if strings.HasSuffix(c.Remote, ":"+strconv.Itoa(srv.port())) {
+		if strings.HasSuffix(c.Remote, ":"+strconv.Itoa(srv.Port())) {
 			recv += c.BytesRecv
 		}
 	}
-	if recv != srv.sent.Load() {
-		t.Errorf("received %d bytes from the server, it sent %d", recv, srv.sent.Load())
+	if recv != srv.Sent() {
+		t.Errorf("received %d bytes from the server, it sent %d", recv, srv.Sent())
 	}
 
 	// GPU: exact ioctl count, driver call durations.
