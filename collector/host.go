@@ -96,15 +96,7 @@ func nvidiaGPUs() (string, []trace.GPUDev) {
 	if ver == "" {
 		return "", nil
 	}
-	driver := ver
-	if fields := strings.Fields(ver); len(fields) > 0 {
-		for i, f := range fields {
-			if f == "Kernel" && i+3 < len(fields) && fields[i+1] == "Module" {
-				driver = fields[i+3]
-				break
-			}
-		}
-	}
+	driver := driverVersion(ver)
 	var gpus []trace.GPUDev
 	dirs, _ := filepath.Glob("/proc/driver/nvidia/gpus/*/information")
 	for _, p := range dirs {
@@ -117,6 +109,19 @@ func nvidiaGPUs() (string, []trace.GPUDev) {
 		gpus = append(gpus, g)
 	}
 	return driver, gpus
+}
+
+// driverVersion finds the version in /proc/driver/nvidia/version's first line, which
+// varies by build: "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  Fri ..." or
+// "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build ...".
+func driverVersion(ver string) string {
+	line, _, _ := strings.Cut(ver, "\n")
+	for _, f := range strings.Fields(line) {
+		if f[0] >= '0' && f[0] <= '9' && strings.Count(f, ".") >= 1 && strings.Trim(f, "0123456789.") == "" {
+			return f
+		}
+	}
+	return strings.TrimSpace(line)
 }
 
 func persistenceMode() string {
