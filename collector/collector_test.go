@@ -221,9 +221,9 @@ func BenchmarkIngest(b *testing.B) {
 func TestDriverVersion(t *testing.T) {
 	for in, want := range map[string]string{
 		// The proprietary and the open kernel modules, x86-64 and Arm.
-		"NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  Fri Oct 17 2025\nGCC version:  gcc 12": "580.159.04",
+		"NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  Fri Oct 17 2025\nGCC version:  gcc 12":               "580.159.04",
 		"NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build  (dvs-builder@U16-I3-B03-4-3)": "580.65.06",
-		"NVRM version: NVIDIA UNIX Kernel Module for aarch64  535.104.05  Sat Aug 19 01:13:04 UTC 2023": "535.104.05",
+		"NVRM version: NVIDIA UNIX Kernel Module for aarch64  535.104.05  Sat Aug 19 01:13:04 UTC 2023":                   "535.104.05",
 	} {
 		if got := driverVersion(in); got != want {
 			t.Errorf("driverVersion(%q) = %q, want %q", in, got, want)
