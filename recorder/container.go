@@ -9,6 +9,7 @@ import (
 	"github.com/coldtrace/coldtrace/collector"
 	"github.com/coldtrace/coldtrace/collector/containerd"
 	"github.com/coldtrace/coldtrace/trace"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // ImageOptions configure the recording of a container image's cold start.
@@ -24,6 +25,9 @@ type ImageOptions struct {
 	Args []string
 	// HostNetwork runs the container in the host's network namespace.
 	HostNetwork bool
+	// Env and Mounts add environment entries and bind mounts to the container.
+	Env    []string
+	Mounts []specs.Mount
 	// Stdout and Stderr are files that receive the workload's output; discarded when empty.
 	Stdout, Stderr string
 	// Timeout stops a recording whose container is not ready that long after its start
@@ -76,6 +80,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 	createAt := time.Now()
 	ct, err := client.Create(ctx, id, pulled.Ref, containerd.CreateOptions{
 		Args: opts.Args, HostNetwork: opts.HostNetwork, Stdout: opts.Stdout, Stderr: opts.Stderr,
+		Env: opts.Env, Mounts: opts.Mounts,
 	})
 	if err != nil {
 		stopReader()

@@ -80,3 +80,19 @@ func TestRecordImageMissing(t *testing.T) {
 	}
 	t.Logf("%s", b)
 }
+
+func TestParseMounts(t *testing.T) {
+	dir := t.TempDir()
+	got, err := parseMounts([]string{dir + ":/cache", dir + ":/data:rw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Destination != "/cache" || got[0].Options[1] != "ro" || got[1].Options[1] != "rw" || got[1].Source != dir {
+		t.Errorf("parseMounts = %+v", got)
+	}
+	for _, bad := range []string{dir, dir + ":/x:rx", "rel:/x", dir + ":rel", dir + "/missing:/x", dir + ":/x:ro:extra"} {
+		if _, err := parseMounts([]string{bad}); err == nil {
+			t.Errorf("parseMounts(%q) accepted", bad)
+		}
+	}
+}

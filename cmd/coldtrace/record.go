@@ -57,6 +57,8 @@ Examples:
 			&cli.BoolFlag{Name: "fresh", Usage: "remove the image and its unshared content first, as on a new node (with --image)"},
 			&cli.BoolFlag{Name: "net-host", Usage: "run the container in the host's network namespace (with --image)"},
 			&cli.StringFlag{Name: "container-log", Usage: "write the container's stdout and stderr to `FILE` (with --image; default: discarded)"},
+			&cli.StringSliceFlag{Name: "env", Usage: "set `KEY=VALUE` in the container's environment (with --image; repeatable)"},
+			&cli.StringSliceFlag{Name: "mount", Usage: "bind-mount host directory SRC at DST in the container, read-only unless :rw is added: `SRC:DST[:ro|rw]` (with --image; repeatable), as a pod mounts the cache agent's artifact directory"},
 		},
 		Action: runRecord,
 	}

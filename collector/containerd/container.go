@@ -23,6 +23,11 @@ type CreateOptions struct {
 	Labels map[string]string
 	// HostNetwork runs the container in the host's network namespace.
 	HostNetwork bool
+	// Env adds KEY=VALUE entries to the image's environment.
+	Env []string
+	// Mounts are bind mounts into the container (for example the cache agent's artifact
+	// directory, as a pod mounts it with a hostPath volume).
+	Mounts []specs.Mount
 }
 
 // Container is a container with its task created: its processes and cgroup exist, and
@@ -57,6 +62,12 @@ func (c *Client) Create(ctx context.Context, id, image string, opts CreateOption
 	}
 	if opts.HostNetwork {
 		specOpts = append(specOpts, oci.WithHostNamespace(specs.NetworkNamespace))
+	}
+	if len(opts.Env) > 0 {
+		specOpts = append(specOpts, oci.WithEnv(opts.Env))
+	}
+	if len(opts.Mounts) > 0 {
+		specOpts = append(specOpts, oci.WithMounts(opts.Mounts))
 	}
 	ctr, err := c.c.NewContainer(ctx, id,
 		client.WithImage(img),
