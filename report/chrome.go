@@ -9,6 +9,7 @@ import (
 	"path"
 	"slices"
 
+	"github.com/coldtrace/coldtrace/internal/units"
 	"github.com/coldtrace/coldtrace/trace"
 )
 
@@ -81,7 +82,7 @@ func Chrome(w io.Writer, t *trace.Trace) error {
 			meta("thread_name", pidFiles, fileTid+1+r, trackName(f.Path, r))
 		}
 		for i, r := range f.Ranges {
-			span(fmt.Sprintf("%s %s", r.Via, fmtBytes(r.Len)), "file", pidFiles, fileTid+1+row[i], r.First, r.Last, map[string]any{
+			span(fmt.Sprintf("%s %s", r.Via, units.Bytes(r.Len)), "file", pidFiles, fileTid+1+row[i], r.First, r.Last, map[string]any{
 				"path": f.Path, "off": r.Off, "len": r.Len,
 			})
 		}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/coldtrace/coldtrace/internal/units"
 	"github.com/coldtrace/coldtrace/trace"
 )
 
@@ -44,7 +45,7 @@ func facts(t *trace.Trace) []fact {
 		for _, l := range p.Layers {
 			n += l.Bytes
 		}
-		v := fmt.Sprintf("%s: %d layers, %s in %s", p.Ref, len(p.Layers), fmtBytes(n), fmtDur(p.End-p.Start))
+		v := fmt.Sprintf("%s: %d layers, %s in %s", p.Ref, len(p.Layers), units.Bytes(n), fmtDur(p.End-p.Start))
 		if len(p.Contended) > 0 {
 			v += "; contended with " + strings.Join(p.Contended, ", ")
 		}
@@ -73,7 +74,7 @@ func hostText(h trace.Host) string {
 		parts = append(parts, fmt.Sprintf("%d CPUs", h.CPUs))
 	}
 	if h.MemoryBytes > 0 {
-		parts = append(parts, fmtBytes(int64(h.MemoryBytes))+" memory")
+		parts = append(parts, units.Bytes(int64(h.MemoryBytes))+" memory")
 	}
 	if len(h.GPUs) > 0 {
 		g := fmt.Sprintf("%d× %s", len(h.GPUs), h.GPUs[0].Model)
@@ -148,15 +149,15 @@ func bytesOrDash(n int64) string {
 	if n == 0 {
 		return "-"
 	}
-	return fmtBytes(n)
+	return units.Bytes(n)
 }
 
 var fileHead = []string{"PATH", "KIND", "READ", "MAPPED", "MISS PAGES", "MISS BYTES", "RANGES", "FIRST ACCESS", "READ TIME"}
 
 func fileRow(f trace.File) []string {
 	return []string{
-		shortPath(f.Path, 60), string(f.Kind), fmtBytes(f.BytesRead), fmtBytes(f.MappedBytes),
-		fmt.Sprint(f.CacheMisses), fmtBytes(f.CacheMisses * pageSize), fmt.Sprint(len(f.Ranges)),
+		shortPath(f.Path, 60), string(f.Kind), units.Bytes(f.BytesRead), units.Bytes(f.MappedBytes),
+		fmt.Sprint(f.CacheMisses), units.Bytes(f.CacheMisses * pageSize), fmt.Sprint(len(f.Ranges)),
 		fmtDur(firstAccess(f)), fmtDur(f.ReadTime),
 	}
 }
@@ -253,7 +254,7 @@ func peerSection(t *trace.Trace, top int) section {
 			window = p.last - p.firstRecv
 		}
 		s.rows = append(s.rows, []string{
-			p.remote, p.role, p.dir, fmt.Sprint(p.conns), fmtBytes(p.recv), fmtBytes(p.sent),
+			p.remote, p.role, p.dir, fmt.Sprint(p.conns), units.Bytes(p.recv), units.Bytes(p.sent),
 			fmtDur(p.end - p.start), fmtRate(p.recv, window),
 		})
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/coldtrace/coldtrace/internal/units"
 	"github.com/coldtrace/coldtrace/trace"
 )
 
@@ -183,7 +184,7 @@ func writeSVG(out *bytes.Buffer, t *trace.Trace, standalone bool) {
 			desc := fmt.Sprintf("%s: %s → %s, span %s, busy %s, critical %s (%s)", p.Name, fmtDur(p.Start), fmtDur(p.End),
 				fmtDur(p.Span()), fmtDur(p.Busy), fmtDur(p.Critical), sh[p.Name])
 			if p.Bytes > 0 {
-				desc += ", " + fmtBytes(p.Bytes)
+				desc += ", " + units.Bytes(p.Bytes)
 			}
 			c.lane("phase", fmt.Sprintf(` data-phase="%s"`, p.Name), string(p.Name), sh[p.Name], desc, col)
 			// Without activity intervals a phase busy for its whole span is drawn solid;
@@ -299,8 +300,8 @@ func fileLanes(c *canvas, t *trace.Trace) {
 	for _, f := range fs[:min(maxLanes, len(fs))] {
 		col := kindColor(f.Kind)
 		desc := fmt.Sprintf("%s (%s): read %s, mapped %s, %d cache-miss pages, %d ranges",
-			f.Path, f.Kind, fmtBytes(f.BytesRead), fmtBytes(f.MappedBytes), f.CacheMisses, len(f.Ranges))
-		c.lane("file", "", clipMiddle(path.Base(f.Path), laneLabel), fmtBytes(fileBytes(f)), desc, col)
+			f.Path, f.Kind, units.Bytes(f.BytesRead), units.Bytes(f.MappedBytes), f.CacheMisses, len(f.Ranges))
+		c.lane("file", "", clipMiddle(path.Base(f.Path), laneLabel), units.Bytes(fileBytes(f)), desc, col)
 		if len(f.Ranges) > 0 {
 			first, last := f.Ranges[0].First, f.Ranges[0].Last
 			for _, r := range f.Ranges {
@@ -310,7 +311,7 @@ func fileLanes(c *canvas, t *trace.Trace) {
 		}
 		for _, g := range mergeRanges(c, f.Ranges) {
 			c.bar(g.start, g.end, c.y+(laneH-barH)/2, barH, col, 1,
-				fmt.Sprintf("%d ranges, %s, %s → %s", g.n, fmtBytes(g.bytes), fmtDur(g.start), fmtDur(g.end)))
+				fmt.Sprintf("%d ranges, %s, %s → %s", g.n, units.Bytes(g.bytes), fmtDur(g.start), fmtDur(g.end)))
 		}
 		c.endLane()
 	}
@@ -365,14 +366,14 @@ func connLanes(c *canvas, t *trace.Trace) {
 		col := connColor(cn)
 		end := connEnd(t, cn)
 		desc := fmt.Sprintf("%s %s %s (pid %d): recv %s, sent %s, open %s → %s", cn.Role, cn.Dir, cn.Remote, cn.PID,
-			fmtBytes(cn.BytesRecv), fmtBytes(cn.BytesSent), fmtDur(cn.Open), fmtDur(end))
-		c.lane("conn", "", clipMiddle(cn.Remote, laneLabel), fmtBytes(cn.BytesRecv), desc, col)
+			units.Bytes(cn.BytesRecv), units.Bytes(cn.BytesSent), fmtDur(cn.Open), fmtDur(end))
+		c.lane("conn", "", clipMiddle(cn.Remote, laneLabel), units.Bytes(cn.BytesRecv), desc, col)
 		c.bar(cn.Open, end, c.y+(laneH-barH)/2, barH, col, 0.25, desc)
 		receiving := fmt.Sprintf("receiving %s → %s: %s at %s on average", fmtDur(cn.FirstRecv), fmtDur(cn.LastRecv),
-			fmtBytes(cn.BytesRecv), fmtRate(cn.BytesRecv, cn.LastRecv-cn.FirstRecv))
+			units.Bytes(cn.BytesRecv), fmtRate(cn.BytesRecv, cn.LastRecv-cn.FirstRecv))
 		switch {
 		case len(rates[i]) > 0 && peak > 0:
-			c.rateArea(cn.Open, bucket, rates[i], peak, col, receiving+fmt.Sprintf("; peak of all connections %s/s", fmtBytes(int64(peak))))
+			c.rateArea(cn.Open, bucket, rates[i], peak, col, receiving+fmt.Sprintf("; peak of all connections %s/s", units.Bytes(int64(peak))))
 		case cn.BytesRecv > 0 && cn.LastRecv > cn.FirstRecv:
 			c.bar(cn.FirstRecv, cn.LastRecv, c.y+(laneH-barH)/2, barH, col, 1, receiving)
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coldtrace/coldtrace/internal/units"
 	"github.com/coldtrace/coldtrace/trace"
 )
 
@@ -179,7 +180,7 @@ func TestSVGMergesRanges(t *testing.T) {
 	if n := len(lanes[0].all(isRect)); n > 10 {
 		t.Errorf("10000 ranges in one second drew %d rects", n)
 	}
-	if !strings.Contains(out, fmt.Sprintf("%d ranges, %s", 10000, fmtBytes(10000*4096))) {
+	if !strings.Contains(out, fmt.Sprintf("%d ranges, %s", 10000, units.Bytes(10000*4096))) {
 		t.Error("the merged bar does not count its ranges")
 	}
 }

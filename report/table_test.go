@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coldtrace/coldtrace/internal/units"
 	"github.com/coldtrace/coldtrace/trace"
 )
 
@@ -204,8 +205,8 @@ func TestShares(t *testing.T) {
 
 func TestUnits(t *testing.T) {
 	for _, c := range []struct{ got, want string }{
-		{fmtBytes(0), "0 B"}, {fmtBytes(1023), "1023 B"}, {fmtBytes(1536), "1.5 KiB"},
-		{fmtBytes(17_700_000_000), "16.5 GiB"}, {fmtBytes(5 << 40), "5.0 TiB"},
+		{units.Bytes(0), "0 B"}, {units.Bytes(1023), "1023 B"}, {units.Bytes(1536), "1.5 KiB"},
+		{units.Bytes(17_700_000_000), "16.5 GiB"}, {units.Bytes(5 << 40), "5.0 TiB"},
 		{fmtDur(0), "0"}, {fmtDur(500), "500 ns"}, {fmtDur(12345 * time.Nanosecond), "12.3 µs"},
 		{fmtDur(1500 * time.Microsecond), "1.50 ms"}, {fmtDur(333 * time.Second), "333 s"},
 		{fmtRate(10<<20, 2*time.Second), "5.0 MiB/s"}, {fmtRate(5, 0), "-"},

@@ -4,22 +4,9 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-)
 
-// fmtBytes writes a byte count in binary units: "512 B", "1.5 KiB", "17.7 GiB".
-func fmtBytes(n int64) string {
-	if n < 1024 && n > -1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	v := float64(n)
-	for _, unit := range []string{"KiB", "MiB", "GiB", "TiB"} {
-		v /= 1024
-		if v < 1024 && v > -1024 || unit == "TiB" {
-			return fmt.Sprintf("%.1f %s", v, unit)
-		}
-	}
-	panic("unreachable")
-}
+	"github.com/coldtrace/coldtrace/internal/units"
+)
 
 // fmtDur writes a duration with three significant digits in µs, ms or s; cold starts span
 // microsecond ioctls to minute-long pulls.
@@ -53,7 +40,7 @@ func fmtRate(n int64, d time.Duration) string {
 	if n <= 0 || d <= 0 {
 		return "-"
 	}
-	return fmtBytes(int64(float64(n)/d.Seconds())) + "/s"
+	return units.Bytes(int64(float64(n)/d.Seconds())) + "/s"
 }
 
 // fmtShare writes tenths of a percent: 423 is "42.3%".
