@@ -114,8 +114,9 @@ func TestManifestCoversRealColdStart(t *testing.T) {
 // pushColdStart builds the container test image as recorder's container tests do (busybox,
 // a libs layer, a safetensors weights layer, and recorder/testdata/coldstart.c built
 // static on top), pushes it, and returns the arguments that run its entrypoint against the
-// origin on port: read every library, download, map every other tensor, listen.
-func pushColdStart(t *testing.T, reg *ctrtest.Registry, port int, sizes ctrtest.Sizes) (cs *ctrtest.ColdStart, ref string, args []string) {
+// origin on port: read every library, download, map every other tensor, listen. Extra
+// layers go on top.
+func pushColdStart(t *testing.T, reg *ctrtest.Registry, port int, sizes ctrtest.Sizes, extra ...v1.Layer) (cs *ctrtest.ColdStart, ref string, args []string) {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "coldstart")
 	if b, err := exec.Command("gcc", "-O2", "-Wall", "-o", bin, filepath.Join("..", "recorder", "testdata", "coldstart.c"), "-static").CombinedOutput(); err != nil {
@@ -130,7 +131,8 @@ func pushColdStart(t *testing.T, reg *ctrtest.Registry, port int, sizes ctrtest.
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := ctrtest.BuildImage([]v1.Layer{cs.Base, cs.Libs, cs.Weights, entryLayer}, []string{"/coldstart"}, nil)
+	layers := append([]v1.Layer{cs.Base, cs.Libs, cs.Weights, entryLayer}, extra...)
+	img, err := ctrtest.BuildImage(layers, []string{"/coldstart"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
