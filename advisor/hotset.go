@@ -147,6 +147,9 @@ func hotKey(f trace.File) (fileKey, *int, bool) {
 	}
 	p := path.Clean(f.Path)
 	if f.Layer != nil {
+		if f.Layer.Path != "" && usablePath(f.Layer.Path) {
+			p = path.Clean(f.Layer.Path) // the layer's entry, not the link that was opened
+		}
 		if f.Layer.Where != "image" || !manifest.ValidDigest(f.Layer.Digest) || p == "/" {
 			return fileKey{}, nil, false
 		}

@@ -35,31 +35,7 @@ func TestManifestCoversRealColdStart(t *testing.T) {
 	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{Rate: 64 << 20})
 	port := origin.Start(t, 256<<10).Port()
 
-	// The image, as recorder's container tests build it.
-	bin := filepath.Join(t.TempDir(), "coldstart")
-	if b, err := exec.Command("gcc", "-O2", "-Wall", "-o", bin, filepath.Join("..", "recorder", "testdata", "coldstart.c"), "-static").CombinedOutput(); err != nil {
-		t.Fatalf("gcc coldstart.c: %v\n%s", err, b)
-	}
-	entry, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := ctrtest.ColdStartLayers(t, ctrtest.Sizes{Libs: 200, LibSize: 2048, Weights: 16 << 20, Tensors: 32})
-	entryLayer, err := ctrtest.Layer(ctrtest.File{Path: "/coldstart", Mode: 0o755, Data: entry})
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := ctrtest.BuildImage([]v1.Layer{cs.Base, cs.Libs, cs.Weights, entryLayer}, []string{"/coldstart"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := reg.Push(t, "test/coldstart:v1", img)
-	args := []string{"/coldstart", strings.TrimPrefix(ctrtest.LibsDir, "/"), fmt.Sprint(port), ctrtest.WeightsPath}
-	for i, ts := range cs.Tensors {
-		if i%2 == 0 {
-			args = append(args, fmt.Sprintf("%d:%d", ts.Off, ts.Len))
-		}
-	}
+	cs, ref, args := pushColdStart(t, reg, port, ctrtest.Sizes{Libs: 200, LibSize: 2048, Weights: 16 << 20, Tensors: 32})
 
 	var traces []*trace.Trace
 	for run := 1; run <= 4; run++ {
@@ -133,4 +109,39 @@ func TestManifestCoversRealColdStart(t *testing.T) {
 	if listedRatio > 1.10 {
 		t.Errorf("the manifest lists %.2f%% of the bytes run 4 read, want at most 110%%", 100*listedRatio)
 	}
+}
+
+// pushColdStart builds the container test image as recorder's container tests do (busybox,
+// a libs layer, a safetensors weights layer, and recorder/testdata/coldstart.c built
+// static on top), pushes it, and returns the arguments that run its entrypoint against the
+// origin on port: read every library, download, map every other tensor, listen. Extra
+// layers go on top.
+func pushColdStart(t *testing.T, reg *ctrtest.Registry, port int, sizes ctrtest.Sizes, extra ...v1.Layer) (cs *ctrtest.ColdStart, ref string, args []string) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "coldstart")
+	if b, err := exec.Command("gcc", "-O2", "-Wall", "-o", bin, filepath.Join("..", "recorder", "testdata", "coldstart.c"), "-static").CombinedOutput(); err != nil {
+		t.Fatalf("gcc coldstart.c: %v\n%s", err, b)
+	}
+	entry, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs = ctrtest.ColdStartLayers(t, sizes)
+	entryLayer, err := ctrtest.Layer(ctrtest.File{Path: "/coldstart", Mode: 0o755, Data: entry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers := append([]v1.Layer{cs.Base, cs.Libs, cs.Weights, entryLayer}, extra...)
+	img, err := ctrtest.BuildImage(layers, []string{"/coldstart"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref = reg.Push(t, "test/coldstart:v1", img)
+	args = []string{"/coldstart", strings.TrimPrefix(ctrtest.LibsDir, "/"), fmt.Sprint(port), ctrtest.WeightsPath}
+	for i, ts := range cs.Tensors {
+		if i%2 == 0 {
+			args = append(args, fmt.Sprintf("%d:%d", ts.Off, ts.Len))
+		}
+	}
+	return cs, ref, args
 }

@@ -28,9 +28,12 @@ func (c *Collector) ResolveLayers(layerOf LayerFunc) {
 		if strings.HasPrefix(f.Path, "inode:") {
 			continue
 		}
-		ref, real, err := follow(layerOf, f.Path)
+		ref, real, resolved, err := follow(layerOf, f.Path)
 		if err != nil {
 			continue
+		}
+		if resolved != path.Clean(f.Path) {
+			ref.Path = resolved
 		}
 		f.Layer = &ref
 		if real == "" {
@@ -59,7 +62,7 @@ func (c *Collector) nameInterpreters(layerOf LayerFunc) {
 			continue
 		}
 		seen[p.Exe] = true
-		_, exe, err := follow(layerOf, p.Exe)
+		_, exe, _, err := follow(layerOf, p.Exe)
 		if err != nil || exe == "" {
 			continue
 		}
@@ -67,7 +70,7 @@ func (c *Collector) nameInterpreters(layerOf LayerFunc) {
 		if interp == "" {
 			continue
 		}
-		_, real, err := follow(layerOf, interp)
+		_, real, _, err := follow(layerOf, interp)
 		var st unix.Stat_t
 		if err != nil || real == "" || unix.Stat(real, &st) != nil {
 			continue
@@ -78,25 +81,45 @@ func (c *Collector) nameInterpreters(layerOf LayerFunc) {
 	}
 }
 
-// follow is layerOf after the symbolic links at the end of the path, resolved as inside
-// the container: an absolute target starts at the container's root, not the host's. Links
-// among the parent directories resolve on the host, which is right for relative ones.
-func follow(layerOf LayerFunc, p string) (trace.LayerRef, string, error) {
-	for range 16 {
-		ref, real, err := layerOf(p)
+// follow is layerOf of the file that p names once every symbolic link in it, among its
+// parent directories (a usrmerge /lib -> usr/lib) as at its end, is resolved as inside the
+// container: an absolute target starts at the container's root, not the host's. It also
+// returns that path: the file's name in its layer, which is what a lazy-pull snapshotter's
+// prefetch list names (ctr-remote records the file fanotify reports, links resolved).
+func follow(layerOf LayerFunc, p string) (trace.LayerRef, string, string, error) {
+	links := 0
+	rest := strings.Split(strings.Trim(path.Clean("/"+p), "/"), "/")
+	cur := "/"
+	for len(rest) > 0 {
+		comp := rest[0]
+		rest = rest[1:]
+		if comp == "" || comp == "." {
+			continue
+		}
+		next := path.Join(cur, comp)
+		ref, real, err := layerOf(next)
 		if err != nil || real == "" {
-			return ref, real, err
+			return ref, real, path.Join(append([]string{next}, rest...)...), err
 		}
 		target, err := os.Readlink(real)
 		if err != nil {
-			return ref, real, nil // not a link
+			if len(rest) == 0 {
+				return ref, real, next, nil // not a link
+			}
+			cur = next
+			continue
+		}
+		if links++; links > 40 { // the kernel's MAXSYMLINKS
+			return trace.LayerRef{}, "", "", fmt.Errorf("%s: too many levels of symbolic links", p)
 		}
 		if !path.IsAbs(target) {
-			target = path.Join(path.Dir(p), target)
+			target = path.Join(cur, target)
 		}
-		p = target
+		rest = append(strings.Split(strings.Trim(path.Clean(target), "/"), "/"), rest...)
+		cur = "/"
 	}
-	return trace.LayerRef{}, "", fmt.Errorf("%s: too many levels of symbolic links", p)
+	ref, real, err := layerOf(cur)
+	return ref, real, cur, err
 }
 
 // fold adds what was seen of r, the same file under another inode, to f.

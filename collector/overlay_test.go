@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +34,8 @@ func TestResolveLayers(t *testing.T) {
 			return layer, real, nil
 		case "/etc/hosts":
 			return trace.LayerRef{Index: -1, Where: "volume"}, "", nil
+		case "/models", "/etc": // the parent directories, in the image
+			return layer, filepath.Dir(real), nil
 		}
 		return trace.LayerRef{}, "", errors.New("not in the container's file system")
 	}
@@ -133,13 +136,55 @@ func TestResolveLayersInterpreter(t *testing.T) {
 	for _, f := range tr.Files {
 		got[f.Path] = f
 	}
-	for _, p := range []string{"/bin/app", interp} {
+	// The loader's entry in the layer is the link's target.
+	loader := layer
+	loader.Path = "/lib/ld.so"
+	for p, want := range map[string]trace.LayerRef{"/bin/app": layer, interp: loader} {
 		f, ok := got[p]
-		if !ok || f.Layer == nil || *f.Layer != layer || f.MappedBytes != 4096 {
-			t.Errorf("%s: %+v, want layer %+v and 4096 bytes mapped; files %v", p, f, layer, tr.Files)
+		if !ok || f.Layer == nil || *f.Layer != want || f.MappedBytes != 4096 {
+			t.Errorf("%s: %+v, want layer %+v and 4096 bytes mapped; files %v", p, f, want, tr.Files)
 		}
 	}
 	if len(tr.Files) != 2 {
 		t.Errorf("%d files, want the executable and its loader: %+v", len(tr.Files), tr.Files)
+	}
+}
+
+// TestFollow resolves links anywhere in a path as inside the container: a directory link
+// as usrmerge's /lib -> usr/lib, absolute targets from the container's root, "..", and a
+// loop.
+func TestFollow(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "usr/lib"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "usr/lib/libc.so"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{
+		"lib": "usr/lib", "abs": "/lib/../lib/libc.so", "loop": "loop2", "loop2": "/loop",
+	} {
+		if err := os.Symlink(target, filepath.Join(root, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	layerOf := func(p string) (trace.LayerRef, string, error) {
+		real := filepath.Join(root, p)
+		if _, err := os.Lstat(real); err != nil {
+			return trace.LayerRef{}, "", err
+		}
+		return trace.LayerRef{Where: "image"}, real, nil
+	}
+	for p, want := range map[string]string{
+		"/usr/lib/libc.so": "/usr/lib/libc.so", "/lib/libc.so": "/usr/lib/libc.so",
+		"/abs": "/usr/lib/libc.so", "/lib/./../lib/libc.so": "/usr/lib/libc.so",
+	} {
+		_, real, got, err := follow(layerOf, p)
+		if err != nil || got != want || real != filepath.Join(root, want) {
+			t.Errorf("follow(%s) = %s, %s, %v; want %s", p, got, real, err, want)
+		}
+	}
+	if _, _, _, err := follow(layerOf, "/loop/x"); err == nil || !strings.Contains(err.Error(), "too many levels") {
+		t.Errorf("follow through a loop: %v", err)
 	}
 }

@@ -207,6 +207,10 @@ type LayerRef struct {
 	// Where is "image" for a lower layer, "rw" for the container's writable layer,
 	// "volume" for a mount that is not part of the image.
 	Where string `json:"where"`
+	// Path is the file's path in the container with every symbolic link resolved, where
+	// it differs from the File's (a path opened through a link); it names the entry of
+	// the layer that holds the bytes.
+	Path string `json:"path,omitempty"`
 }
 
 // Access says how a range was read.
