@@ -137,6 +137,8 @@ func output(c *cli.Context, t *trace.Trace, format string) error {
 			return cli.Exit(t.Error, 1)
 		}
 		return nil
+	case trace.OutcomeFailed:
+		return cli.Exit(t.Error, 1)
 	}
 	return cli.Exit(t.Error, 2)
 }
