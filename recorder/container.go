@@ -74,7 +74,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 		}
 		finish(probes, col, done, uprobeErrs, &meta)
 		if pulled != nil {
-			client.NameIngests(context.WithoutCancel(ctx), pulled.Others)
+			client.NameIngests(context.WithoutCancel(ctx), pulled.Others, pulled.Ref)
 			meta.Pull = pulled.Trace(wall)
 			meta.Activity = pullActivity(pulled, wall)
 		}
@@ -138,7 +138,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 	finish(probes, col, done, uprobeErrs, &meta)
 
 	// The other pulls have made their images by now, if they are done: name them.
-	client.NameIngests(context.WithoutCancel(ctx), pulled.Others)
+	client.NameIngests(context.WithoutCancel(ctx), pulled.Others, pulled.Ref)
 	meta.Pull = pulled.Trace(wall)
 	meta.Activity = pullActivity(pulled, wall)
 	createStart := createAt.Sub(wall)

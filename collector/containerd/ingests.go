@@ -3,6 +3,7 @@ package containerd
 import (
 	"context"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,7 +24,7 @@ const IngestPoll = 100 * time.Millisecond
 type Ingest struct {
 	Namespace string
 	Ref       string // the ingest's ref key, such as "layer-sha256:..."
-	Digest    string // the blob's expected digest
+	Digest    string // the blob's digest; empty when the ingest does not tell
 	Total     int64  // the blob's size where the writer declared it
 	// Image is the reference of an image that holds the blob, in Namespace, once
 	// containerd has one (see NameIngests); empty when unknown.
@@ -106,6 +107,7 @@ func (w *ingestWatch) poll(ctx context.Context) {
 				s.fromZero = !w.start.IsZero() && st.StartedAt.After(w.start)
 				w.seen[key] = s
 			}
+			st.Expected = ingestDigest(st)
 			s.st, s.lastOffset, s.gone = st, st.Offset, time.Time{}
 			s.lastTotal = max(s.lastTotal, st.Total)
 		}
@@ -129,6 +131,21 @@ func (w *ingestWatch) poll(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// ingestDigest is the blob an ingest writes: the expected digest where the daemon reports
+// it (containerd 1.6 does not), else the digest in the ref key that the client's fetch
+// gives every ingest ("layer-sha256:...", remotes.MakeRefKey).
+func ingestDigest(st content.Status) digest.Digest {
+	if st.Expected != "" {
+		return st.Expected
+	}
+	if _, d, ok := strings.Cut(st.Ref, "-"); ok {
+		if d, err := digest.Parse(d); err == nil {
+			return d
+		}
+	}
+	return ""
 }
 
 func (w *ingestWatch) fail(err error) {
@@ -186,24 +203,24 @@ func (w *ingestWatch) stop(ours func(digest.Digest) bool, from, to time.Time) ([
 	return out, w.err
 }
 
-// NameIngests sets the Image of each ingest whose blob an image of its namespace holds.
-// Call it late (at the end of a recording): the other pull creates its image only once
-// all its blobs are in.
-func (c *Client) NameIngests(ctx context.Context, ingests []Ingest) {
+// NameIngests sets the Image of each ingest whose blob an image of its namespace other
+// than own holds (a blob two images share is the other's). Call it late (at the end of a
+// recording): the other pull creates its image only once all its blobs are in.
+func (c *Client) NameIngests(ctx context.Context, ingests []Ingest, own string) {
 	byNS := map[string]map[string]string{} // namespace -> digest -> image
 	for i, in := range ingests {
 		owners, ok := byNS[in.Namespace]
 		if !ok {
-			owners = c.blobOwners(namespaces.WithNamespace(ctx, in.Namespace))
+			owners = c.blobOwners(namespaces.WithNamespace(ctx, in.Namespace), own)
 			byNS[in.Namespace] = owners
 		}
 		ingests[i].Image = owners[in.Digest]
 	}
 }
 
-// blobOwners maps every blob of every image of ctx's namespace to the image, as far as
-// the content store holds the image's manifests.
-func (c *Client) blobOwners(ctx context.Context) map[string]string {
+// blobOwners maps every blob of every image of ctx's namespace but skip to the image, as
+// far as the content store holds the image's manifests.
+func (c *Client) blobOwners(ctx context.Context, skip string) map[string]string {
 	owners := map[string]string{}
 	imgs, err := c.c.ImageService().List(ctx)
 	if err != nil {
@@ -211,6 +228,9 @@ func (c *Client) blobOwners(ctx context.Context) map[string]string {
 	}
 	cs := c.c.ContentStore()
 	for _, img := range imgs {
+		if img.Name == skip {
+			continue
+		}
 		children := images.ChildrenHandler(cs)
 		walk := images.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 			if _, ok := owners[desc.Digest.String()]; !ok {
