@@ -41,8 +41,10 @@ type ImageOptions struct {
 // RecordImage pulls the image through containerd, creates and starts a container of it
 // and traces its cold start from the pull request until a process of the container listens
 // (ready), the workload exits, the timeout passes or ctx is cancelled. The container is
-// removed at the end. The error is non-nil only when there is no trace: the pull or the
-// create failed.
+// removed at the end. A pull, create or start that fails (or is interrupted: ctx) ends
+// the trace there, with outcome failed (interrupted) and the error, and the pull as far as
+// it got. The error is non-nil only when there is no trace: containerd or the probes
+// could not be reached.
 func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 	client, err := containerd.New(opts.Address, opts.Namespace)
 	if err != nil {
@@ -63,19 +65,33 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 	readyc := make(chan struct{})
 	done := make(chan error, 1)
 	go func() { done <- readLoop(probes.Ring(), col, readyc, 0) }()
-	stopReader := func() {
-		probes.Ring().Flush()
-		<-done
+
+	traceID := NewID(wall)
+	meta := collector.Meta{ID: traceID, Workload: trace.Workload{Image: opts.Image}, Start: wall, Warnings: warnings}
+	var pulled *containerd.Pulled
+	// failed ends the recording at a failure of the runtime.
+	failed := func(err error) (*trace.Trace, error) {
+		meta.End = Monotonic()
+		meta.Outcome, meta.Error = trace.OutcomeFailed, err.Error()
+		if ctx.Err() != nil {
+			meta.Outcome, meta.Error = trace.OutcomeInterrupted, "recording interrupted: "+err.Error()
+		}
+		finish(probes, col, done, uprobeErrs, &meta)
+		if pulled != nil {
+			client.NameIngests(context.WithoutCancel(ctx), pulled.Others, pulled.Ref)
+			meta.Pull = pulled.Trace(wall)
+			meta.Activity = pullActivity(pulled, wall)
+		}
+		return Assemble(probes, col, meta), nil
 	}
 
-	pulled, err := client.Pull(ctx, opts.Image, containerd.PullOptions{
+	pulled, err = client.Pull(ctx, opts.Image, containerd.PullOptions{
 		PlainHTTP: opts.PlainHTTP, HostsDir: opts.HostsDir, Fresh: opts.Fresh,
 	})
 	if err != nil {
-		stopReader()
-		return nil, err
+		return failed(err)
 	}
-	traceID := NewID(wall)
+	meta.Workload.Image, meta.Workload.ImageDigest = pulled.Ref, pulled.Digest
 	id := "coldtrace-" + traceID
 	createAt := time.Now()
 	ct, err := client.Create(ctx, id, pulled.Ref, containerd.CreateOptions{
@@ -83,23 +99,21 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 		Env: opts.Env, Mounts: opts.Mounts,
 	})
 	if err != nil {
-		stopReader()
-		return nil, err
+		return failed(err)
 	}
 	defer func() {
 		if err := ct.Delete(context.WithoutCancel(ctx)); err != nil && opts.Log != nil {
 			fmt.Fprintf(opts.Log, "coldtrace: remove container %s: %v\n", id, err)
 		}
 	}()
+	meta.Workload = collector.ContainerWorkload(id, pulled.Ref, pulled.Digest, ct.Labels)
 	// The task's init process waits for Start: tracking its cgroup now sees the workload
 	// from its first instruction.
 	if err := probes.TrackCgroup(ct.Cgroup.ID); err != nil {
-		stopReader()
-		return nil, fmt.Errorf("trace container %s: %w", id, err)
+		return failed(fmt.Errorf("trace container %s: %w", id, err))
 	}
 	if err := ct.Start(ctx); err != nil {
-		stopReader()
-		return nil, err
+		return failed(err)
 	}
 
 	waitCtx, cancelWait := context.WithCancel(ctx)
@@ -114,13 +128,6 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 		code, err := ct.Wait(waitCtx)
 		exited <- exit{Monotonic(), code, err}
 	}()
-	meta := collector.Meta{
-		ID:       traceID,
-		Workload: collector.ContainerWorkload(id, pulled.Ref, pulled.Digest, ct.Labels),
-		Start:    wall,
-		Warnings: warnings,
-		Pull:     pulled.Trace(wall),
-	}
 	if e, ok := await(ctx, readyc, opts.Timeout, exited, &meta); ok {
 		meta.End = e.at
 		switch {
@@ -135,6 +142,9 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 	}
 	finish(probes, col, done, uprobeErrs, &meta)
 
+	// The other pulls have made their images by now, if they are done: name them.
+	client.NameIngests(context.WithoutCancel(ctx), pulled.Others, pulled.Ref)
+	meta.Pull = pulled.Trace(wall)
 	meta.Activity = pullActivity(pulled, wall)
 	createStart := createAt.Sub(wall)
 	meta.Activity[trace.PhaseCreate] = []trace.Interval{{Start: createStart, End: max(col.FirstExec(), createStart)}}
@@ -156,8 +166,12 @@ func pullActivity(p *containerd.Pulled, zero time.Time) map[trace.PhaseName][]tr
 			fetched = max(fetched, l.Fetched.Sub(zero))
 		}
 	}
-	if fetched == 0 && len(p.Layers) > 0 {
+	switch {
+	case fetched != 0:
+	case len(p.Layers) > 0 && !p.Layers[0].UnpackStart.IsZero():
 		fetched = p.Layers[0].UnpackStart.Sub(zero) // all present: the pull only resolved the image
+	default:
+		fetched = p.End.Sub(zero) // failed before any layer was complete
 	}
 	acts[trace.PhasePull] = append(acts[trace.PhasePull], trace.Interval{Start: 0, End: fetched})
 	from := fetched

@@ -97,6 +97,9 @@ func sections(t *trace.Trace, top int) []section {
 		out = append(out, byTime)
 	}
 	out = append(out, peerSection(t, top))
+	if p := t.Pull; p != nil && len(p.Overlaps) > 0 {
+		out = append(out, contentionSection(p))
+	}
 	if g := t.GPU; len(g.Opens)+len(g.Ioctls)+len(g.Calls) == 0 {
 		out = append(out, section{title: "GPU", note: "no accelerator activity: no device opens, ioctls or driver calls"})
 	} else {
@@ -206,6 +209,34 @@ func shortPath(p string, n int) string {
 		return p
 	}
 	return "…" + string(r[len(r)-n+1:])
+}
+
+// contentionSection is the other pulls that downloaded on the node while the image did,
+// each with its rate during the overlap, beside this pull's own rate.
+func contentionSection(p *trace.Pull) section {
+	s := section{
+		title: "Pull contention",
+		head:  []string{"OTHER PULL", "NAMESPACE", "BLOBS", "FROM", "TO", "OVERLAP", "RECV", "RECV RATE"},
+		note:  "other pulls on the node while this one downloaded, from containerd's content ingests",
+	}
+	for _, o := range p.Overlaps {
+		name := o.Ref
+		if name == "" {
+			name = "unknown image"
+		}
+		var overlap trace.Duration
+		for _, iv := range o.Intervals {
+			overlap += iv.End - iv.Start
+		}
+		from, to := "-", "-"
+		if n := len(o.Intervals); n > 0 {
+			from, to = fmtDur(o.Intervals[0].Start), fmtDur(o.Intervals[n-1].End)
+		}
+		s.rows = append(s.rows, []string{
+			name, o.Namespace, fmt.Sprint(len(o.Blobs)), from, to, fmtDur(overlap), units.Bytes(o.Bytes), fmtRate(o.Bytes, overlap),
+		})
+	}
+	return s
 }
 
 // peer aggregates the connections to one remote endpoint: model downloads often open

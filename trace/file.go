@@ -167,6 +167,20 @@ func (t *Trace) Validate() error {
 			return fmt.Errorf("invalid trace: connection %d has a negative byte count", i)
 		}
 	}
+	if p := t.Pull; p != nil {
+		for i, o := range p.Overlaps {
+			if o.Bytes < 0 {
+				return fmt.Errorf("invalid trace: pull overlap %d has a negative byte count", i)
+			}
+			var prevEnd Duration
+			for j, iv := range o.Intervals {
+				if iv.Start < prevEnd || iv.End <= iv.Start {
+					return fmt.Errorf("invalid trace: pull overlap %d interval %d [%d, %d) is empty, or not sorted and disjoint", i, j, iv.Start, iv.End)
+				}
+				prevEnd = iv.End
+			}
+		}
+	}
 	var sum Duration
 	seen := map[PhaseName]bool{}
 	for _, p := range t.Phases {

@@ -302,8 +302,24 @@ type Pull struct {
 	Start    Duration `json:"start_ns"`
 	End      Duration `json:"end_ns"`
 	Layers   []Layer  `json:"layers"`
-	// Contended lists other pulls that overlapped this one on the node.
-	Contended []string `json:"contended,omitempty"`
+	// Contended names the other pulls that overlapped this one on the node; Overlaps
+	// tells when and how much each of them downloaded meanwhile.
+	Contended []string      `json:"contended,omitempty"`
+	Overlaps  []PullOverlap `json:"overlaps,omitempty"`
+}
+
+// PullOverlap is another pull on the node that downloaded while this pull did, as
+// containerd's content ingests showed it (polled every 100 ms).
+type PullOverlap struct {
+	// Ref is the other image, when containerd had it by the end of the recording.
+	Ref       string `json:"ref,omitempty"`
+	Namespace string `json:"namespace"` // the containerd namespace it pulled into
+	// Blobs are the digests of the blobs it downloaded during the overlap.
+	Blobs []string `json:"blobs"`
+	// Intervals are when it downloaded while this pull downloaded, sorted and disjoint;
+	// Bytes what it received in them.
+	Intervals []Interval `json:"intervals"`
+	Bytes     int64      `json:"bytes"`
 }
 
 // Layer is one image layer's pull and unpack.

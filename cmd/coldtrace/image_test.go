@@ -1,12 +1,15 @@
 package main
 
 import (
+	"crypto/rand"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -59,7 +62,8 @@ func TestRecordImage(t *testing.T) {
 	t.Errorf("/bin/sh is not in the trace:\n%s", b)
 }
 
-// TestRecordImageMissing asks for an image that the registry lacks: a clear error, no trace.
+// TestRecordImageMissing asks for an image that the registry lacks: a clear error, exit
+// status 1, and a failed trace that says so.
 func TestRecordImageMissing(t *testing.T) {
 	testenv.RequireBPF(t)
 	bin := build(t)
@@ -67,7 +71,7 @@ func TestRecordImageMissing(t *testing.T) {
 	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{})
 	ref := reg.Host + "/test/absent:v1"
 	out := filepath.Join(t.TempDir(), "absent.json")
-	b, err := exec.Command(bin, "record", "--image", ref, "--containerd", ctrd.Address, "--plain-http", "-o", out).CombinedOutput()
+	b, err := exec.Command(bin, "record", "--image", ref, "--containerd", ctrd.Address, "--plain-http", "--format", "none", "-o", out).CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 		t.Errorf("exit %v, want status 1", err)
@@ -75,8 +79,12 @@ func TestRecordImageMissing(t *testing.T) {
 	if !strings.Contains(string(b), "image not found in the registry") || !strings.Contains(string(b), ref) {
 		t.Errorf("output %q, want an error naming %s and saying it is not found", b, ref)
 	}
-	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("a trace was written for a failed pull: %v", err)
+	tr, err := trace.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Outcome != trace.OutcomeFailed || !tr.Incomplete || !strings.Contains(tr.Error, "image not found in the registry") {
+		t.Errorf("trace: outcome %s (%q), incomplete %v", tr.Outcome, tr.Error, tr.Incomplete)
 	}
 	t.Logf("%s", b)
 }
@@ -95,4 +103,58 @@ func TestParseMounts(t *testing.T) {
 			t.Errorf("parseMounts(%q) accepted", bad)
 		}
 	}
+}
+
+// TestRecordImageInterrupted sends Ctrl-C in the middle of the pull: the pull stops, the
+// partial trace is written, and the exit status is 2.
+func TestRecordImageInterrupted(t *testing.T) {
+	testenv.RequireBPF(t)
+	bin := build(t)
+	ctrd := ctrtest.StartContainerd(t)
+	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{Rate: 1 << 20})
+	data := make([]byte, 16<<20)
+	rand.Read(data)
+	payload, err := ctrtest.StoredLayer(ctrtest.File{Path: "/data", Mode: 0o644, Data: data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := ctrtest.BuildImage([]v1.Layer{payload}, []string{"/bin/sh"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Push(t, "test/slow:v1", img)
+
+	out := filepath.Join(t.TempDir(), "interrupted.json")
+	cmd := exec.Command(bin, "record", "--image", ref, "--containerd", ctrd.Address, "--plain-http", "--format", "none", "-o", out)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); reg.Total() < 1<<20; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("the pull did not start")
+		}
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	err = cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+		t.Errorf("exit %v, want status 2 for an interrupted recording", err)
+	}
+	// The pull stopped: the registry sends nothing more.
+	sent := reg.Total()
+	time.Sleep(time.Second)
+	if reg.Total() != sent || sent >= int64(len(data)) {
+		t.Errorf("the registry sent %d bytes, then %d a second after the exit, of %d", sent, reg.Total(), len(data))
+	}
+	tr, err := trace.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Outcome != trace.OutcomeInterrupted || !tr.Incomplete || tr.Pull == nil || len(tr.Pull.Layers) != 1 {
+		t.Fatalf("outcome %s (%q), incomplete %v, pull %+v", tr.Outcome, tr.Error, tr.Incomplete, tr.Pull)
+	}
+	if l := tr.Pull.Layers[0]; l.Bytes <= 0 || l.Bytes > sent || l.Fetched != 0 {
+		t.Errorf("layer %+v; the registry sent %d bytes", l, sent)
+	}
+	t.Logf("interrupted after %d of %d bytes: %s", tr.Pull.Layers[0].Bytes, len(data), tr.Error)
 }

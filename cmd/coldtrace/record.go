@@ -29,9 +29,13 @@ Unless --keep-running is given, the command is stopped once the recording ends.
 With --image, record pulls REF through containerd (time zero is the pull request), creates
 and starts a container of it, and traces the whole cold start: the pull and unpack of each
 layer, the create, and the container's processes until one of them listens. Each file read
-is tied to the image layer that provides it. ARGS, when given, replace the image's
-entrypoint and command (as with ctr run). The container is removed at the end; the image
-stays, so use --fresh to record the pull of a new node again.
+is tied to the image layer that provides it. Other pulls that download on the node at the
+same time, in any containerd namespace, are reported as pull contention, with their
+bytes during the overlap. ARGS, when given, replace the image's entrypoint and command
+(as with ctr run). The container is removed at the end; the image stays, so use --fresh
+to record the pull of a new node again. A pull, create or start that fails still writes
+a trace (outcome failed, with the error and the pull as far as it got) and exits 1;
+Ctrl-C cancels the pull and writes the partial trace, exit 2.
 
 Needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE and CAP_SYS_PTRACE) and a kernel
 with BTF (/sys/kernel/btf/vmlinux).
@@ -139,6 +143,8 @@ func output(c *cli.Context, t *trace.Trace, format string) error {
 			return cli.Exit(t.Error, 1)
 		}
 		return nil
+	case trace.OutcomeFailed:
+		return cli.Exit(t.Error, 1)
 	}
 	return cli.Exit(t.Error, 2)
 }

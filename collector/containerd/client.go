@@ -19,8 +19,9 @@ const DefaultSnapshotter = "overlayfs"
 
 // Client talks to one containerd daemon in one namespace.
 type Client struct {
-	c        *client.Client
-	platform platforms.MatchComparer
+	c         *client.Client
+	namespace string
+	platform  platforms.MatchComparer
 }
 
 // New connects to the daemon at address (its gRPC socket); namespace is the containerd
@@ -31,7 +32,7 @@ func New(address, namespace string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", address, err)
 	}
-	return &Client{c: c, platform: platforms.Default()}, nil
+	return &Client{c: c, namespace: namespace, platform: platforms.Default()}, nil
 }
 
 // Close closes the connection.

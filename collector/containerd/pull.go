@@ -1,9 +1,11 @@
 package containerd
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,16 +54,19 @@ type LayerPull struct {
 	UnpackStart, UnpackEnd time.Time
 }
 
-// Pulled is an image that Pull fetched and unpacked.
+// Pulled is an image that Pull fetched and unpacked, or as far as a failed pull got.
 type Pulled struct {
 	Ref      string
 	Registry string // the registry host of Ref
 	Digest   string // the manifest digest
-	// Start is the pull request; End the end of the unpack.
+	// Start is the pull request; End the end of the unpack (or of the failed attempt).
 	Start, End time.Time
 	// Bytes counts all bytes received: manifests, config and layers.
 	Bytes  int64
 	Layers []LayerPull
+	// Others are the blobs other pulls on the node downloaded while this one downloaded
+	// (contention for the link and the registry).
+	Others []Ingest
 }
 
 // Trace converts the pull for a trace whose time zero is zero.
@@ -79,7 +84,42 @@ func (p *Pulled) Trace(zero time.Time) *trace.Pull {
 			Fetched: since(l.Fetched), UnpackStart: since(l.UnpackStart), UnpackEnd: since(l.UnpackEnd),
 		})
 	}
+	// One overlap per other pull: its image where known, else its namespace.
+	byPull := map[[2]string]*trace.PullOverlap{}
+	for _, in := range p.Others {
+		key := [2]string{in.Namespace, in.Image}
+		o := byPull[key]
+		if o == nil {
+			tp.Overlaps = append(tp.Overlaps, trace.PullOverlap{Ref: in.Image, Namespace: in.Namespace})
+			o = &tp.Overlaps[len(tp.Overlaps)-1]
+			byPull[key] = o
+		}
+		o.Blobs = append(o.Blobs, in.Digest)
+		o.Bytes += in.Bytes
+		o.Intervals = union(append(o.Intervals, trace.Interval{Start: since(in.Start), End: since(in.End)}))
+	}
+	for _, o := range tp.Overlaps {
+		name := o.Ref
+		if name == "" {
+			name = fmt.Sprintf("%d blobs of an unknown image (namespace %s)", len(o.Blobs), o.Namespace)
+		}
+		tp.Contended = append(tp.Contended, name)
+	}
 	return tp
+}
+
+// union sorts intervals and merges those that overlap or touch.
+func union(ivs []trace.Interval) []trace.Interval {
+	slices.SortFunc(ivs, func(a, b trace.Interval) int { return cmp.Compare(a.Start, b.Start) })
+	var out []trace.Interval
+	for _, iv := range ivs {
+		if n := len(out); n > 0 && iv.Start <= out[n-1].End {
+			out[n-1].End = max(out[n-1].End, iv.End)
+			continue
+		}
+		out = append(out, iv)
+	}
+	return out
 }
 
 // blobStat is what the counting fetcher saw of one blob.
@@ -90,7 +130,11 @@ type blobStat struct {
 
 // Pull fetches ref into containerd's content store and unpacks it into the default
 // snapshotter layer by layer, timing each layer's download and unpack. Layers are fetched
-// in this process and streamed to containerd, as ctr and nerdctl do.
+// in this process and streamed to containerd, as ctr and nerdctl do. While it downloads,
+// it watches containerd's content ingests for other pulls (Pulled.Others).
+//
+// A pull that fails after its request returns what it got so far with the error: the
+// layers it knows, the bytes received, and the other pulls.
 func (c *Client) Pull(ctx context.Context, ref string, opts PullOptions) (*Pulled, error) {
 	named, err := reference.ParseDockerRef(ref)
 	if err != nil {
@@ -98,7 +142,12 @@ func (c *Client) Pull(ctx context.Context, ref string, opts PullOptions) (*Pulle
 	}
 	p := &Pulled{Ref: named.String(), Registry: reference.Domain(named)}
 	fail := func(err error) (*Pulled, error) {
-		return nil, fmt.Errorf("pull %s from %s: %w", p.Ref, p.Registry, err)
+		if p.Start.IsZero() {
+			p = nil
+		} else {
+			p.End = time.Now()
+		}
+		return p, fmt.Errorf("pull %s from %s: %w", named, reference.Domain(named), err)
 	}
 	if opts.Fresh {
 		err := c.c.ImageService().Delete(ctx, p.Ref, images.SynchronousDelete())
@@ -125,13 +174,21 @@ func (c *Client) Pull(ctx context.Context, ref string, opts PullOptions) (*Pulle
 		blobs:    map[digest.Digest]*blobStat{},
 	}
 
+	watch := c.watchIngests(ctx)
 	p.Start = time.Now()
 	img, err := c.c.Fetch(ctx, p.Ref, client.WithResolver(f), client.WithPlatformMatcher(c.platform))
+	fetched := time.Now()
+	var watchErr error
+	p.Others, watchErr = watch.stop(f.fetched, p.Start, fetched)
 	if err != nil {
+		c.partialLayers(ctx, p, f)
 		if errdefs.IsNotFound(err) {
 			return fail(fmt.Errorf("image not found in the registry: %w", err))
 		}
 		return fail(err)
+	}
+	if watchErr != nil {
+		return fail(fmt.Errorf("watch the other pulls: %w", watchErr))
 	}
 	p.Digest = img.Target.Digest.String()
 
@@ -147,24 +204,33 @@ func (c *Client) Pull(ctx context.Context, ref string, opts PullOptions) (*Pulle
 	if len(diffIDs) != len(manifest.Layers) {
 		return fail(fmt.Errorf("manifest has %d layers, config %d diff ids", len(manifest.Layers), len(diffIDs)))
 	}
-	f.mu.Lock()
-	for _, b := range f.blobs {
-		p.Bytes += b.bytes
-	}
-	for i, l := range manifest.Layers {
-		lp := LayerPull{Index: i, Digest: l.Digest.String(), DiffID: diffIDs[i].String(), Size: l.Size}
-		if b := f.blobs[l.Digest]; b != nil {
-			lp.Bytes, lp.Start, lp.Fetched = b.bytes, b.start, b.fetched
-		}
-		p.Layers = append(p.Layers, lp)
-	}
-	f.mu.Unlock()
+	p.Layers = f.layers(manifest, diffIDs)
+	p.Bytes = f.total()
 
 	if err := c.unpack(ctx, img, manifest, p.Layers); err != nil {
 		return fail(err)
 	}
 	p.End = time.Now()
 	return p, nil
+}
+
+// partialLayers fills a failed fetch's layers from the manifest, when it arrived, and its
+// bytes.
+func (c *Client) partialLayers(ctx context.Context, p *Pulled, f *countingResolver) {
+	p.Bytes = f.total()
+	ctx = context.WithoutCancel(ctx)
+	f.mu.Lock()
+	target := f.target
+	f.mu.Unlock()
+	if target.Digest == "" {
+		return
+	}
+	p.Digest = target.Digest.String()
+	manifest, err := images.Manifest(ctx, c.c.ContentStore(), target, c.platform)
+	if err != nil {
+		return
+	}
+	p.Layers = f.layers(manifest, nil)
 }
 
 // unpack applies the layers one by one, as the client's Image.Unpack does, so that each
@@ -207,8 +273,57 @@ type countingResolver struct {
 	remotes.Resolver
 	progress func(digest string, received, size int64)
 
-	mu    sync.Mutex
-	blobs map[digest.Digest]*blobStat
+	mu     sync.Mutex
+	blobs  map[digest.Digest]*blobStat
+	target ocispec.Descriptor // the resolved image
+}
+
+// Resolve notes the image's descriptor, for the manifest of a pull that fails later.
+func (r *countingResolver) Resolve(ctx context.Context, ref string) (string, ocispec.Descriptor, error) {
+	name, desc, err := r.Resolver.Resolve(ctx, ref)
+	if err == nil {
+		r.mu.Lock()
+		r.target = desc
+		r.mu.Unlock()
+	}
+	return name, desc, err
+}
+
+// fetched says whether this pull requested the blob.
+func (r *countingResolver) fetched(d digest.Digest) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.blobs[d] != nil
+}
+
+// total is the bytes received for all blobs.
+func (r *countingResolver) total() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var n int64
+	for _, b := range r.blobs {
+		n += b.bytes
+	}
+	return n
+}
+
+// layers are the manifest's layers with what was received of each; diffIDs, when not
+// nil, are the config's.
+func (r *countingResolver) layers(manifest ocispec.Manifest, diffIDs []digest.Digest) []LayerPull {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []LayerPull
+	for i, l := range manifest.Layers {
+		lp := LayerPull{Index: i, Digest: l.Digest.String(), Size: l.Size}
+		if i < len(diffIDs) {
+			lp.DiffID = diffIDs[i].String()
+		}
+		if b := r.blobs[l.Digest]; b != nil {
+			lp.Bytes, lp.Start, lp.Fetched = b.bytes, b.start, b.fetched
+		}
+		out = append(out, lp)
+	}
+	return out
 }
 
 func (r *countingResolver) Fetcher(ctx context.Context, ref string) (remotes.Fetcher, error) {

@@ -1,0 +1,248 @@
+package containerd
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// IngestPoll is how often a pull looks at containerd's active content ingests for other
+// pulls: often enough to bound each one's start and end, rarely enough to cost nothing.
+const IngestPoll = 100 * time.Millisecond
+
+// Ingest is a blob that another pull downloaded into containerd's content store while
+// this pull was downloading: one active content ingest that was not this pull's.
+type Ingest struct {
+	Namespace string
+	Ref       string // the ingest's ref key, such as "layer-sha256:..."
+	Digest    string // the blob's digest; empty when the ingest does not tell
+	Total     int64  // the blob's size where the writer declared it
+	// Image is the reference of an image that holds the blob, in Namespace, once
+	// containerd has one (see NameIngests); empty when unknown.
+	Image string
+	// Start and End bound the download within this pull's download; Bytes is what it
+	// received between them.
+	Start, End time.Time
+	Bytes      int64
+}
+
+// ingestSeen is what the polls saw of one ingest.
+type ingestSeen struct {
+	ns                    string
+	st                    content.Status
+	first                 time.Time // our first poll that saw it
+	firstOffset           int64
+	fromZero              bool      // it started after our first poll: every byte counts
+	gone                  time.Time // the poll that no longer saw it
+	lastOffset, lastTotal int64
+	committed             bool
+}
+
+// ingestWatch polls the active ingests of every namespace while a pull downloads.
+type ingestWatch struct {
+	c      *Client
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	start time.Time // the first poll
+	seen  map[string]*ingestSeen
+	err   error
+}
+
+// watchIngests starts polling until stop.
+func (c *Client) watchIngests(ctx context.Context) *ingestWatch {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w := &ingestWatch{c: c, cancel: cancel, done: make(chan struct{}), seen: map[string]*ingestSeen{}}
+	w.poll(ctx)
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(IngestPoll)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				w.poll(ctx)
+			}
+		}
+	}()
+	return w
+}
+
+// poll records the ingests active now and those that ended since the last poll.
+func (w *ingestWatch) poll(ctx context.Context) {
+	now := time.Now()
+	nss, err := w.c.c.NamespaceService().List(ctx)
+	if err != nil {
+		w.fail(err)
+		return
+	}
+	cs := w.c.c.ContentStore()
+	active := map[string]bool{}
+	for _, ns := range nss {
+		nctx := namespaces.WithNamespace(ctx, ns)
+		sts, err := cs.ListStatuses(nctx)
+		if err != nil {
+			w.fail(err)
+			continue
+		}
+		w.mu.Lock()
+		for _, st := range sts {
+			key := ns + "/" + st.Ref
+			active[key] = true
+			s := w.seen[key]
+			if s == nil {
+				s = &ingestSeen{ns: ns, first: now, firstOffset: st.Offset}
+				s.fromZero = !w.start.IsZero() && st.StartedAt.After(w.start)
+				w.seen[key] = s
+			}
+			st.Expected = ingestDigest(st)
+			s.st, s.lastOffset, s.gone = st, st.Offset, time.Time{}
+			s.lastTotal = max(s.lastTotal, st.Total)
+		}
+		w.mu.Unlock()
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.start.IsZero() {
+		w.start = now
+	}
+	for key, s := range w.seen {
+		if active[key] || !s.gone.IsZero() || s.committed {
+			continue
+		}
+		s.gone = now
+		// Gone: committed when the blob is now in the store, else aborted.
+		if s.st.Expected != "" {
+			info, err := cs.Info(namespaces.WithNamespace(ctx, s.ns), s.st.Expected)
+			if err == nil {
+				s.committed, s.lastOffset = true, info.Size
+			}
+		}
+	}
+}
+
+// ingestDigest is the blob an ingest writes: the expected digest where the daemon reports
+// it (containerd 1.6 does not), else the digest in the ref key that the client's fetch
+// gives every ingest ("layer-sha256:...", remotes.MakeRefKey).
+func ingestDigest(st content.Status) digest.Digest {
+	if st.Expected != "" {
+		return st.Expected
+	}
+	if _, d, ok := strings.Cut(st.Ref, "-"); ok {
+		if d, err := digest.Parse(d); err == nil {
+			return d
+		}
+	}
+	return ""
+}
+
+func (w *ingestWatch) fail(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err == nil {
+		w.err = err
+	}
+}
+
+// stop polls a last time and returns the ingests that are not ours (in the client's
+// namespace, a digest ours says it fetched), clipped to
+// [from, to], the window of this pull's download. The error is the first failed poll:
+// the ingests may then be incomplete.
+func (w *ingestWatch) stop(ours func(digest.Digest) bool, from, to time.Time) ([]Ingest, error) {
+	w.cancel()
+	<-w.done
+	w.poll(context.Background())
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []Ingest
+	for _, s := range w.seen {
+		if s.ns == w.c.namespace && ours(s.st.Expected) {
+			continue
+		}
+		// Its download ran from its start (when it began after our first poll) or our
+		// first sight of it, to its last write or the poll that found it gone.
+		start := s.first
+		if s.fromZero {
+			start = s.st.StartedAt
+		}
+		end := s.st.UpdatedAt
+		if !s.gone.IsZero() && s.gone.After(end) {
+			end = s.gone
+		}
+		if from.After(start) {
+			start = from
+		}
+		if to.Before(end) {
+			end = to
+		}
+		if !end.After(start) {
+			continue
+		}
+		base := s.firstOffset
+		if s.fromZero {
+			base = 0
+		}
+		out = append(out, Ingest{
+			Namespace: s.ns, Ref: s.st.Ref, Digest: s.st.Expected.String(), Total: s.lastTotal,
+			Start: start, End: end, Bytes: max(0, s.lastOffset-base),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })
+	return out, w.err
+}
+
+// NameIngests sets the Image of each ingest whose blob an image of its namespace other
+// than own holds (a blob two images share is the other's). Call it late (at the end of a
+// recording): the other pull creates its image only once all its blobs are in.
+func (c *Client) NameIngests(ctx context.Context, ingests []Ingest, own string) {
+	byNS := map[string]map[string]string{} // namespace -> digest -> image
+	for i, in := range ingests {
+		owners, ok := byNS[in.Namespace]
+		if !ok {
+			owners = c.blobOwners(namespaces.WithNamespace(ctx, in.Namespace), own)
+			byNS[in.Namespace] = owners
+		}
+		ingests[i].Image = owners[in.Digest]
+	}
+}
+
+// blobOwners maps every blob of every image of ctx's namespace but skip to the image, as
+// far as the content store holds the image's manifests.
+func (c *Client) blobOwners(ctx context.Context, skip string) map[string]string {
+	owners := map[string]string{}
+	imgs, err := c.c.ImageService().List(ctx)
+	if err != nil {
+		return owners
+	}
+	cs := c.c.ContentStore()
+	for _, img := range imgs {
+		if img.Name == skip {
+			continue
+		}
+		children := images.ChildrenHandler(cs)
+		walk := images.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+			if _, ok := owners[desc.Digest.String()]; !ok {
+				owners[desc.Digest.String()] = img.Name
+			}
+			subs, err := children(ctx, desc)
+			if errdefs.IsNotFound(err) {
+				return nil, nil // an index's manifests for other platforms
+			}
+			return subs, err
+		})
+		images.Walk(ctx, walk, img.Target) // what it could walk is named; the rest stays unknown
+	}
+	return owners
+}
