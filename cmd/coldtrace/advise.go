@@ -167,7 +167,10 @@ func writeTo(path string, stdout io.Writer, write func(io.Writer) error) error {
 		return err
 	}
 	if err := write(f); err != nil {
+		// No partial or empty file: overlaybd, for one, takes an empty list file as the
+		// order to record a trace into it.
 		f.Close()
+		os.Remove(path)
 		return err
 	}
 	return f.Close()
