@@ -224,7 +224,7 @@ func (s *Store) Stats() Stats {
 	}
 }
 
-func blobDir(tenant string) string    { return tenantsDir + "/" + tenant + "/" + blobsDir }
+func blobDir(tenant string) string     { return tenantsDir + "/" + tenant + "/" + blobsDir }
 func partialsDir(tenant string) string { return partialDir + "/" + tenant }
 
 func checkTenant(tenant string) error {
