@@ -208,17 +208,16 @@ func (s *Store) fetch(ctx context.Context, tenant, h string, a manifest.Artifact
 	d.loadMeta()
 	err = d.run(ctx)
 	if errors.Is(err, errBadPartial) {
-		// The kept bytes were wrong: start over once, from nothing.
+		// The kept bytes were wrong: start over once, from nothing (the second run cannot
+		// return errBadPartial, since it keeps nothing).
 		r.Restarted, r.ResumedFrom = true, 0
 		d.meta = partialMeta{}
 		err = d.run(ctx)
 	}
 	if err != nil {
-		if errors.Is(err, ErrFull) || errors.Is(err, ErrCorrupt) || errors.Is(err, errBadPartial) {
+		// Wrong bytes are no use to resume from; after a full disk, nothing is kept.
+		if errors.Is(err, ErrFull) || errors.Is(err, ErrCorrupt) {
 			d.discard()
-		}
-		if errors.Is(err, errBadPartial) {
-			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
 		}
 		return fmt.Errorf("store: staging %s for tenant %s from %s: %w", a.Digest, tenant, a.Origin, err)
 	}

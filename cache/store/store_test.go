@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/coldtrace/coldtrace/internal/origin"
@@ -366,5 +367,47 @@ func TestSymlinksRefused(t *testing.T) {
 	sameFile(t, blobPath(root, "b", body), body)
 	if b, _ := os.ReadFile(secret); !bytes.Equal(b, body) {
 		t.Error("the file outside the store changed")
+	}
+}
+
+// Two calls for the same file at once: one fetches, the other waits and finds it.
+func TestConcurrentStageFetchesOnce(t *testing.T) {
+	body := randomBytes(2 << 20)
+	o := origin.StartHTTP(t, body, 8<<20)
+	s := openStore(t, t.TempDir(), Options{})
+	a := artifact(o, body)
+	results := make(chan Result, 2)
+	for range 2 {
+		go func() {
+			r, err := s.Stage(context.Background(), "a", a, nil)
+			if err != nil {
+				t.Error(err)
+			}
+			results <- r
+		}()
+	}
+	got := map[Action]int{}
+	for range 2 {
+		got[(<-results).Action]++
+	}
+	if got[Fetched] != 1 || got[Hit] != 1 || o.BodyBytes() != a.Size {
+		t.Errorf("actions %v, origin sent %d, want one fetch of %d and one hit", got, o.BodyBytes(), a.Size)
+	}
+}
+
+type countingLimiter struct{ n atomic.Int64 }
+
+func (l *countingLimiter) Wait(ctx context.Context, n int) error {
+	l.n.Add(int64(n))
+	return ctx.Err()
+}
+
+func TestLimiterSeesEveryByte(t *testing.T) {
+	body := randomBytes(1<<20 + 3)
+	l := &countingLimiter{}
+	s := openStore(t, t.TempDir(), Options{Limiter: l})
+	mustStage(t, s, "a", artifact(origin.StartHTTP(t, body, 0), body))
+	if l.n.Load() != int64(len(body)) {
+		t.Errorf("the limiter was asked for %d bytes, want %d", l.n.Load(), len(body))
 	}
 }
