@@ -84,28 +84,31 @@ func (o *HTTP) BodyBytes() int64 {
 func (o *HTTP) serve(w http.ResponseWriter, r *http.Request) {
 	o.mu.Lock()
 	body, etag, rate, ignore := o.body, o.etag, o.rate, o.ignoreRange
-	o.mu.Unlock()
-	pw := &pacedWriter{ResponseWriter: w, rate: rate, status: http.StatusOK}
 	if ignore {
 		r.Header.Del("Range")
 	}
+	// Recorded on arrival and counted as it is written, so that a client that has read the
+	// whole body finds its request complete here, even before the handler returns.
+	o.reqs = append(o.reqs, Request{Range: r.Header.Get("Range"), Status: http.StatusOK})
+	pw := &pacedWriter{ResponseWriter: w, o: o, i: len(o.reqs) - 1, rate: rate}
+	o.mu.Unlock()
 	w.Header().Set("ETag", etag)
 	http.ServeContent(pw, r, "", time.Unix(1700000000, 0), bytes.NewReader(body))
-	o.mu.Lock()
-	o.reqs = append(o.reqs, Request{Range: r.Header.Get("Range"), Status: pw.status, Body: pw.n})
-	o.mu.Unlock()
 }
 
-// pacedWriter counts the body bytes written and sends them in 16 KiB pieces at rate.
+// pacedWriter counts the body bytes written into its request's record and sends them in
+// 16 KiB pieces at rate.
 type pacedWriter struct {
 	http.ResponseWriter
-	rate   int64
-	status int
-	n      int64
+	o    *HTTP
+	i    int
+	rate int64
 }
 
 func (p *pacedWriter) WriteHeader(code int) {
-	p.status = code
+	p.o.mu.Lock()
+	p.o.reqs[p.i].Status = code
+	p.o.mu.Unlock()
 	p.ResponseWriter.WriteHeader(code)
 }
 
@@ -115,7 +118,9 @@ func (p *pacedWriter) Write(b []byte) (int, error) {
 		c := b[:min(len(b), 16<<10)]
 		n, err := p.ResponseWriter.Write(c)
 		written += n
-		p.n += int64(n)
+		p.o.mu.Lock()
+		p.o.reqs[p.i].Body += int64(n)
+		p.o.mu.Unlock()
 		if err != nil {
 			return written, err
 		}
