@@ -45,6 +45,9 @@ var (
 // ValidDigest reports whether d is "sha256:" followed by 64 lower-case hex digits.
 func ValidDigest(d string) bool { return digestRE.MatchString(d) }
 
+// ValidTenant reports whether t is a Kubernetes namespace name, as spec.tenant must be.
+func ValidTenant(t string) bool { return tenantRE.MatchString(t) }
+
 // Validate checks every invariant that a consumer of the manifest relies on, with the
 // default limits.
 func (m *Manifest) Validate() error { return m.validate(Limits{}.withDefaults()) }
@@ -63,7 +66,7 @@ func (m *Manifest) validate(lim Limits) error {
 		return err
 	}
 	s := &m.Spec
-	if s.Tenant != "" && !tenantRE.MatchString(s.Tenant) {
+	if s.Tenant != "" && !ValidTenant(s.Tenant) {
 		return fmt.Errorf("manifest: tenant %q is not a valid name (lower-case letters, digits and '-', at most 63)", s.Tenant)
 	}
 	if err := checkText("spec.workload.image", s.Workload.Image); err != nil {

@@ -1,0 +1,249 @@
+// Package store is the cache agent's artifact store: model files kept by content (sha256),
+// one directory per tenant that a pod mounts read-only, filled from the artifact's origin
+// over HTTP(S) with resumable downloads, and held to a quota by evicting the least recently
+// used files. A file is published only once it is complete and its digest verified, so a
+// pod never sees a partial or a corrupt file. STORE.md describes the layout.
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/coldtrace/coldtrace/manifest"
+)
+
+// Errors that a caller can tell apart with errors.Is.
+var (
+	// ErrNotFound: the tenant has no such file.
+	ErrNotFound = errors.New("not in the store")
+	// ErrCorrupt: a file's size or sha256 is not the one asked for.
+	ErrCorrupt = errors.New("corrupt")
+	// ErrUnsafe: a symbolic link (or something other than a regular file) where the store
+	// keeps a file; it is refused, not followed, and left for the operator to look at.
+	ErrUnsafe = errors.New("unsafe path in the store")
+	// ErrFull: the disk or the quota has no room for the file.
+	ErrFull = errors.New("no room")
+)
+
+// Limiter bounds the bytes per second of downloads; cache/rate's Limiter is one.
+type Limiter interface {
+	Wait(ctx context.Context, n int) error
+}
+
+// Options configure a Store.
+type Options struct {
+	// Quota bounds the bytes of all tenants' files and partial downloads together;
+	// 0 means no quota (the disk is the limit).
+	Quota int64
+	// Client fetches from origins; nil means a plain http.Client (no timeout: the
+	// context given to Stage bounds a download).
+	Client *http.Client
+	// Limiter, when set, paces downloads.
+	Limiter Limiter
+}
+
+// Store is an artifact store under one root directory. Its methods are safe for concurrent
+// use; two Stage calls for the same tenant and digest run one after the other.
+type Store struct {
+	root string
+	dir  *os.File // the root; every path is resolved beneath it
+	opt  Options
+
+	mu sync.Mutex
+	// busy holds the tenant/hex keys that a call is staging: a second call for the same
+	// key waits on the channel, and eviction never touches them.
+	busy map[string]chan struct{}
+	// reserved is the quota held by each download in flight, counted at its full size.
+	reserved map[string]int64
+
+	stats struct {
+		hits, misses, refetches, resumes, restarts, failures atomic.Int64
+		fetched, evictions, evicted, nanos                   atomic.Int64
+	}
+}
+
+// Layout beneath the root. The partial downloads are outside every tenant's directory, so
+// that a pod that mounts its tenant's directory can never see one.
+const (
+	tenantsDir = "tenants"
+	partialDir = ".partial"
+	blobsDir   = "sha256"
+)
+
+// Open opens the store at root, creating its directories when they are missing.
+func Open(root string, opt Options) (*Store, error) {
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	dir, err := os.OpenFile(root, os.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	for _, d := range []struct {
+		name string
+		perm uint32
+	}{{tenantsDir, 0o755}, {partialDir, 0o700}} {
+		f, err := mkdirs(dir, d.name, d.perm)
+		if err != nil {
+			dir.Close()
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		f.Close()
+	}
+	if opt.Client == nil {
+		opt.Client = &http.Client{}
+	}
+	return &Store{root: root, dir: dir, opt: opt, busy: map[string]chan struct{}{}, reserved: map[string]int64{}}, nil
+}
+
+// Close releases the store's root directory.
+func (s *Store) Close() error { return s.dir.Close() }
+
+// Dir returns the tenant's published directory, creating it when missing: the directory a
+// pod mounts read-only (a hostPath volume). Its files are at Dir/sha256/<hex>, complete
+// and verified; nothing else is ever in it.
+func (s *Store) Dir(tenant string) (string, error) {
+	if err := checkTenant(tenant); err != nil {
+		return "", err
+	}
+	d, err := mkdirs(s.dir, blobDir(tenant), 0o755)
+	if err != nil {
+		return "", fmt.Errorf("store: %w", err)
+	}
+	d.Close()
+	return filepath.Join(s.root, tenantsDir, tenant), nil
+}
+
+// Lookup returns the published path of digest for tenant when the tenant has it, intact:
+// its size is size (a negative size skips the check) and, when verify is set, its sha256 is
+// digest, read in full. Otherwise it returns an error wrapping ErrNotFound, ErrCorrupt or
+// ErrUnsafe. A lookup counts as a use for the least-recently-used eviction.
+func (s *Store) Lookup(tenant, digest string, size int64, verify bool) (string, error) {
+	h, err := checkKey(tenant, digest)
+	if err != nil {
+		return "", err
+	}
+	dir, err := openAt(s.dir, blobDir(tenant), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("store: tenant %s: %s: %w", tenant, digest, ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("store: %w", err)
+	}
+	defer dir.Close()
+	if err := check(dir, h, size, verify); err != nil {
+		return "", fmt.Errorf("store: tenant %s: %w", tenant, err)
+	}
+	touch(dir, h)
+	return filepath.Join(dir.Name(), h), nil
+}
+
+// check says whether dir/h is a regular file of the given size (negative: any) and, when
+// verify is set, whether its content hashes to h.
+func check(dir *os.File, h string, size int64, verify bool) error {
+	f, err := openAt(dir, h, unix.O_RDONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("sha256:%s: %w", h, ErrNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+		return err
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("%s: %w: a %v, not a regular file", f.Name(), ErrUnsafe, fi.Mode().Type())
+	case size >= 0 && fi.Size() != size:
+		return fmt.Errorf("%s: %w: %d bytes, want %d", f.Name(), ErrCorrupt, fi.Size(), size)
+	case !verify:
+		return nil
+	}
+	sum := sha256.New()
+	if _, err := io.Copy(sum, f); err != nil {
+		return fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	if got := hex.EncodeToString(sum.Sum(nil)); got != h {
+		return fmt.Errorf("%s: %w: its content has sha256:%s", f.Name(), ErrCorrupt, got)
+	}
+	return nil
+}
+
+// touch records a use of dir/name: the file's modification time is its last use.
+func touch(dir *os.File, name string) {
+	now := unix.NsecToTimespec(time.Now().UnixNano())
+	// Best effort: a file that cannot be touched is only evicted sooner.
+	_ = unix.UtimesNanoAt(int(dir.Fd()), name, []unix.Timespec{now, now}, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// Stats are the store's counters since Open, for the caller to export as metrics.
+type Stats struct {
+	// Hits counts Stage calls that found the file intact; Misses those that found none and
+	// fetched it; Refetches those that found it corrupt and fetched it again. A fallback to
+	// the origin is a miss or a refetch.
+	Hits, Misses, Refetches int64
+	// Resumes counts downloads continued from a partial file, Restarts partial files thrown
+	// away (the origin's content changed or ignored the range, or the bytes were wrong).
+	Resumes, Restarts int64
+	// Failures counts Stage calls that returned an error.
+	Failures int64
+	// BytesFetched is what came from origins into the store.
+	BytesFetched int64
+	// Evictions and EvictedBytes count the files removed to stay within the quota.
+	Evictions, EvictedBytes int64
+	// StageTime is the time spent in Stage, all calls together.
+	StageTime time.Duration
+}
+
+// Stats returns the counters.
+func (s *Store) Stats() Stats {
+	c := &s.stats
+	return Stats{
+		Hits: c.hits.Load(), Misses: c.misses.Load(), Refetches: c.refetches.Load(),
+		Resumes: c.resumes.Load(), Restarts: c.restarts.Load(), Failures: c.failures.Load(),
+		BytesFetched: c.fetched.Load(), Evictions: c.evictions.Load(), EvictedBytes: c.evicted.Load(),
+		StageTime: time.Duration(c.nanos.Load()),
+	}
+}
+
+func blobDir(tenant string) string     { return tenantsDir + "/" + tenant + "/" + blobsDir }
+func partialsDir(tenant string) string { return partialDir + "/" + tenant }
+
+func checkTenant(tenant string) error {
+	if !manifest.ValidTenant(tenant) {
+		return fmt.Errorf("store: tenant %q is not a Kubernetes namespace name (lower-case letters, digits and '-', at most 63)", tenant)
+	}
+	return nil
+}
+
+// checkKey validates tenant and digest and returns the digest's hex part.
+func checkKey(tenant, digest string) (string, error) {
+	if err := checkTenant(tenant); err != nil {
+		return "", err
+	}
+	if digest == "" {
+		return "", errors.New("store: the artifact has no digest: it cannot be stored by content")
+	}
+	if !manifest.ValidDigest(digest) {
+		return "", fmt.Errorf("store: digest %q is not sha256: and 64 lower-case hex digits", digest)
+	}
+	return strings.TrimPrefix(digest, "sha256:"), nil
+}
