@@ -27,7 +27,7 @@ func layerDirs(t testing.TB) (root, other string) {
 	write(root+"/usr/lib/libfoo.so.1", "foo")
 	write(other+"/secret", "other root's")
 	links := map[string]string{
-		"usr/lib/libfoo.so":  "libfoo.so.1",         // relative, inside
+		"usr/lib/libfoo.so":  "libfoo.so.1",          // relative, inside
 		"usr/lib/abs-inside": "/usr/lib/libfoo.so.1", // absolute: means the host's path
 		"passwd":             "/etc/passwd",
 		"escape":             "../other/secret",
