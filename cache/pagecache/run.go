@@ -192,4 +192,3 @@ func locate(e manifest.HotEntry, opt RunOptions) (root, rel string, err error) {
 	}
 	return opt.CacheRoot, rel, nil
 }
-
