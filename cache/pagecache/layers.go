@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	"github.com/opencontainers/image-spec/identity"
 )
@@ -20,11 +23,17 @@ import (
 // holds a read-only view of each image's snapshot chain while open, so that the layers'
 // snapshots stay on disk while they are warmed; Close removes the views.
 type Layers struct {
-	sn    snapshots.Snapshotter
-	name  string
-	dirs  map[string]string // compressed layer digest -> directory
-	views []string
+	sn     snapshots.Snapshotter
+	name   string
+	dirs   map[string]string // compressed layer digest -> directory
+	views  []string
+	leases leases.Manager
+	lease  leases.Lease
 }
+
+// leaseTTL bounds how long the views outlive an agent that died before Close: the lease
+// expires and containerd's garbage collector removes them.
+const leaseTTL = 24 * time.Hour
 
 // ImageLayers finds the directory of every layer of the image named ref (as containerd
 // stores it: "registry/repo:tag" or "registry/repo@sha256:...") in the namespace of ctx
@@ -33,9 +42,15 @@ type Layers struct {
 // layer's compressed digest maps to its diff id through the image config, the diff ids to
 // chain ids, and the chain of the topmost layer to the lower directories of an overlay view.
 func ImageLayers(ctx context.Context, c *client.Client, ref, snapshotter string) (*Layers, error) {
-	l := &Layers{sn: c.SnapshotService(snapshotter), name: snapshotter, dirs: map[string]string{}}
+	l := &Layers{sn: c.SnapshotService(snapshotter), name: snapshotter, dirs: map[string]string{}, leases: c.LeasesService()}
+	// Views that no lease holds are garbage: containerd collects them after any pull.
+	lease, err := l.leases.Create(ctx, leases.WithRandomID(), leases.WithExpiration(leaseTTL))
+	if err != nil {
+		return nil, fmt.Errorf("layers of %s: lease: %w", ref, err)
+	}
+	l.lease = lease
 	if err := l.Add(ctx, c, ref); err != nil {
-		return nil, err
+		return nil, errors.Join(err, l.Close(ctx))
 	}
 	return l, nil
 }
@@ -67,7 +82,7 @@ func (l *Layers) Add(ctx context.Context, c *client.Client, ref string) error {
 	var b [8]byte
 	rand.Read(b[:])
 	key := "coldtrace-warm-" + hex.EncodeToString(b[:])
-	mounts, err := l.sn.View(ctx, key, chain[len(chain)-1].String())
+	mounts, err := l.sn.View(leases.WithLease(ctx, l.lease.ID), key, chain[len(chain)-1].String())
 	if err != nil {
 		return fail(fmt.Errorf("view of its snapshot chain: %w", err))
 	}
@@ -108,7 +123,8 @@ func (l *Layers) Dir(layer string) (string, error) {
 	return d, nil
 }
 
-// Close removes the views; the directories from Dir may go away with their images after it.
+// Close removes the views and their lease; the directories from Dir may go away with their
+// images after it.
 func (l *Layers) Close(ctx context.Context) error {
 	var errs []error
 	for _, k := range l.views {
@@ -117,6 +133,9 @@ func (l *Layers) Close(ctx context.Context) error {
 		}
 	}
 	l.views = nil
+	if err := l.leases.Delete(ctx, l.lease); err != nil && !errdefs.IsNotFound(err) {
+		errs = append(errs, fmt.Errorf("delete lease %s: %w", l.lease.ID, err))
+	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}

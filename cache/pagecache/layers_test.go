@@ -134,6 +134,26 @@ func TestRunImageLayers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A one-layer image: the overlayfs snapshotter's view of it is a bind mount.
+	one, err := ctrtest.BuildImage([]v1.Layer{l1}, []string{"/bin/sh"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, err := c.Pull(ctx, reg.Push(t, "test/one:v1", one), ctrd.PullOptions{PlainHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	single, err := ImageLayers(ctx, cl, p1.Ref, ctrd.DefaultSnapshotter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer single.Close(ctx)
+	if dir, err := single.Dir(d1); err != nil {
+		t.Fatal(err)
+	} else if got, err := os.ReadFile(dir + "/etc/shadowed"); err != nil || string(got) != "layer 1" {
+		t.Fatalf("one-layer image: etc/shadowed in %s is %q, %v", dir, got, err)
+	}
+
 	if _, err := ImageLayers(ctx, cl, "127.0.0.1:1/not/pulled:v1", ctrd.DefaultSnapshotter); err == nil {
 		t.Fatal("layers of an image that is not there")
 	} else {
