@@ -1,11 +1,15 @@
 package ctrtest
 
 import (
+	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -113,6 +117,7 @@ func (r *Registry) wrap(h http.Handler) http.Handler {
 			panic(http.ErrAbortHandler) // drops the connection without a response
 		}
 		if m := blobPath.FindStringSubmatch(req.URL.Path); m != nil && req.Method == http.MethodGet {
+			closeRange(h, req)
 			w = &blobWriter{ResponseWriter: w, r: r, digest: m[1]}
 			if r.bucket != nil {
 				r.bucket.busy(1)
@@ -121,6 +126,22 @@ func (r *Registry) wrap(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, req)
 	})
+}
+
+// closeRange gives an open-ended range request ("bytes=N-", as containerd sends to resume a
+// blob) the end that the in-process registry needs, from the blob's size; real registries
+// take open-ended ranges as they are.
+func closeRange(h http.Handler, req *http.Request) {
+	var start int64
+	rng := req.Header.Get("Range")
+	if n, err := fmt.Sscanf(rng, "bytes=%d-", &start); n != 1 || err != nil || !strings.HasSuffix(rng, "-") {
+		return
+	}
+	head := httptest.NewRecorder()
+	h.ServeHTTP(head, httptest.NewRequest(http.MethodHead, req.URL.Path, nil))
+	if size, err := strconv.ParseInt(head.Header().Get("Content-Length"), 10, 64); err == nil && head.Code == http.StatusOK {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", start, size-1))
+	}
 }
 
 // blobWriter meters and counts a blob's body.

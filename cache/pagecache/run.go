@@ -1,0 +1,194 @@
+package pagecache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coldtrace/coldtrace/cache/rate"
+	"github.com/coldtrace/coldtrace/manifest"
+)
+
+// RunOptions tune Run.
+type RunOptions struct {
+	// Workers is the number of files warmed at once (default 4).
+	Workers int
+	// Rate bounds the bytes per second read by all workers together; 0 does not limit.
+	Rate int64
+	// LayerDir returns the directory of an image layer by compressed digest
+	// (Layers.Dir); entries with a layer are skipped without it.
+	LayerDir func(layer string) (string, error)
+	// CacheRoot is the only directory whose files entries without a layer (host paths)
+	// may name; they are skipped without it.
+	CacheRoot string
+}
+
+// EntryResult is what Run did with one hot-set entry.
+type EntryResult struct {
+	Layer string
+	Path  string
+	Order int
+	// File is the path of the file warmed on this node.
+	File string
+	// Bytes is the number of bytes read into the page cache.
+	Bytes int64
+	// Resident and Total are mincore's count after warming: bytes of the ranges in the
+	// page cache, of the bytes they cover.
+	Resident, Total int64
+	// Skipped says why the entry was not warmed; empty when it was.
+	Skipped string
+	// Started is when the entry started, since the start of Run; Took is how long it took.
+	Started, Took time.Duration
+}
+
+// Fraction is the resident share of the entry's ranges after warming.
+func (r EntryResult) Fraction() float64 {
+	if r.Total == 0 {
+		return 0
+	}
+	return float64(r.Resident) / float64(r.Total)
+}
+
+// Report sums up a Run.
+type Report struct {
+	// Entries are in the order of the hot set (by Order).
+	Entries []EntryResult
+	// Bytes, Resident and Total add up the warmed entries.
+	Bytes, Resident, Total int64
+	Skipped                int
+	Took                   time.Duration
+}
+
+// Run warms the hot set: entries start in first-access order (by Order, earliest first)
+// on opt.Workers workers, under one rate limit for all. An entry that cannot be resolved,
+// is refused (see OpenBeneath), or whose file's size differs from the manifest's is
+// skipped with the reason; the others are warmed and measured. When ctx ends, Run stops
+// and returns the report so far (entries not started are skipped as cancelled) with
+// ctx's error.
+func Run(ctx context.Context, hot []manifest.HotEntry, opt RunOptions) (*Report, error) {
+	start := time.Now()
+	workers := opt.Workers
+	if workers <= 0 {
+		workers = 4
+	}
+	order := make([]int, len(hot))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return hot[order[a]].Order < hot[order[b]].Order })
+
+	rep := &Report{Entries: make([]EntryResult, len(hot))}
+	wopt := Options{Limit: rate.New(opt.Rate)}
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for slot := range next {
+				began := time.Since(start)
+				rep.Entries[slot] = warmEntry(ctx, hot[order[slot]], opt, wopt)
+				rep.Entries[slot].Started = began
+			}
+		}()
+	}
+	// An unbuffered channel hands out entries strictly in order: entry k starts only
+	// after entries 0..k-1 have started.
+	sent := 0
+	for ; sent < len(order); sent++ {
+		select {
+		case next <- sent:
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
+	close(next)
+	wg.Wait()
+	for slot := sent; slot < len(order); slot++ {
+		e := hot[order[slot]]
+		rep.Entries[slot] = EntryResult{Layer: e.Layer, Path: e.Path, Order: e.Order, Skipped: "cancelled: " + context.Cause(ctx).Error()}
+	}
+	for _, r := range rep.Entries {
+		if r.Skipped != "" {
+			rep.Skipped++
+			continue
+		}
+		rep.Bytes += r.Bytes
+		rep.Resident += r.Resident
+		rep.Total += r.Total
+	}
+	rep.Took = time.Since(start)
+	return rep, ctx.Err()
+}
+
+func warmEntry(ctx context.Context, e manifest.HotEntry, opt RunOptions, wopt Options) EntryResult {
+	start := time.Now()
+	r := EntryResult{Layer: e.Layer, Path: e.Path, Order: e.Order}
+	skip := func(format string, a ...any) EntryResult {
+		r.Skipped = fmt.Sprintf(format, a...)
+		r.Took = time.Since(start)
+		return r
+	}
+	if ctx.Err() != nil {
+		return skip("cancelled: %v", context.Cause(ctx))
+	}
+	root, rel, err := locate(e, opt)
+	if err != nil {
+		return skip("%v", err)
+	}
+	f, err := OpenBeneath(root, rel)
+	if err != nil {
+		return skip("%v", err)
+	}
+	defer f.Close()
+	r.File = f.Name()
+	fi, err := f.Stat()
+	if err != nil {
+		return skip("%v", err)
+	}
+	if e.Size > 0 && fi.Size() != e.Size {
+		return skip("%s: size %d, the manifest says %d: the file changed since it was traced", f.Name(), fi.Size(), e.Size)
+	}
+	w, err := Warm(ctx, f, e.Ranges, wopt)
+	r.Bytes = w.Bytes
+	if err != nil {
+		if errors.Is(err, ctx.Err()) {
+			return skip("cancelled after %d bytes: %v", w.Bytes, context.Cause(ctx))
+		}
+		return skip("%v", err)
+	}
+	if r.Resident, r.Total, err = Resident(f, e.Ranges); err != nil {
+		return skip("%v", err)
+	}
+	r.Took = time.Since(start)
+	return r
+}
+
+// locate returns the root directory and the path beneath it of an entry's file.
+func locate(e manifest.HotEntry, opt RunOptions) (root, rel string, err error) {
+	if e.Layer != "" {
+		if opt.LayerDir == nil {
+			return "", "", fmt.Errorf("layer %s: no image layers to look in", e.Layer)
+		}
+		root, err := opt.LayerDir(e.Layer)
+		return root, e.Path, err
+	}
+	if slices.Contains(strings.Split(e.Path, "/"), "..") {
+		return "", "", fmt.Errorf("host file %s: %w: \"..\" component", e.Path, ErrRefused)
+	}
+	if opt.CacheRoot == "" {
+		return "", "", fmt.Errorf("host file %s: %w: no cache root to look in", e.Path, ErrRefused)
+	}
+	rel, err = filepath.Rel(opt.CacheRoot, e.Path)
+	if err != nil || !filepath.IsAbs(e.Path) || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", "", fmt.Errorf("host file %s: %w: not under the cache root %s", e.Path, ErrRefused, opt.CacheRoot)
+	}
+	return opt.CacheRoot, rel, nil
+}

@@ -1,0 +1,107 @@
+package prepull
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/content"
+)
+
+// stale is how long an ingest may stand still and still count as a live pull: a pull
+// abandoned by a crashed client leaves its ingest behind, and must not stop the agent forever.
+const stale = 3 * time.Second
+
+// yielder tells the agent's readers to pause while containerd ingests content that is not
+// the agent's. An ingest is the agent's when its ref names a blob that the agent is
+// fetching (containerd's refs are "layer-sha256:...", "manifest-sha256:..."); it is live
+// when it is new or its offset moved in the last few seconds.
+type yielder struct {
+	cs   content.Store
+	poll time.Duration
+
+	mu      sync.Mutex
+	own     map[string]int // digests being fetched by the agent -> readers
+	seen    map[string]ingest
+	foreign bool
+	checked time.Time
+}
+
+type ingest struct {
+	offset int64
+	moved  time.Time
+}
+
+func newYielder(cs content.Store, poll time.Duration) *yielder {
+	return &yielder{cs: cs, poll: poll, own: map[string]int{}, seen: map[string]ingest{}}
+}
+
+func (y *yielder) add(dgst string, d int) {
+	y.mu.Lock()
+	defer y.mu.Unlock()
+	y.own[dgst] += d
+	if y.own[dgst] <= 0 {
+		delete(y.own, dgst)
+	}
+}
+
+// wait returns once no foreign pull is live, or when ctx ends, and says how long it paused;
+// it calls drop once before it starts to pause.
+func (y *yielder) wait(ctx context.Context, drop func()) (time.Duration, error) {
+	start := time.Now()
+	for i := 0; ; i++ {
+		foreign, err := y.check(ctx)
+		if err != nil || !foreign {
+			return time.Since(start), err
+		}
+		if i == 0 {
+			drop()
+		}
+		t := time.NewTimer(y.poll)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return time.Since(start), ctx.Err()
+		}
+	}
+}
+
+// check lists the ingests at most once a poll interval, for all readers together.
+func (y *yielder) check(ctx context.Context) (bool, error) {
+	y.mu.Lock()
+	defer y.mu.Unlock()
+	now := time.Now()
+	if now.Sub(y.checked) < y.poll {
+		return y.foreign, nil
+	}
+	sts, err := y.cs.ListStatuses(ctx)
+	if err != nil {
+		return false, err
+	}
+	y.checked = now
+	y.foreign = false
+	seen := make(map[string]ingest, len(sts))
+	for _, st := range sts {
+		in, ok := y.seen[st.Ref]
+		if !ok || st.Offset != in.offset {
+			in = ingest{offset: st.Offset, moved: now}
+		}
+		seen[st.Ref] = in
+		if now.Sub(in.moved) < stale && !y.ownRef(st.Ref) {
+			y.foreign = true
+		}
+	}
+	y.seen = seen
+	return y.foreign, nil
+}
+
+func (y *yielder) ownRef(ref string) bool {
+	for d := range y.own {
+		if strings.HasSuffix(ref, d) {
+			return true
+		}
+	}
+	return false
+}
