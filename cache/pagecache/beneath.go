@@ -18,6 +18,10 @@ import (
 // ErrRefused says that a manifest path would leave its root or names no regular file.
 var ErrRefused = errors.New("refused")
 
+// ErrChanged says that a file's size differs from the manifest's: it changed since it was
+// traced, and its ranges may no longer be the ones needed.
+var ErrChanged = errors.New("the file changed since it was traced")
+
 // OpenBeneath opens the regular file rel beneath the directory root for reading. The
 // kernel resolves the whole path inside root (openat2 with RESOLVE_BENEATH): a symbolic
 // link that stays inside root is followed, and one that points outside it (absolute, or up

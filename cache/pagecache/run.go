@@ -41,8 +41,10 @@ type EntryResult struct {
 	// Resident and Total are mincore's count after warming: bytes of the ranges in the
 	// page cache, of the bytes they cover.
 	Resident, Total int64
-	// Skipped says why the entry was not warmed; empty when it was.
+	// Skipped says why the entry was not warmed; empty when it was. Err is the error
+	// behind it: errors.Is(Err, ErrRefused) or ErrChanged tells a refusal.
 	Skipped string
+	Err     error
 	// Started is when the entry started, since the start of Run; Took is how long it took.
 	Started, Took time.Duration
 }
@@ -113,7 +115,8 @@ func Run(ctx context.Context, hot []manifest.HotEntry, opt RunOptions) (*Report,
 	wg.Wait()
 	for slot := sent; slot < len(order); slot++ {
 		e := hot[order[slot]]
-		rep.Entries[slot] = EntryResult{Layer: e.Layer, Path: e.Path, Order: e.Order, Skipped: "cancelled: " + context.Cause(ctx).Error()}
+		err := fmt.Errorf("cancelled: %w", context.Cause(ctx))
+		rep.Entries[slot] = EntryResult{Layer: e.Layer, Path: e.Path, Order: e.Order, Skipped: err.Error(), Err: err}
 	}
 	for _, r := range rep.Entries {
 		if r.Skipped != "" {
@@ -132,40 +135,41 @@ func warmEntry(ctx context.Context, e manifest.HotEntry, opt RunOptions, wopt Op
 	start := time.Now()
 	r := EntryResult{Layer: e.Layer, Path: e.Path, Order: e.Order}
 	skip := func(format string, a ...any) EntryResult {
-		r.Skipped = fmt.Sprintf(format, a...)
+		r.Err = fmt.Errorf(format, a...)
+		r.Skipped = r.Err.Error()
 		r.Took = time.Since(start)
 		return r
 	}
 	if ctx.Err() != nil {
-		return skip("cancelled: %v", context.Cause(ctx))
+		return skip("cancelled: %w", context.Cause(ctx))
 	}
 	root, rel, err := locate(e, opt)
 	if err != nil {
-		return skip("%v", err)
+		return skip("%w", err)
 	}
 	f, err := OpenBeneath(root, rel)
 	if err != nil {
-		return skip("%v", err)
+		return skip("%w", err)
 	}
 	defer f.Close()
 	r.File = f.Name()
 	fi, err := f.Stat()
 	if err != nil {
-		return skip("%v", err)
+		return skip("%w", err)
 	}
 	if e.Size > 0 && fi.Size() != e.Size {
-		return skip("%s: size %d, the manifest says %d: the file changed since it was traced", f.Name(), fi.Size(), e.Size)
+		return skip("%s: %w: size %d, the manifest says %d", f.Name(), ErrChanged, fi.Size(), e.Size)
 	}
 	w, err := Warm(ctx, f, e.Ranges, wopt)
 	r.Bytes = w.Bytes
 	if err != nil {
 		if errors.Is(err, ctx.Err()) {
-			return skip("cancelled after %d bytes: %v", w.Bytes, context.Cause(ctx))
+			return skip("cancelled after %d bytes: %w", w.Bytes, context.Cause(ctx))
 		}
-		return skip("%v", err)
+		return skip("%w", err)
 	}
 	if r.Resident, r.Total, err = Resident(f, e.Ranges); err != nil {
-		return skip("%v", err)
+		return skip("%w", err)
 	}
 	r.Took = time.Since(start)
 	return r
