@@ -31,7 +31,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"action", "tenant"}),
 		items: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "coldtrace_cache_items_total",
-			Help: "Images, artifacts and hot files handled, by result: hit (already there), miss (done now), failed.",
+			Help: "Images, artifacts and hot files handled, by result: done (moved now), present (a hit: already there), refused, failed.",
 		}, []string{"action", "tenant", "result"}),
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "coldtrace_cache_fallbacks_total",
@@ -53,4 +53,35 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.bytes, m.items, m.fallbacks, m.refusals, m.seconds, m.resident)
 	return m
+}
+
+func (m *Metrics) refused(tenant, reason string) {
+	if m != nil {
+		m.refusals.WithLabelValues(tenant, reason).Inc()
+	}
+}
+
+func (m *Metrics) fallback(tenant, reason string) {
+	if m != nil {
+		m.fallbacks.WithLabelValues(tenant, reason).Inc()
+	}
+}
+
+// observe counts one finished item.
+func (m *Metrics) observe(tenant string, it Item) {
+	if m == nil {
+		return
+	}
+	m.items.WithLabelValues(it.Action, tenant, it.Result).Inc()
+	m.bytes.WithLabelValues(it.Action, tenant).Add(float64(it.Bytes))
+	m.seconds.WithLabelValues(it.Action).Observe(it.Took.Seconds())
+	if it.Result == ResultRefused {
+		m.refused(tenant, it.Reason)
+	}
+}
+
+func (m *Metrics) residentRatio(tenant, manifest string, r float64) {
+	if m != nil {
+		m.resident.WithLabelValues(tenant, manifest).Set(r)
+	}
 }

@@ -88,13 +88,13 @@ func (b *Bar) Finish(result string) {
 	case b.done > 0 && took < time.Millisecond:
 		line += fmt.Sprintf(" (%s)", units.Bytes(b.done))
 	case b.done > 0:
-		line += fmt.Sprintf(" (%s in %s, %s/s)", units.Bytes(b.done), took.Round(time.Millisecond), units.Bytes(rate(b.done, took)))
+		line += fmt.Sprintf(" (%s in %s, %s/s)", units.Bytes(b.done), took.Round(time.Millisecond), units.Bytes(perSecond(b.done, took)))
 	}
 	fmt.Fprintln(p.w, line)
 	p.redraw()
 }
 
-func rate(n int64, d time.Duration) int64 {
+func perSecond(n int64, d time.Duration) int64 {
 	if d <= 0 {
 		return 0
 	}
@@ -105,7 +105,7 @@ func rate(n int64, d time.Duration) int64 {
 // 19% 8.1 MiB/s ETA 6s".
 func (b *Bar) String() string {
 	took := b.p.now().Sub(b.start)
-	r := rate(b.done, took)
+	r := perSecond(b.done, took)
 	s := fmt.Sprintf("%s %s %s", b.action, b.name, units.Bytes(b.done))
 	if b.total > 0 {
 		s += fmt.Sprintf("/%s %d%%", units.Bytes(b.total), b.done*100/b.total)
@@ -140,4 +140,16 @@ func (p *Progress) redraw() {
 		return
 	}
 	fmt.Fprintln(p.w, "  ... "+line)
+}
+
+// Note prints a line between the bars.
+func (p *Progress) Note(line string) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clear()
+	fmt.Fprintln(p.w, line)
+	p.redraw()
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/coldtrace/coldtrace/manifest"
 )
@@ -130,8 +131,12 @@ func parse(r io.Reader, lim manifest.Limits) (*manifest.Manifest, [sha256.Size]b
 	return m, sum, err
 }
 
-// Fetch reads the manifest at an http or https URL. The URL vouches for no tenant.
+// Fetch reads the manifest at an http or https URL with hc (nil: a client with a minute's
+// timeout). The URL vouches for no tenant.
 func Fetch(ctx context.Context, hc *http.Client, rawURL string, lim manifest.Limits) Found {
+	if hc == nil {
+		hc = &http.Client{Timeout: time.Minute}
+	}
 	f := Found{Source: rawURL}
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {

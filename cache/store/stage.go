@@ -98,7 +98,7 @@ func (s *Store) stage(ctx context.Context, tenant string, a manifest.Artifact, p
 		return Result{}, err
 	}
 	if a.Size < 0 {
-		return Result{}, fmt.Errorf("store: %s: negative size %d", a.Path, a.Size)
+		return Result{}, fmt.Errorf("store: %w: %s: negative size %d", ErrInvalid, a.Path, a.Size)
 	}
 	key := tenant + "/" + h
 	if err := s.lock(ctx, key); err != nil {
@@ -147,7 +147,7 @@ func (s *Store) stage(ctx context.Context, tenant string, a manifest.Artifact, p
 func checkOrigin(origin string) error {
 	u, err := url.Parse(origin)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("store: origin %q is no URL (want http:// or https://): nothing to fetch from", origin)
+		return fmt.Errorf("store: %w: origin %q is no URL (want http:// or https://): nothing to fetch from", ErrInvalid, origin)
 	}
 	return nil
 }

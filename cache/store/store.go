@@ -36,6 +36,9 @@ var (
 	ErrUnsafe = errors.New("unsafe path in the store")
 	// ErrFull: the disk or the quota has no room for the file.
 	ErrFull = errors.New("no room")
+	// ErrInvalid: the artifact cannot be staged as given: no digest, no origin URL, a bad
+	// tenant name.
+	ErrInvalid = errors.New("invalid artifact")
 )
 
 // Limiter bounds the bytes per second of downloads; cache/rate's Limiter is one.
@@ -240,10 +243,10 @@ func checkKey(tenant, digest string) (string, error) {
 		return "", err
 	}
 	if digest == "" {
-		return "", errors.New("store: the artifact has no digest: it cannot be stored by content")
+		return "", fmt.Errorf("store: %w: it has no digest, so it cannot be stored by content", ErrInvalid)
 	}
 	if !manifest.ValidDigest(digest) {
-		return "", fmt.Errorf("store: digest %q is not sha256: and 64 lower-case hex digits", digest)
+		return "", fmt.Errorf("store: %w: digest %q is not sha256: and 64 lower-case hex digits", ErrInvalid, digest)
 	}
 	return strings.TrimPrefix(digest, "sha256:"), nil
 }

@@ -1,15 +1,23 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 
 	"github.com/coldtrace/coldtrace/agent"
+	"github.com/coldtrace/coldtrace/cache"
 )
 
 func agentCommand() *cli.Command {
@@ -46,14 +54,19 @@ containerd's socket, and root, or these capabilities:
 Examples:
   sudo coldtrace agent
   sudo coldtrace agent --namespace default --data-dir /tmp/coldtrace --timeout 5m`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "containerd", Value: "/run/containerd/containerd.sock", Usage: "containerd's `SOCKET`"},
 			&cli.StringFlag{Name: "namespace", Value: "k8s.io", Usage: "containerd `NAMESPACE` to watch (the kubelet's is k8s.io; ctr and nerdctl use default)"},
 			&cli.StringFlag{Name: "data-dir", Value: "/var/lib/coldtrace", Usage: "write traces under `DIR`/traces"},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "end a recording not ready this long after its container's task was created (0: no limit)"},
 			&cli.StringFlag{Name: "ring-buffer", Value: "16MiB", Usage: "size of the kernel's event ring buffer (a power of two), shared by all containers"},
 			&cli.StringSliceFlag{Name: "device-pattern", Usage: "glob of accelerator device nodes (repeatable; default: /dev/nvidia*, /dev/dri/*, /dev/kfd, /dev/accel/*, /dev/neuron*)"},
-		},
+			&cli.StringFlag{Name: "manifests", Usage: "apply the prefetch manifests in `DIR` (DIR/TENANT/*.yaml: mount one ConfigMap per namespace there; DIR/*.yaml name their own tenant)"},
+			&cli.StringSliceFlag{Name: "manifest-url", Usage: "apply the prefetch manifest at `URL` (repeatable)"},
+			&cli.DurationFlag{Name: "manifest-poll", Value: 10 * time.Second, Usage: "look for new and changed manifests this often"},
+			&cli.DurationFlag{Name: "rewarm-every", Value: 5 * time.Minute, Usage: "apply every manifest again this often, to bring back what was evicted"},
+			&cli.StringFlag{Name: "metrics-address", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (for example :9470)"},
+		}, cacheFlags()...),
 		Action: runAgent,
 	}
 }
@@ -82,5 +95,47 @@ func runAgent(c *cli.Context) error {
 	}
 	fmt.Fprintf(os.Stderr, "coldtrace: watching containerd at %s, namespace %s; traces in %s\n",
 		c.String("containerd"), c.String("namespace"), c.String("data-dir"))
-	return a.Wait()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := cache.NewMetrics(reg)
+	// The metrics server and the manifest watch end the agent when they fail; the
+	// recordings in flight are written either way.
+	var failed error
+	var once sync.Once
+	fail := func(err error) {
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			once.Do(func() { failed = err; stop() })
+		}
+	}
+	if addr := c.String("metrics-address"); addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("--metrics-address: %w", err)
+		}
+		srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		go func() { fail(srv.Serve(ln)) }()
+		defer srv.Close()
+		fmt.Fprintf(os.Stderr, "coldtrace: metrics at http://%s/metrics\n", ln.Addr())
+	}
+	if c.String("manifests") != "" || len(c.StringSlice("manifest-url")) > 0 {
+		cfg, err := cacheConfig(c)
+		if err != nil {
+			return err
+		}
+		cfg.Containerd, cfg.Namespace = c.String("containerd"), c.String("namespace")
+		ca, err := cache.New(cfg, metrics, nil)
+		if err != nil {
+			return err
+		}
+		defer ca.Close()
+		go func() {
+			fail(cache.Watch(ctx, cache.WatchOptions{
+				Dir: c.String("manifests"), URLs: c.StringSlice("manifest-url"),
+				Poll: c.Duration("manifest-poll"), Every: c.Duration("rewarm-every"), Log: os.Stderr,
+			}, ca.Apply, metrics))
+		}()
+	}
+	err = a.Wait()
+	once.Do(func() {}) // no failure after this point is reported
+	return errors.Join(failed, err)
 }

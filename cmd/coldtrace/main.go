@@ -32,6 +32,7 @@ Look at a trace again:             coldtrace report trace.json.gz --format html 
 			adviseCommand(),
 			diffCommand(),
 			agentCommand(),
+			warmCommand(),
 			exampleWorkloadCommand(),
 		},
 	}
