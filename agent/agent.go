@@ -28,12 +28,26 @@ type Options struct {
 	DataDir string
 	// Timeout ends a recording whose container is not ready that long after its task was
 	// created; zero means no limit.
-	Timeout         time.Duration
+	Timeout time.Duration
+	// PullWindow is how long before a container's create its image's content may have
+	// arrived for the trace to begin at that pull; zero means DefaultPullWindow.
+	PullWindow      time.Duration
 	RingBufferBytes int
 	DevicePatterns  []string
 	// Log receives a line per recorded container and the problems met.
 	Log io.Writer
 }
+
+// DefaultPullWindow is Options.PullWindow's default: a pod's image pull and its
+// container's create are seconds or minutes apart, pulls for later use hours or days.
+const DefaultPullWindow = 10 * time.Minute
+
+// The waits between attempts to resubscribe to containerd's events double from
+// minBackoff to maxBackoff; a test widens the first to create containers meanwhile.
+var (
+	minBackoff = 250 * time.Millisecond
+	maxBackoff = 10 * time.Second
+)
 
 // Agent watches containerd and records containers until its context ends.
 type Agent struct {
@@ -41,13 +55,12 @@ type Agent struct {
 	client   *containerd.Client
 	probes   *bpf.Probes
 	warnings []string // of the probes, for every trace
-	events   <-chan containerd.Event
-	errs     <-chan error
+	ingests  *containerd.IngestLog
 	wg       sync.WaitGroup
 	done     chan error
 
 	mu       sync.Mutex
-	created  map[string]time.Time // containers without a task yet: their create time
+	created  map[string]created // containers without a task yet
 	byID     map[string]*recording
 	byCgroup map[uint64]*recording
 	byPID    map[uint32]*recording
@@ -74,21 +87,24 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 	}
 	a := &Agent{
 		opts: opts, client: client, probes: probes, warnings: warnings, done: make(chan error, 1),
-		created: map[string]time.Time{}, byID: map[string]*recording{},
+		created: map[string]created{}, byID: map[string]*recording{},
 		byCgroup: map[uint64]*recording{}, byPID: map[uint32]*recording{},
 	}
-	a.events, a.errs = client.Watch(ctx, opts.Namespace)
+	if a.opts.PullWindow == 0 {
+		a.opts.PullWindow = DefaultPullWindow
+	}
+	a.ingests = client.LogIngests(ctx, a.opts.PullWindow)
+	sub, unsubscribe := context.WithCancel(ctx)
+	events, errs := client.Watch(sub, opts.Namespace)
 	readerDone := make(chan error, 1)
 	go func() { readerDone <- a.read() }()
 	go func() {
-		err := a.watch(ctx)
+		a.watch(ctx, events, errs, unsubscribe)
 		a.wg.Wait() // the recordings end with ctx
+		a.ingests.Close()
 		probes.Close()
 		client.Close()
-		if rerr := <-readerDone; err == nil {
-			err = rerr
-		}
-		a.done <- err
+		a.done <- <-readerDone
 	}()
 	return a, nil
 }
@@ -97,45 +113,106 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 // context was cancelled.
 func (a *Agent) Wait() error { return <-a.done }
 
-// watch follows containerd's events until ctx ends or the subscription fails.
-func (a *Agent) watch(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // a failed subscription stops the recordings too
+// watch follows containerd's events until ctx ends. When the subscription fails
+// (containerd restarts, for an upgrade or after a crash), it resubscribes with backoff
+// and catches up with the containers whose task was created meanwhile.
+func (a *Agent) watch(ctx context.Context, events <-chan containerd.Event, errs <-chan error, unsubscribe context.CancelFunc) {
+	since := time.Now()
 	for {
-		select {
-		case ev, ok := <-a.events:
-			if !ok {
-				if err := <-a.errs; err != nil {
-					return fmt.Errorf("containerd events: %w", err)
-				}
-				return nil
+		lost, err := a.follow(ctx, events, errs, since)
+		unsubscribe()
+		if ctx.Err() != nil {
+			return
+		}
+		fmt.Fprintf(a.opts.Log, "coldtrace: containerd's events failed: %v; resubscribing\n", err)
+		for backoff := minBackoff; ; backoff = min(2*backoff, maxBackoff) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
 			}
-			a.handle(ctx, ev)
-		case <-ctx.Done():
-			return nil
+			var sub context.Context
+			sub, unsubscribe = context.WithCancel(ctx)
+			since = time.Now()
+			events, errs = a.client.Watch(sub, a.opts.Namespace)
+			n, err := a.rejoin(ctx, lost)
+			if err == nil {
+				fmt.Fprintf(a.opts.Log, "coldtrace: resubscribed to containerd's events after %v; %d containers started meanwhile\n",
+					time.Since(lost).Round(time.Millisecond), n)
+				break
+			}
+			unsubscribe()
+			fmt.Fprintf(a.opts.Log, "coldtrace: containerd is not back (%v); next try in %v\n", err, min(2*backoff, maxBackoff))
 		}
 	}
 }
 
+// follow handles the subscription's events until ctx ends or the subscription fails. It
+// returns since or the time of the last event, whichever is later: the events were in
+// order, so only what happened later can be missing.
+func (a *Agent) follow(ctx context.Context, events <-chan containerd.Event, errs <-chan error, since time.Time) (time.Time, error) {
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				err := <-errs
+				if err == nil {
+					err = errors.New("the subscription ended")
+				}
+				return since, err
+			}
+			since = later(since, ev.At)
+			a.handle(ctx, ev)
+		case <-ctx.Done():
+			return since, nil
+		}
+	}
+}
+
+// rejoin records the containers whose task was created while the agent was not
+// subscribed, since lost: those it saw created without a task, and those created since.
+// Their traces begin at their create; those whose task started meanwhile say that the
+// agent joined late, and are incomplete.
+func (a *Agent) rejoin(ctx context.Context, lost time.Time) (int, error) {
+	live, err := a.client.LiveContainers(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, l := range live {
+		a.mu.Lock()
+		_, pending := a.created[l.ID]
+		recording := a.byID[l.ID] != nil
+		a.mu.Unlock()
+		if recording || (!pending && l.Created.Before(lost)) || a.recorded(l.ID, l.Created) {
+			continue
+		}
+		if !pending {
+			a.noteCreate(ctx, l.ID, l.Image, l.Created)
+		}
+		a.mu.Lock()
+		if l.Started {
+			a.created[l.ID] = a.created[l.ID].rejoined()
+		}
+		a.startRecording(ctx, containerd.Event{Kind: containerd.TaskCreated, ContainerID: l.ID, At: l.Created, PID: l.PID})
+		a.mu.Unlock()
+		n++
+	}
+	return n, nil
+}
+
 func (a *Agent) handle(ctx context.Context, ev containerd.Event) {
+	if ev.Kind == containerd.ContainerCreated {
+		a.noteCreate(ctx, ev.ContainerID, ev.Image, ev.At) // before the task's create is handled
+		return
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch ev.Kind {
-	case containerd.ContainerCreated:
-		a.created[ev.ContainerID] = ev.At
 	case containerd.ContainerDeleted:
 		delete(a.created, ev.ContainerID)
 	case containerd.TaskCreated:
-		if a.byID[ev.ContainerID] != nil {
-			return
-		}
-		r, err := a.track(ev)
-		if err != nil {
-			fmt.Fprintf(a.opts.Log, "coldtrace: container %s is not recorded: %v\n", ev.ContainerID, err)
-			return
-		}
-		a.wg.Add(1)
-		go func() { defer a.wg.Done(); a.record(ctx, r) }()
+		a.startRecording(ctx, ev)
 	case containerd.TaskExited:
 		if r := a.byID[ev.ContainerID]; r != nil {
 			select {
@@ -144,6 +221,20 @@ func (a *Agent) handle(ctx context.Context, ev containerd.Event) {
 			}
 		}
 	}
+}
+
+// startRecording records a container whose task was created, called with a.mu held.
+func (a *Agent) startRecording(ctx context.Context, ev containerd.Event) {
+	if a.byID[ev.ContainerID] != nil {
+		return
+	}
+	r, err := a.track(ev)
+	if err != nil {
+		fmt.Fprintf(a.opts.Log, "coldtrace: container %s is not recorded: %v\n", ev.ContainerID, err)
+		return
+	}
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.record(ctx, r) }()
 }
 
 // track starts tracing a container whose task was just created, called with a.mu held.
@@ -156,9 +247,15 @@ func (a *Agent) track(ev containerd.Event) (*recording, error) {
 	}
 	r := &recording{id: ev.ContainerID, cgroup: cg, initPID: ev.PID, tracked: time.Now(),
 		pids: map[uint32]bool{}, ready: make(chan struct{}), exited: make(chan containerd.Event, 1)}
-	r.zero, r.createSeen = a.created[ev.ContainerID]
-	if !r.createSeen {
-		r.zero = ev.At
+	c, createSeen := a.created[ev.ContainerID]
+	r.createSeen, r.create = createSeen, c
+	if !createSeen {
+		r.create.at = ev.At
+	}
+	// Time zero is the earlier of the pull request and the create.
+	r.zero = r.create.at
+	if c.pull != nil && c.pull.Start.Before(r.zero) {
+		r.zero = c.pull.Start
 	}
 	delete(a.created, ev.ContainerID)
 	r.col, r.uprobeErrs = recorder.NewCollector(monotonicAt(r.zero), a.probes, a.opts.DevicePatterns)
@@ -273,4 +370,18 @@ func (a *Agent) catchUp() bool {
 // path is where a container's trace goes.
 func (a *Agent) path(id string) string {
 	return filepath.Join(a.opts.DataDir, "traces", a.opts.Namespace, id+".json.gz")
+}
+
+// recorded says whether the container created at created has a trace already.
+func (a *Agent) recorded(id string, created time.Time) bool {
+	fi, err := os.Stat(a.path(id))
+	return err == nil && fi.ModTime().After(created)
+}
+
+// later is the later of two instants.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -27,17 +27,34 @@ const namespace = "k8s.io"
 // layer 0, /data/a.txt and /data/b.txt in layer 1.
 type node struct {
 	ctrd        *ctrtest.Containerd
+	reg         *ctrtest.Registry
 	ref, digest string
 	layers      []string // the layers' digests
 	dataDir     string
+	log         *logWriter // the agent's
 }
 
 func startNode(t *testing.T) *node {
 	t.Helper()
+	n := buildNode(t, ctrtest.RegistryOptions{})
+	n.pull(t)
+	return n
+}
+
+// pull has ctr pull the image into the kubelet's namespace.
+func (n *node) pull(t *testing.T) {
+	t.Helper()
+	n.ctrd.Ctr(t, "-n", namespace, "images", "pull", "--hosts-dir", n.ctrd.HostsDir, n.ref)
+}
+
+// buildNode starts containerd and a registry with the image; extra files go in its
+// second layer.
+func buildNode(t *testing.T, opts ctrtest.RegistryOptions, extra ...ctrtest.File) *node {
+	t.Helper()
 	testenv.RequireBPF(t)
 	testenv.RequireBinary(t, "ctr")
 	ctrd := ctrtest.StartContainerd(t)
-	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{})
+	reg := ctrtest.StartRegistry(t, opts)
 	bin, err := os.ReadFile("/bin/busybox")
 	testenv.Require(t, "/bin/busybox", err == nil, "apt-get install busybox-static")
 	base := []ctrtest.File{{Path: "/bin/busybox", Mode: 0o755, Data: bin}}
@@ -45,10 +62,10 @@ func startNode(t *testing.T) *node {
 		base = append(base, ctrtest.File{Path: "/bin/" + applet, Link: "busybox"})
 	}
 	var layers []v1.Layer
-	for _, files := range [][]ctrtest.File{base, {
+	for _, files := range [][]ctrtest.File{base, append([]ctrtest.File{
 		{Path: "/data/a.txt", Data: []byte(strings.Repeat("a", 3000))},
 		{Path: "/data/b.txt", Data: []byte(strings.Repeat("b", 5000))},
-	}} {
+	}, extra...)} {
 		l, err := ctrtest.Layer(files...)
 		if err != nil {
 			t.Fatal(err)
@@ -71,9 +88,8 @@ func startNode(t *testing.T) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{ctrd: ctrd, ref: reg.Push(t, "test/web:v1", img), digest: d.String(), layers: digests, dataDir: t.TempDir()}
+	n := &node{ctrd: ctrd, reg: reg, ref: reg.Push(t, "test/web:v1", img), digest: d.String(), layers: digests, dataDir: t.TempDir()}
 	ctrd.TrustHTTP(t, reg.Host)
-	ctrd.Ctr(t, "-n", namespace, "images", "pull", "--hosts-dir", ctrd.HostsDir, n.ref)
 	return n
 }
 
@@ -81,8 +97,9 @@ func startNode(t *testing.T) *node {
 func (n *node) startAgent(t *testing.T) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
+	n.log = &logWriter{t: t}
 	a, err := Start(ctx, Options{Address: n.ctrd.Address, Namespace: namespace, DataDir: n.dataDir,
-		Timeout: 30 * time.Second, Log: logWriter{t}})
+		Timeout: 30 * time.Second, Log: n.log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +116,11 @@ func (n *node) startAgent(t *testing.T) (stop func()) {
 // run starts a container with ctr, not through coldtrace, serving on a port after
 // reading one file; labels are ctr's --label KEY=VALUE.
 func (n *node) run(id, file string, labels ...string) error {
-	script := "cat " + file + " > /dev/null; exec httpd -f -p 8080"
+	return n.runScript(id, "cat "+file+" > /dev/null; exec httpd -f -p 8080", labels...)
+}
+
+// runScript starts a container with ctr that runs a shell script.
+func (n *node) runScript(id, script string, labels ...string) error {
 	args := []string{"--address", n.ctrd.Address, "-n", namespace, "run", "-d"}
 	for _, l := range labels {
 		args = append(args, "--label", l)
@@ -258,12 +279,35 @@ func TestAgentConcurrentContainers(t *testing.T) {
 	}
 }
 
-// logWriter sends the agent's log to the test's.
-type logWriter struct{ t *testing.T }
+// logWriter sends the agent's log to the test's, and keeps it for waitFor.
+type logWriter struct {
+	t    *testing.T
+	mu   sync.Mutex
+	text strings.Builder
+}
 
-func (w logWriter) Write(b []byte) (int, error) {
+func (w *logWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSuffix(string(b), "\n"))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.text.Write(b)
 	return len(b), nil
+}
+
+// waitFor waits until the log holds s after its first skip bytes and returns the log's
+// length then.
+func (w *logWriter) waitFor(t *testing.T, s string, skip int) int {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		w.mu.Lock()
+		text := w.text.String()
+		w.mu.Unlock()
+		if strings.Contains(text[skip:], s) {
+			return len(text)
+		}
+	}
+	t.Fatalf("the agent did not log %q", s)
+	return 0
 }
 
 // TestAgentContainerCreatedBefore starts the task of a container created before the agent

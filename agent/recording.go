@@ -25,8 +25,10 @@ type recording struct {
 	id      string
 	cgroup  containerd.Cgroup
 	initPID uint32
-	// zero is time zero: the container's create, or its task's when the agent did not
-	// see the create.
+	// create is the container's create (its task's when the agent did not see the
+	// create) and the pull of its image. zero is time zero: the earlier of the pull's
+	// request and the create.
+	create     created
 	zero       time.Time
 	createSeen bool
 	tracked    time.Time
@@ -95,9 +97,15 @@ func (a *Agent) record(ctx context.Context, r *recording) {
 	} else {
 		meta.Workload = trace.Workload{ContainerID: r.id}
 	}
-	meta.Activity = map[trace.PhaseName][]trace.Interval{
-		trace.PhaseCreate: {{Start: 0, End: r.col.FirstExec()}},
+	meta.Activity = map[trace.PhaseName][]trace.Interval{}
+	if p := r.create.pull; p != nil {
+		a.client.NameIngests(context.WithoutCancel(ctx), p.Others, p.Ref)
+		meta.Pull = p.Trace(r.zero)
+		meta.Activity = recorder.PullActivity(p, r.zero)
 	}
+	meta.Warnings = append(meta.Warnings, r.create.pullWarnings...)
+	createStart := r.create.at.Sub(r.zero)
+	meta.Activity[trace.PhaseCreate] = []trace.Interval{{Start: createStart, End: max(r.col.FirstExec(), createStart)}}
 	t := recorder.Assemble(a.probes, r.col, meta)
 	t.Incomplete = t.Incomplete || late
 	if err := a.write(t); err != nil {
@@ -152,10 +160,13 @@ func (a *Agent) stop(r *recording, meta *collector.Meta) (late bool) {
 	if !r.createSeen {
 		meta.Warnings = append(meta.Warnings, "the container was created before the agent watched: time zero is its task's creation")
 	}
+	if r.create.rejoin {
+		meta.Warnings = append(meta.Warnings, "the agent was resubscribing to containerd's events when the container's task was created: it joined late")
+	}
 	if !r.execSeen {
 		meta.Warnings = append(meta.Warnings, "the agent joined after the container's start: what ran before is missing")
 	}
-	return !r.execSeen
+	return !r.execSeen || r.create.rejoin
 }
 
 // write stores a trace atomically under the data directory.

@@ -80,7 +80,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 		if pulled != nil {
 			client.NameIngests(context.WithoutCancel(ctx), pulled.Others, pulled.Ref)
 			meta.Pull = pulled.Trace(wall)
-			meta.Activity = pullActivity(pulled, wall)
+			meta.Activity = PullActivity(pulled, wall)
 		}
 		return Assemble(probes, col, meta), nil
 	}
@@ -145,19 +145,19 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 	// The other pulls have made their images by now, if they are done: name them.
 	client.NameIngests(context.WithoutCancel(ctx), pulled.Others, pulled.Ref)
 	meta.Pull = pulled.Trace(wall)
-	meta.Activity = pullActivity(pulled, wall)
+	meta.Activity = PullActivity(pulled, wall)
 	createStart := createAt.Sub(wall)
 	meta.Activity[trace.PhaseCreate] = []trace.Interval{{Start: createStart, End: max(col.FirstExec(), createStart)}}
 	col.ResolveLayers(ct.Rootfs.LayerOf)
 	return Assemble(probes, col, meta), nil
 }
 
-// pullActivity is the pull (from the request: resolving the image, then each layer's
+// PullActivity is the pull (from the request: resolving the image, then each layer's
 // download from its request to its commit) and the unpack. Layers unpack one after the
 // other once all are fetched; the client's bookkeeping between two layers counts as
 // unpacking, so the unpack runs without gaps from the end of the download to the end of
 // the pull.
-func pullActivity(p *containerd.Pulled, zero time.Time) map[trace.PhaseName][]trace.Interval {
+func PullActivity(p *containerd.Pulled, zero time.Time) map[trace.PhaseName][]trace.Interval {
 	acts := map[trace.PhaseName][]trace.Interval{}
 	var fetched trace.Duration
 	for _, l := range p.Layers {

@@ -30,12 +30,20 @@ through CRI, ctr, nerdctl. It loads one set of eBPF probes for the node and foll
 containerd's events. As soon as a container's task is created, and normally before it
 starts, the agent adds the container's cgroup to the in-kernel filter, so the trace sees
 the workload from its first instruction (a trace that joined after the start says so);
-time zero is the container's create. A recording ends at the first listen() on a TCP
+time zero is the container's create, or the pull of its image when that image arrived
+within --pull-window before the create while the agent ran (the kubelet's CRI pull, ctr
+pull): the agent watches containerd's content ingests in every namespace, and the trace
+gets a pull phase with each layer's bytes and commit, the unpack, and the other pulls
+that shared the link. A recording ends at the first listen() on a TCP
 socket by a process of the container (ready), when the container exits, or --timeout
 after its task was created. Each trace names the container, its image (reference and
 digest) and, for Kubernetes, its pod, namespace and container name, and ties every file
 read to the image layer that provides it. Pod sandboxes (pause containers) are not
 recorded, nor are containers whose task was created before the agent started.
+
+When containerd's event stream fails (containerd restarts for an upgrade or after a
+crash), the agent keeps running: it resubscribes with backoff and records the containers
+whose task was created meanwhile, from their create, marked as joined late.
 
 Traces are written atomically to DATA_DIR/traces/<namespace>/<container id>.json.gz, for
 report, advise and diff. On SIGINT or SIGTERM the agent writes the traces of the
@@ -59,6 +67,7 @@ Examples:
 			&cli.StringFlag{Name: "namespace", Value: "k8s.io", Usage: "containerd `NAMESPACE` to watch (the kubelet's is k8s.io; ctr and nerdctl use default)"},
 			&cli.StringFlag{Name: "data-dir", Value: "/var/lib/coldtrace", Usage: "write traces under `DIR`/traces"},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "end a recording not ready this long after its container's task was created (0: no limit)"},
+			&cli.DurationFlag{Name: "pull-window", Value: agent.DefaultPullWindow, Usage: "a container's trace begins at its image's pull when the image arrived this long before the create"},
 			&cli.StringFlag{Name: "ring-buffer", Value: "16MiB", Usage: "size of the kernel's event ring buffer (a power of two), shared by all containers"},
 			&cli.StringSliceFlag{Name: "device-pattern", Usage: "glob of accelerator device nodes (repeatable; default: /dev/nvidia*, /dev/dri/*, /dev/kfd, /dev/accel/*, /dev/neuron*)"},
 			&cli.StringFlag{Name: "manifests", Usage: "apply the prefetch manifests in `DIR` (DIR/TENANT/*.yaml: mount one ConfigMap per namespace there; DIR/*.yaml name their own tenant)"},
@@ -86,6 +95,7 @@ func runAgent(c *cli.Context) error {
 		Namespace:       c.String("namespace"),
 		DataDir:         c.String("data-dir"),
 		Timeout:         c.Duration("timeout"),
+		PullWindow:      c.Duration("pull-window"),
 		RingBufferBytes: int(ring),
 		DevicePatterns:  c.StringSlice("device-pattern"),
 		Log:             os.Stderr,

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
 )
 
@@ -29,6 +31,8 @@ type Event struct {
 	// PID is the init process (TaskCreated, TaskExited); ExitStatus its status (TaskExited).
 	PID        uint32
 	ExitStatus uint32
+	// Image is the reference the container was created from (ContainerCreated).
+	Image string
 }
 
 var topics = map[string]EventKind{
@@ -95,7 +99,7 @@ func decode(topic string, any typeurl.Any, at time.Time) (ev Event, ok bool, err
 	ev = Event{Kind: topics[topic], At: at}
 	switch e := v.(type) {
 	case *eventstypes.ContainerCreate:
-		ev.ContainerID = e.ID
+		ev.ContainerID, ev.Image = e.ID, e.Image
 	case *eventstypes.ContainerDelete:
 		ev.ContainerID = e.ID
 	case *eventstypes.TaskCreate:
@@ -143,4 +147,50 @@ func (c *Client) Inspect(ctx context.Context, id string) (*Existing, error) {
 		return ex, fmt.Errorf("container %s: %w", id, err)
 	}
 	return ex, nil
+}
+
+// Live is a container of the client's namespace whose task exists.
+type Live struct {
+	ID      string
+	Image   string
+	Created time.Time // the container's create
+	PID     uint32    // the task's init process
+	// Started says that the task has been started: it is not waiting in its create.
+	Started bool
+}
+
+// LiveContainers lists the containers of the client's namespace that have a task, running
+// or created: what a watcher that missed events must catch up with.
+func (c *Client) LiveContainers(ctx context.Context) ([]Live, error) {
+	ctrs, err := c.c.Containers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Live
+	for _, ctr := range ctrs {
+		task, err := ctr.Task(ctx, nil)
+		if errdefs.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("container %s: %w", ctr.ID(), err)
+		}
+		info, err := ctr.Info(ctx, client.WithoutRefreshedMetadata)
+		if errdefs.IsNotFound(err) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("container %s: %w", ctr.ID(), err)
+		}
+		st, err := task.Status(ctx)
+		if errdefs.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("container %s: %w", ctr.ID(), err)
+		}
+		out = append(out, Live{ID: ctr.ID(), Image: info.Image, Created: info.CreatedAt, PID: task.Pid(),
+			Started: st.Status != client.Created})
+	}
+	return out, nil
 }

@@ -53,16 +53,26 @@ type ingestWatch struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu    sync.Mutex
-	start time.Time // the first poll
-	seen  map[string]*ingestSeen
-	err   error
+	// keep, when not zero, is how long an ingest is remembered after it ended.
+	keep time.Duration
+
+	mu     sync.Mutex
+	start  time.Time // the first poll
+	seen   map[string]*ingestSeen
+	err    error
+	failed time.Time // the last failed poll
 }
 
 // watchIngests starts polling until stop.
 func (c *Client) watchIngests(ctx context.Context) *ingestWatch {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w := &ingestWatch{c: c, cancel: cancel, done: make(chan struct{}), seen: map[string]*ingestSeen{}}
+	w.run(ctx)
+	return w
+}
+
+// run polls now and then every IngestPoll until ctx ends.
+func (w *ingestWatch) run(ctx context.Context) {
 	w.poll(ctx)
 	go func() {
 		defer close(w.done)
@@ -77,7 +87,6 @@ func (c *Client) watchIngests(ctx context.Context) *ingestWatch {
 			}
 		}
 	}()
-	return w
 }
 
 // poll records the ingests active now and those that ended since the last poll.
@@ -119,6 +128,10 @@ func (w *ingestWatch) poll(ctx context.Context) {
 		w.start = now
 	}
 	for key, s := range w.seen {
+		if w.keep > 0 && !s.gone.IsZero() && now.Sub(s.gone) > w.keep {
+			delete(w.seen, key)
+			continue
+		}
 		if active[key] || !s.gone.IsZero() || s.committed {
 			continue
 		}
@@ -154,6 +167,7 @@ func (w *ingestWatch) fail(err error) {
 	if w.err == nil {
 		w.err = err
 	}
+	w.failed = time.Now()
 }
 
 // stop polls a last time and returns the ingests that are not ours (in the client's
@@ -166,6 +180,11 @@ func (w *ingestWatch) stop(ours func(digest.Digest) bool, from, to time.Time) ([
 	w.poll(context.Background())
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.others(ours, from, to), w.err
+}
+
+// others are the ingests that are not ours, clipped to [from, to]; called with w.mu held.
+func (w *ingestWatch) others(ours func(digest.Digest) bool, from, to time.Time) []Ingest {
 	var out []Ingest
 	for _, s := range w.seen {
 		if s.ns == w.c.namespace && ours(s.st.Expected) {
@@ -200,7 +219,7 @@ func (w *ingestWatch) stop(ours func(digest.Digest) bool, from, to time.Time) ([
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })
-	return out, w.err
+	return out
 }
 
 // NameIngests sets the Image of each ingest whose blob an image of its namespace other

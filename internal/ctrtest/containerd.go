@@ -34,8 +34,9 @@ type Containerd struct {
 	// Log is the daemon's log file.
 	Log string
 
-	cmd  *exec.Cmd
-	done chan error
+	config string
+	cmd    *exec.Cmd
+	done   chan error
 }
 
 const configTemplate = `version = 2
@@ -81,28 +82,16 @@ func StartContainerd(t testing.TB) *Containerd {
 		State:    filepath.Join(dir, "state"),
 		HostsDir: filepath.Join(dir, "certs.d"),
 		Log:      filepath.Join(dir, "containerd.log"),
-		done:     make(chan error, 1),
 	}
 	if err := os.MkdirAll(c.HostsDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	config := filepath.Join(dir, "config.toml")
+	c.config = filepath.Join(dir, "config.toml")
 	text := fmt.Sprintf(configTemplate, c.Root, c.State, c.Address, c.Address+".ttrpc", c.HostsDir)
-	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
+	if err := os.WriteFile(c.config, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(c.Log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-
-	c.cmd = exec.Command("containerd", "--config", config)
-	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start containerd: %v", err)
-	}
-	go func() { c.done <- c.cmd.Wait() }()
+	c.start(t)
 	t.Cleanup(func() {
 		c.stop(t)
 		if t.Failed() {
@@ -114,6 +103,50 @@ func StartContainerd(t testing.TB) *Containerd {
 		t.Fatalf("containerd did not come up: %v", err)
 	}
 	return c
+}
+
+// start runs the daemon, appending to its log.
+func (c *Containerd) start(t testing.TB) {
+	t.Helper()
+	logf, err := os.OpenFile(c.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	c.cmd = exec.Command("containerd", "--config", c.config)
+	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("start containerd: %v", err)
+	}
+	done := make(chan error, 1)
+	c.done = done
+	go func() { done <- c.cmd.Wait() }()
+}
+
+// Restart stops the daemon as an upgrade or a crash would, leaving its containers running
+// under their shims, waits for down (the daemon is gone) and starts it again with the same
+// root, state and socket. It returns once the daemon serves.
+func (c *Containerd) Restart(t testing.TB, down func()) {
+	t.Helper()
+	c.terminate()
+	if down != nil {
+		down()
+	}
+	c.start(t)
+	if err := c.waitServing(10 * time.Second); err != nil {
+		t.Fatalf("containerd did not come back: %v", err)
+	}
+}
+
+// terminate stops the daemon alone.
+func (c *Containerd) terminate() {
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.done
+	}
 }
 
 // Client connects to the daemon; the connection closes at the end of the test.
@@ -192,13 +225,7 @@ func (c *Containerd) stop(t testing.TB) {
 	if err := c.removeAll(); err != nil {
 		t.Errorf("remove containers: %v", err)
 	}
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(10 * time.Second):
-		c.cmd.Process.Kill()
-		<-c.done
-	}
+	c.terminate()
 	for _, m := range mountsUnder(c.Root, c.State) {
 		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
 			t.Errorf("unmount %s: %v", m, err)
