@@ -129,6 +129,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 		meta.End = Monotonic()
 	}
 	finish(probes, col, done, uprobeErrs, &meta)
+	digestWritten(ctx, col, false, &meta) // before the container and its writable layer go
 
 	meta.Activity = pullActivity(pulled, wall)
 	createStart := createAt.Sub(wall)
