@@ -138,6 +138,17 @@ func BuildImage(layers []v1.Layer, entrypoint, cmd []string) (v1.Image, error) {
 	return mutate.ConfigFile(img, cf)
 }
 
+// WithEnv returns img with env (NAME=value) added to its configuration's environment.
+func WithEnv(img v1.Image, env ...string) (v1.Image, error) {
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.Config.Env = append(cf.Config.Env, env...)
+	return mutate.ConfigFile(img, cf)
+}
+
 // Sizes parameterise ColdStartLayers so that fast tests can use a small one.
 type Sizes struct {
 	Libs    int   // number of files in the libs layer
@@ -153,6 +164,10 @@ var FullSizes = Sizes{Libs: 2000, LibSize: 2048, Weights: 256 << 20, Tensors: 64
 const (
 	LibsDir     = "/opt/libs"
 	WeightsPath = "/models/model.safetensors"
+	// ShardURLPath is what the test entrypoint (recorder/testdata/coldstart.c) downloads
+	// from its origin; ShardPath where a test tells it (env MODEL_PATH) to write it.
+	ShardURLPath = "/hub/shard.safetensors"
+	ShardPath    = "/models/shard.safetensors"
 )
 
 // ColdStart holds the layers of the cold-start test image and what tests need to know.
