@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -27,13 +28,17 @@ import (
 // the tensors are mapped, a static entrypoint that downloads from a loopback server and
 // listens) is recorded four times, each on a fresh container; a manifest built from the
 // first three runs covers at least 99% of the image bytes the fourth run read and lists at
-// most 110% of them.
+// most 110% of them, and lists the downloaded shard as an artifact: where it landed, its
+// size, the sha256 of what the origin served and the URL it came from.
 func TestManifestCoversRealColdStart(t *testing.T) {
 	testenv.RequireBPF(t)
 	testenv.RequireBinary(t, "gcc")
 	ctrd := ctrtest.StartContainerd(t)
 	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{Rate: 64 << 20})
-	port := origin.Start(t, 256<<10).Port()
+	// The shard is big enough to be an artifact; the entrypoint saves it in the
+	// container's writable layer.
+	shard := origin.StartHTTP(t, ctrtest.ShardURLPath, 2<<20)
+	port := shard.Port()
 
 	// The image, as recorder's container tests build it.
 	bin := filepath.Join(t.TempDir(), "coldstart")
@@ -50,6 +55,9 @@ func TestManifestCoversRealColdStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	img, err := ctrtest.BuildImage([]v1.Layer{cs.Base, cs.Libs, cs.Weights, entryLayer}, []string{"/coldstart"}, nil)
+	if err == nil {
+		img, err = ctrtest.WithEnv(img, "MODEL_PATH="+ctrtest.ShardPath)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +88,11 @@ func TestManifestCoversRealColdStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wantArt := []manifest.Artifact{{Path: ctrtest.ShardPath, Origin: shard.URL(), Size: shard.Size(), Digest: shard.Digest()}}
+	if !reflect.DeepEqual(m.Spec.Artifacts, wantArt) {
+		t.Errorf("artifacts %+v, want %+v", m.Spec.Artifacts, wantArt)
+	}
+	t.Logf("artifacts: %+v", m.Spec.Artifacts)
 	hot := map[[2]string][]manifest.Range{}
 	var listed, listedImage int64
 	for _, e := range m.Spec.HotSet {
