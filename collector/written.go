@@ -44,6 +44,15 @@ func (c *Collector) written(e *bpf.EventWrite) {
 	f.writers[e.H.Pid] = writer{bytes: e.Bytes, sk: e.Sk}
 }
 
+// written is the number of bytes the traced processes wrote to f.
+func (f *fileState) written() int64 {
+	var n int64
+	for _, w := range f.writers {
+		n += int64(w.bytes)
+	}
+	return n
+}
+
 // payload keeps the first bytes sent on a connection the workload opened.
 func (c *Collector) payload(e *bpf.EventPayload) {
 	cs := c.connFor(e.Sk, e.H.Pid)
@@ -55,9 +64,9 @@ func (c *Collector) payload(e *bpf.EventPayload) {
 // finishWrites sets a file's written bytes and the origin of the process that wrote most
 // of them.
 func (c *Collector) finishWrites(f *fileState, out *trace.File) {
+	out.WrittenBytes = f.written()
 	var most uint64
 	for _, w := range f.writers {
-		out.WrittenBytes += int64(w.bytes)
 		if cs, ok := c.conns[w.sk]; ok && w.sk != 0 && w.bytes > most {
 			most = w.bytes
 			out.Origin = cs.Remote
@@ -152,6 +161,9 @@ func (c *Collector) DigestWritten(ctx context.Context, host bool) []string {
 		}
 		file, size := c.openWritten(key, f, host)
 		if file == nil {
+			if k := Classify(f.Path, f.written()); f.written() >= MinArtifactSize && (k == trace.KindWeights || k == trace.KindOther) {
+				warnings = append(warnings, fmt.Sprintf("no digest of %s: no live process of the workload shows the file written", f.Path))
+			}
 			continue
 		}
 		f.Size = size
