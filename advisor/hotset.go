@@ -189,7 +189,7 @@ const minArtifactSize = 1 << 20
 // outside the image's layers, of at least minArtifactSize, that the workload wrote from
 // a connection in at least one run (a file written from nothing the trace saw arrive, a
 // compilation cache or a log, is no download an agent could stage). Size is the largest
-// seen, origin the URL (or else the peer address) the trace attributes the
+// seen (the bytes written, where the recorder could not see the file at the end), origin the URL (or else the peer address) the trace attributes the
 // writes to, preferring a URL over an address and the most frequent otherwise. The digest
 // is kept only when every run that wrote the file recorded one and all agree: a file
 // whose content differs between runs (a moving "latest" revision, or a download cut
@@ -204,8 +204,12 @@ func artifacts(traces []*trace.Trace) []manifest.Artifact {
 	byPath := map[string]*seen{}
 	for _, t := range traces {
 		for _, f := range t.Files {
+			size := f.Size
+			if f.Digest == "" {
+				size = max(size, f.WrittenBytes) // the recorder did not see the file at the end
+			}
 			if f.WrittenBytes == 0 || (f.Kind != trace.KindWeights && f.Kind != trace.KindOther) ||
-				(f.Layer != nil && f.Layer.Where == "image") || f.Size < minArtifactSize || !usablePath(f.Path) {
+				(f.Layer != nil && f.Layer.Where == "image") || size < minArtifactSize || !usablePath(f.Path) {
 				continue
 			}
 			p := path.Clean(f.Path)
@@ -214,7 +218,7 @@ func artifacts(traces []*trace.Trace) []manifest.Artifact {
 				a = &seen{Artifact: manifest.Artifact{Path: p}, digests: map[string]int{}, origins: map[string]int{}}
 				byPath[p] = a
 			}
-			a.Size = max(a.Size, f.Size)
+			a.Size = max(a.Size, size)
 			a.digests[f.Digest]++
 			if f.Origin != "" {
 				a.origins[f.Origin]++

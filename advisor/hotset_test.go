@@ -103,6 +103,9 @@ func TestManifestArtifacts(t *testing.T) {
 			trace.File{Path: "/cache/config.json", Kind: trace.KindOther, Size: 4096, WrittenBytes: 4096, Origin: "10.0.0.7:80"},
 			// Written from nothing the trace saw arrive: a cache, not a download.
 			trace.File{Path: "/tmp/log", Kind: trace.KindOther, Size: 2 << 20, WrittenBytes: 2 << 20})
+		if digest == "" { // the recorder did not see the file at the end: no size either
+			tr.Files[len(tr.Files)-3].Size = 0
+		}
 		// A library read while the download runs is no download, and stays in the hot set.
 		readFile(tr, "/usr/lib/libtorch.so", 1<<20, 5, [2]int64{0, 4096})
 		tr.Files[len(tr.Files)-1].Kind = trace.KindLibrary
