@@ -184,45 +184,79 @@ func coalesce(rs []manifest.Range) []manifest.Range {
 	return out
 }
 
-// artifacts lists the files downloaded during start-up. The trace does not record which
-// file a download wrote, so this is inferred: a weights or other data file (not a
-// library, which imports load while downloads run) outside the image's layers that was
-// first opened while the fetch phase was active. The origin is the peer that sent the
-// most bytes, the only one the trace can name; the digest is unknown.
+// minArtifactSize is the size from which a file written during start-up is a downloaded
+// artifact, as the recorder digests them (collector.MinArtifactSize).
+const minArtifactSize = 1 << 20
+
+// artifacts lists the files downloaded during start-up: files of kind weights or other,
+// outside the image's layers, of at least minArtifactSize, that the workload wrote from
+// a connection in at least one run (a file written from nothing the trace saw arrive, a
+// compilation cache or a log, is no download an agent could stage). Size is the largest
+// seen (the bytes written, where the recorder could not see the file at the end), origin the URL (or else the peer address) the trace attributes the
+// writes to, preferring a URL over an address and the most frequent otherwise. The digest
+// is kept only when every run that wrote the file recorded one and all agree: a file
+// whose content differs between runs (a moving "latest" revision, or a download cut
+// short) has no single digest for an agent to check, and one run without a digest (out
+// of time, or the container was gone) cannot vouch for the others.
 func artifacts(traces []*trace.Trace) []manifest.Artifact {
-	byPath := map[string]*manifest.Artifact{}
+	type seen struct {
+		manifest.Artifact
+		digests map[string]int // by digest, "" for a run without one
+		origins map[string]int
+	}
+	byPath := map[string]*seen{}
 	for _, t := range traces {
-		fetch, ok := t.Phase(trace.PhaseFetch)
-		if !ok {
-			continue
-		}
-		origin := ""
-		var most int64
-		for _, c := range t.Conns {
-			if c.Role == "peer" && c.BytesRecv > most {
-				origin, most = c.Remote, c.BytesRecv
-			}
-		}
 		for _, f := range t.Files {
-			if (f.Kind != trace.KindWeights && f.Kind != trace.KindOther) || (f.Layer != nil && f.Layer.Where == "image") ||
-				f.FirstOpen < fetch.Start || f.FirstOpen > fetch.End || !usablePath(f.Path) {
+			size := f.Size
+			if f.Digest == "" {
+				size = max(size, f.WrittenBytes) // the recorder did not see the file at the end
+			}
+			if f.WrittenBytes == 0 || (f.Kind != trace.KindWeights && f.Kind != trace.KindOther) ||
+				(f.Layer != nil && f.Layer.Where == "image") || size < minArtifactSize || !usablePath(f.Path) {
 				continue
 			}
 			p := path.Clean(f.Path)
 			a := byPath[p]
 			if a == nil {
-				a = &manifest.Artifact{Path: p, Origin: origin}
+				a = &seen{Artifact: manifest.Artifact{Path: p}, digests: map[string]int{}, origins: map[string]int{}}
 				byPath[p] = a
 			}
-			a.Size = max(a.Size, f.Size)
+			a.Size = max(a.Size, size)
+			a.digests[f.Digest]++
+			if f.Origin != "" {
+				a.origins[f.Origin]++
+			}
 		}
 	}
 	var out []manifest.Artifact
 	for _, a := range byPath {
-		out = append(out, *a)
+		if len(a.digests) == 1 {
+			for d := range a.digests {
+				if manifest.ValidDigest(d) {
+					a.Digest = d
+				}
+			}
+		}
+		if a.Origin = likeliestOrigin(a.origins); a.Origin == "" {
+			continue
+		}
+		out = append(out, a.Artifact)
 	}
 	slices.SortFunc(out, func(a, b manifest.Artifact) int { return cmp.Compare(a.Path, b.Path) })
 	return out
+}
+
+// likeliestOrigin picks a URL over a bare address, then the origin most runs saw, then
+// the first in order.
+func likeliestOrigin(counts map[string]int) string {
+	best, bestN := "", 0
+	for o, n := range counts {
+		isURL, bestURL := strings.Contains(o, "://"), strings.Contains(best, "://")
+		if best == "" || (isURL && !bestURL) || (isURL == bestURL && (n > bestN || n == bestN && o < best)) {
+			best, bestN = o, n
+		}
+	}
+	return best
 }
 
 func imageSize(traces []*trace.Trace) int64 {

@@ -93,24 +93,46 @@ func TestManifestLayerPathsAndImage(t *testing.T) {
 }
 
 func TestManifestArtifacts(t *testing.T) {
-	tr := genTrace(t, "f1", step{trace.PhaseInit, 1, 0}, step{trace.PhaseFetch, 20, 5 << 30}, step{trace.PhaseLoad, 5, 0})
-	tr.Workload = trace.Workload{Command: []string{"serve"}}
-	tr.Conns = []trace.Conn{{Remote: "10.0.0.7:443", Role: "peer", BytesRecv: 5 << 30}, {Remote: "10.0.0.8:443", Role: "peer", BytesRecv: 10}}
-	readFile(tr, "/cache/model.safetensors", 5<<30, 21, [2]int64{0, 1 << 20})
-	tr.Files[0].FirstOpen = sec(1.5)
-	// A library imported while the download runs is not a download.
-	readFile(tr, "/usr/lib/libtorch.so", 1<<20, 5, [2]int64{0, 4096})
-	tr.Files[1].Kind = trace.KindLibrary
-	m, err := BuildManifest([]*trace.Trace{tr}, Options{})
-	if err != nil {
-		t.Fatal(err)
+	const url = "http://hub.example/m/model.safetensors"
+	d1, d2 := "sha256:"+strings.Repeat("1", 64), "sha256:"+strings.Repeat("2", 64)
+	run := func(name, digest string) *trace.Trace {
+		tr := genTrace(t, name, step{trace.PhaseInit, 1, 0}, step{trace.PhaseFetch, 20, 5 << 30}, step{trace.PhaseLoad, 5, 0})
+		tr.Workload = trace.Workload{Command: []string{"serve"}}
+		tr.Files = append(tr.Files,
+			trace.File{Path: "/cache/model.safetensors", Kind: trace.KindWeights, Size: 5 << 30, WrittenBytes: 5 << 30, Digest: digest, Origin: url},
+			trace.File{Path: "/cache/config.json", Kind: trace.KindOther, Size: 4096, WrittenBytes: 4096, Origin: "10.0.0.7:80"},
+			// Written from nothing the trace saw arrive: a cache, not a download.
+			trace.File{Path: "/tmp/log", Kind: trace.KindOther, Size: 2 << 20, WrittenBytes: 2 << 20})
+		if digest == "" { // the recorder did not see the file at the end: no size either
+			tr.Files[len(tr.Files)-3].Size = 0
+		}
+		// A library read while the download runs is no download, and stays in the hot set.
+		readFile(tr, "/usr/lib/libtorch.so", 1<<20, 5, [2]int64{0, 4096})
+		tr.Files[len(tr.Files)-1].Kind = trace.KindLibrary
+		return tr
 	}
-	want := []manifest.Artifact{{Path: "/cache/model.safetensors", Origin: "10.0.0.7:443", Size: 5 << 30}}
-	if !reflect.DeepEqual(m.Spec.Artifacts, want) {
-		t.Errorf("artifacts %+v", m.Spec.Artifacts)
-	}
-	if len(m.Spec.HotSet) != 1 || m.Spec.HotSet[0].Path != "/usr/lib/libtorch.so" {
-		t.Errorf("a downloaded file must not be in the hot set: %+v", m.Spec.HotSet)
+	for _, c := range []struct {
+		name    string
+		digests []string
+		want    string
+	}{
+		{"agree", []string{d1, d1}, d1},
+		{"disagree", []string{d1, d2}, ""},
+		{"one run without", []string{d1, ""}, ""},
+	} {
+		m, err := BuildManifest([]*trace.Trace{run("a", c.digests[0]), run("b", c.digests[1])}, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []manifest.Artifact{
+			{Path: "/cache/model.safetensors", Origin: url, Size: 5 << 30, Digest: c.want},
+		}
+		if !reflect.DeepEqual(m.Spec.Artifacts, want) {
+			t.Errorf("%s: artifacts %+v, want %+v", c.name, m.Spec.Artifacts, want)
+		}
+		if len(m.Spec.HotSet) != 1 || m.Spec.HotSet[0].Path != "/usr/lib/libtorch.so" {
+			t.Errorf("%s: hot set %+v, want the library alone", c.name, m.Spec.HotSet)
+		}
 	}
 }
 

@@ -2,16 +2,11 @@ package advisor_test
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/exec"
 	"path"
-	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
-
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/coldtrace/coldtrace/advisor"
 	"github.com/coldtrace/coldtrace/internal/ctrtest"
@@ -27,15 +22,19 @@ import (
 // the tensors are mapped, a static entrypoint that downloads from a loopback server and
 // listens) is recorded four times, each on a fresh container; a manifest built from the
 // first three runs covers at least 99% of the image bytes the fourth run read and lists at
-// most 110% of them.
+// most 110% of them, and lists the downloaded shard as an artifact: where it landed, its
+// size, the sha256 of what the origin served and the URL it came from.
 func TestManifestCoversRealColdStart(t *testing.T) {
 	testenv.RequireBPF(t)
 	testenv.RequireBinary(t, "gcc")
 	ctrd := ctrtest.StartContainerd(t)
 	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{Rate: 64 << 20})
-	port := origin.Start(t, 256<<10).Port()
+	// The shard is big enough to be an artifact; the entrypoint saves it in the
+	// container's writable layer.
+	shard := origin.StartHTTP(t, ctrtest.ShardURLPath, origin.Random(2<<20), 0)
+	port := shard.Port()
 
-	cs, ref, args := pushColdStart(t, reg, port, ctrtest.Sizes{Libs: 200, LibSize: 2048, Weights: 16 << 20, Tensors: 32})
+	cs, ref, args := ctrtest.PushColdStart(t, reg, port, ctrtest.Sizes{Libs: 200, LibSize: 2048, Weights: 16 << 20, Tensors: 32})
 
 	var traces []*trace.Trace
 	for run := 1; run <= 4; run++ {
@@ -56,6 +55,11 @@ func TestManifestCoversRealColdStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wantArt := []manifest.Artifact{{Path: ctrtest.ShardPath, Origin: shard.URL(), Size: shard.Size(), Digest: shard.Digest()}}
+	if !reflect.DeepEqual(m.Spec.Artifacts, wantArt) {
+		t.Errorf("artifacts %+v, want %+v", m.Spec.Artifacts, wantArt)
+	}
+	t.Logf("artifacts: %+v", m.Spec.Artifacts)
 	hot := map[[2]string][]manifest.Range{}
 	var listed, listedImage int64
 	for _, e := range m.Spec.HotSet {
@@ -109,39 +113,4 @@ func TestManifestCoversRealColdStart(t *testing.T) {
 	if listedRatio > 1.10 {
 		t.Errorf("the manifest lists %.2f%% of the bytes run 4 read, want at most 110%%", 100*listedRatio)
 	}
-}
-
-// pushColdStart builds the container test image as recorder's container tests do (busybox,
-// a libs layer, a safetensors weights layer, and recorder/testdata/coldstart.c built
-// static on top), pushes it, and returns the arguments that run its entrypoint against the
-// origin on port: read every library, download, map every other tensor, listen. Extra
-// layers go on top.
-func pushColdStart(t *testing.T, reg *ctrtest.Registry, port int, sizes ctrtest.Sizes, extra ...v1.Layer) (cs *ctrtest.ColdStart, ref string, args []string) {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "coldstart")
-	if b, err := exec.Command("gcc", "-O2", "-Wall", "-o", bin, filepath.Join("..", "recorder", "testdata", "coldstart.c"), "-static").CombinedOutput(); err != nil {
-		t.Fatalf("gcc coldstart.c: %v\n%s", err, b)
-	}
-	entry, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs = ctrtest.ColdStartLayers(t, sizes)
-	entryLayer, err := ctrtest.Layer(ctrtest.File{Path: "/coldstart", Mode: 0o755, Data: entry})
-	if err != nil {
-		t.Fatal(err)
-	}
-	layers := append([]v1.Layer{cs.Base, cs.Libs, cs.Weights, entryLayer}, extra...)
-	img, err := ctrtest.BuildImage(layers, []string{"/coldstart"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref = reg.Push(t, "test/coldstart:v1", img)
-	args = []string{"/coldstart", strings.TrimPrefix(ctrtest.LibsDir, "/"), fmt.Sprint(port), ctrtest.WeightsPath}
-	for i, ts := range cs.Tensors {
-		if i%2 == 0 {
-			args = append(args, fmt.Sprintf("%d:%d", ts.Off, ts.Len))
-		}
-	}
-	return cs, ref, args
 }

@@ -86,6 +86,10 @@ func (a *Agent) record(ctx context.Context, r *recording) {
 	}
 
 	late := a.stop(r, &meta)
+	// The downloads in the container's writable layer, while the container still runs.
+	dctx, cancel := context.WithTimeout(ctx, recorder.DigestTimeout)
+	meta.Warnings = append(meta.Warnings, r.col.DigestWritten(dctx, false)...)
+	cancel()
 	if inspectErr != nil {
 		meta.Warnings = append(meta.Warnings, "describing the container: "+inspectErr.Error())
 	}

@@ -45,6 +45,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define NR_writev 20
 #define NR_sendfile64 40
 #define NR_accept 43
+#define NR_sendto 44
+#define NR_sendmsg 46
 #define NR_listen 50
 #define NR_chdir 80
 #define NR_fchdir 81
@@ -101,6 +103,7 @@ struct args {
 	__u32 nr;   /* the syscall */
 	__u32 busy; /* inside that syscall (BUSY or BUSY_OVERLAY); 0 means the slot is empty */
 	__u64 a[6];
+	__u64 rsk;  /* the TCP socket this thread last received bytes from; take() keeps it */
 };
 
 #define BUSY 1
@@ -728,20 +731,84 @@ static __always_inline bool reading(__u64 dev, __u64 ino)
 	return !a || !a->busy || a->busy == BUSY_OVERLAY || (a->a[1] == dev && a->a[2] == ino);
 }
 
-#define WRITE_PROBES(name)                                                     \
-	ENTER_SAVE(name, 0, false)                                                 \
-	EXIT(name)                                                                 \
-	{                                                                          \
-		struct args a;                                                         \
-		take(&a);                                                              \
-		return 0;                                                              \
-	}
+/* Bytes written per (file, process), counted in the kernel and sent only by Drain: a
+ * download of gigabytes in small writes costs no event. */
+struct wkey {
+	__u64 dev, ino;
+	__u32 pid;
+	__u32 _pad;
+};
 
-WRITE_PROBES(write)
-WRITE_PROBES(pwrite64)
-WRITE_PROBES(writev)
-WRITE_PROBES(pwritev)
-WRITE_PROBES(pwritev2)
+struct wstate {
+	__u64 bytes;
+	__u64 sk; /* the writing thread's last receiving socket at its last write */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct wkey);
+	__type(value, struct wstate);
+} writes SEC(".maps");
+
+/* write_enter notes a write-family call on fd whose data starts at buf (for writev and
+ * sendmsg, at the first iovec). Slots: a[0] fd, a[3] buf; a[1] and a[2] (dev, ino) stay
+ * zero: no file is being read, so pages added during the call are no misses. */
+static __always_inline int write_enter(__u64 nr, int fd, __u64 buf)
+{
+	if (!tracked(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	struct args *a = slot(true);
+	if (!a)
+		return 0;
+	a->ts = 0;
+	a->nr = nr;
+	a->busy = BUSY;
+	a->a[0] = fd;
+	a->a[1] = a->a[2] = a->a[4] = a->a[5] = 0;
+	a->a[3] = buf;
+	return 0;
+}
+
+static __always_inline int write_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct args a;
+
+	if (!take(&a) || ret <= 0)
+		return 0;
+	struct file *f = fd_file(a.a[0]);
+	if (!f)
+		return 0;
+	struct inode *inode = f->f_inode;
+	if ((inode->i_mode & S_IFMT) != S_IFREG)
+		return 0;
+	struct wkey k = { .dev = inode->i_sb->s_dev, .ino = inode->i_ino, .pid = id >> 32 };
+	struct wstate *w = bpf_map_lookup_elem(&writes, &k);
+	if (!w) {
+		struct wstate n = {};
+		bpf_map_update_elem(&writes, &k, &n, BPF_NOEXIST);
+		w = bpf_map_lookup_elem(&writes, &k);
+		if (!w)
+			return 0;
+	}
+	__sync_fetch_and_add(&w->bytes, ret);
+	if (a.rsk)
+		w->sk = a.rsk;
+	return 0;
+}
+
+#define WRITE_PROBES(name, bufexpr)                                            \
+	ENTER(name) { return write_enter(nr, ARG0(regs), bufexpr); }              \
+	EXIT(name) { return write_exit(ret); }
+
+WRITE_PROBES(write, ARG1(regs))
+WRITE_PROBES(pwrite64, ARG1(regs))
+WRITE_PROBES(writev, ARG1(regs))
+WRITE_PROBES(pwritev, ARG1(regs))
+WRITE_PROBES(pwritev2, ARG1(regs))
+WRITE_PROBES(sendto, ARG1(regs))
+WRITE_PROBES(sendmsg, ARG1(regs))
 
 static __always_inline void emit_miss(struct miss_run *m, __u32 pid)
 {
@@ -907,6 +974,46 @@ EXIT(accept) { return accept_exit(ret); }
 
 EXIT(accept4) { return accept_exit(ret); }
 
+/* emit_payload sends the first bytes of data sent on sk, from the buffer of the write-family
+ * call the thread is in (write, writev, sendto, sendmsg; other ways of sending, such as
+ * sendfile or io_uring, send none). */
+static __always_inline void emit_payload(__u64 sk, __u64 sent)
+{
+	struct args *a = slot(false);
+	if (!a || !a->busy)
+		return;
+	__u32 nr = a->nr;
+	__u64 buf = a->a[3];
+	if (nr == NR_sendmsg) {
+		struct user_msghdr m;
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)buf))
+			return;
+		buf = (__u64)m.msg_iov;
+	}
+	if (nr == NR_writev || nr == NR_sendmsg) {
+		struct iovec v;
+		if (bpf_probe_read_user(&v, sizeof(v), (void *)buf))
+			return;
+		buf = (__u64)v.iov_base;
+		if (v.iov_len < sent)
+			sent = v.iov_len;
+	} else if (nr != NR_write && nr != NR_sendto) {
+		return;
+	}
+	if (sent > PAYLOAD_LEN)
+		sent = PAYLOAD_LEN;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct event_payload *e;
+	if (!reserve(e, EV_PAYLOAD, id >> 32, (__u32)id))
+		return;
+	e->sk = sk;
+	e->_pad = 0;
+	if (bpf_probe_read_user(e->data, sent, (void *)buf))
+		sent = 0;
+	e->len = sent;
+	submit(e);
+}
+
 static __always_inline int sock_bytes(struct trace_event_raw_sock_msg_length *ctx, bool recv)
 {
 	if ((ctx->family != AF_INET && ctx->family != AF_INET6) || ctx->protocol != IPPROTO_TCP)
@@ -919,11 +1026,17 @@ static __always_inline int sock_bytes(struct trace_event_raw_sock_msg_length *ct
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	if (recv) {
+		/* Which connection a thread last received from: the origin of what it writes. */
+		struct args *a = slot(true);
+		if (a)
+			a->rsk = sk;
 		s->recv += ctx->ret;
 		if (!s->first_recv)
 			s->first_recv = now;
 		s->last_recv = now;
 	} else {
+		if (!s->sent && s->dir == 1)
+			emit_payload(sk, ctx->ret);
 		s->sent += ctx->ret;
 	}
 	if (now - s->last_emit >= sample_ns) {
@@ -1059,6 +1172,8 @@ struct {
 		[NR_writev] = (void *)&enter_writev,
 		[NR_sendfile64] = (void *)&enter_sendfile64,
 		[NR_accept] = (void *)&enter_accept,
+		[NR_sendto] = (void *)&enter_sendto,
+		[NR_sendmsg] = (void *)&enter_sendmsg,
 		[NR_listen] = (void *)&enter_listen,
 		[NR_chdir] = (void *)&enter_chdir,
 		[NR_fchdir] = (void *)&enter_fchdir,
@@ -1093,6 +1208,8 @@ struct {
 		[NR_writev] = (void *)&exit_writev,
 		[NR_sendfile64] = (void *)&exit_sendfile64,
 		[NR_accept] = (void *)&exit_accept,
+		[NR_sendto] = (void *)&exit_sendto,
+		[NR_sendmsg] = (void *)&exit_sendmsg,
 		[NR_listen] = (void *)&exit_listen,
 		[NR_chdir] = (void *)&exit_chdir,
 		[NR_fchdir] = (void *)&exit_fchdir,
@@ -1138,4 +1255,6 @@ const struct event_listen *_ev_listen __attribute__((unused));
 const struct event_ioctl *_ev_ioctl __attribute__((unused));
 const struct event_call *_ev_call __attribute__((unused));
 const struct event_chdir *_ev_chdir __attribute__((unused));
+const struct event_payload *_ev_payload __attribute__((unused));
+const struct event_write *_ev_write __attribute__((unused));
 const enum event_type *_ev_type __attribute__((unused));

@@ -6,6 +6,7 @@
 
 #define PATH_LEN 512
 #define COMM_LEN 16
+#define PAYLOAD_LEN 256
 
 enum event_type {
 	EV_FORK = 1,
@@ -22,6 +23,8 @@ enum event_type {
 	EV_IOCTL,
 	EV_CALL,
 	EV_CHDIR,
+	EV_PAYLOAD,
+	EV_WRITE,
 };
 
 /* Why a socket event was sent. */
@@ -178,6 +181,27 @@ struct event_chdir {
 	__s32 fd; /* fchdir's descriptor, -1 for chdir */
 	__u32 _pad;
 	char path[PATH_LEN];
+};
+
+/* The first bytes a traced process sent on a TCP connection it opened: the request line
+ * and headers of plain HTTP, which name the URL. */
+struct event_payload {
+	struct hdr h;
+	__u64 sk;
+	__u32 len; /* bytes of data that are valid */
+	__u32 _pad;
+	__u8 data[PAYLOAD_LEN];
+};
+
+/* Bytes one process wrote to one file (write-family syscalls), held in the kernel and sent
+ * when the recording ends; sk is the TCP socket that the writing thread last received
+ * from before its last write to the file, 0 if none. */
+struct event_write {
+	struct hdr h;
+	__u64 dev;
+	__u64 ino;
+	__u64 bytes;
+	__u64 sk;
 };
 
 #endif

@@ -19,6 +19,7 @@ type coldtraceArgs struct {
 	Nr   uint32
 	Busy uint32
 	A    [6]uint64
+	Rsk  uint64
 }
 
 type coldtraceCallkey struct {
@@ -151,6 +152,15 @@ type coldtraceEventOpen struct {
 	Path  [512]int8
 }
 
+type coldtraceEventPayload struct {
+	_    structs.HostLayout
+	H    coldtraceHdr
+	Sk   uint64
+	Len  uint32
+	Pad  uint32
+	Data [256]uint8
+}
+
 type coldtraceEventRead struct {
 	_     structs.HostLayout
 	H     coldtraceHdr
@@ -194,7 +204,18 @@ const (
 	coldtraceEventTypeEV_IOCTL      coldtraceEventType = 12
 	coldtraceEventTypeEV_CALL       coldtraceEventType = 13
 	coldtraceEventTypeEV_CHDIR      coldtraceEventType = 14
+	coldtraceEventTypeEV_PAYLOAD    coldtraceEventType = 15
+	coldtraceEventTypeEV_WRITE      coldtraceEventType = 16
 )
+
+type coldtraceEventWrite struct {
+	_     structs.HostLayout
+	H     coldtraceHdr
+	Dev   uint64
+	Ino   uint64
+	Bytes uint64
+	Sk    uint64
+}
 
 type coldtraceFdkey struct {
 	_   structs.HostLayout
@@ -257,6 +278,20 @@ type coldtraceSockstate struct {
 	LastEmit  uint64
 }
 
+type coldtraceWkey struct {
+	_   structs.HostLayout
+	Dev uint64
+	Ino uint64
+	Pid uint32
+	Pad uint32
+}
+
+type coldtraceWstate struct {
+	_     structs.HostLayout
+	Bytes uint64
+	Sk    uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -275,6 +310,7 @@ const (
 	coldtraceMapSocks               = "socks"
 	coldtraceMapTrackedCgroups      = "tracked_cgroups"
 	coldtraceMapTrackedPids         = "tracked_pids"
+	coldtraceMapWrites              = "writes"
 	coldtraceProgCacheAdd           = "cache_add"
 	coldtraceProgCallEnter          = "call_enter"
 	coldtraceProgCallExit           = "call_exit"
@@ -299,6 +335,8 @@ const (
 	coldtraceProgEnterRead          = "enter_read"
 	coldtraceProgEnterReadv         = "enter_readv"
 	coldtraceProgEnterSendfile64    = "enter_sendfile64"
+	coldtraceProgEnterSendmsg       = "enter_sendmsg"
+	coldtraceProgEnterSendto        = "enter_sendto"
 	coldtraceProgEnterSplice        = "enter_splice"
 	coldtraceProgEnterWrite         = "enter_write"
 	coldtraceProgEnterWritev        = "enter_writev"
@@ -322,6 +360,8 @@ const (
 	coldtraceProgExitRead           = "exit_read"
 	coldtraceProgExitReadv          = "exit_readv"
 	coldtraceProgExitSendfile64     = "exit_sendfile64"
+	coldtraceProgExitSendmsg        = "exit_sendmsg"
+	coldtraceProgExitSendto         = "exit_sendto"
 	coldtraceProgExitSplice         = "exit_splice"
 	coldtraceProgExitWrite          = "exit_write"
 	coldtraceProgExitWritev         = "exit_writev"
@@ -346,9 +386,11 @@ const (
 	coldtraceVarEvListen            = "_ev_listen"
 	coldtraceVarEvMmap              = "_ev_mmap"
 	coldtraceVarEvOpen              = "_ev_open"
+	coldtraceVarEvPayload           = "_ev_payload"
 	coldtraceVarEvRead              = "_ev_read"
 	coldtraceVarEvSock              = "_ev_sock"
 	coldtraceVarEvType              = "_ev_type"
+	coldtraceVarEvWrite             = "_ev_write"
 	coldtraceVarFaultAroundBytes    = "fault_around_bytes"
 	coldtraceVarSampleNs            = "sample_ns"
 	coldtraceVarWakeupBytes         = "wakeup_bytes"
@@ -420,6 +462,8 @@ type coldtraceProgramSpecs struct {
 	EnterRead          *ebpf.ProgramSpec `ebpf:"enter_read"`
 	EnterReadv         *ebpf.ProgramSpec `ebpf:"enter_readv"`
 	EnterSendfile64    *ebpf.ProgramSpec `ebpf:"enter_sendfile64"`
+	EnterSendmsg       *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
+	EnterSendto        *ebpf.ProgramSpec `ebpf:"enter_sendto"`
 	EnterSplice        *ebpf.ProgramSpec `ebpf:"enter_splice"`
 	EnterWrite         *ebpf.ProgramSpec `ebpf:"enter_write"`
 	EnterWritev        *ebpf.ProgramSpec `ebpf:"enter_writev"`
@@ -443,6 +487,8 @@ type coldtraceProgramSpecs struct {
 	ExitRead           *ebpf.ProgramSpec `ebpf:"exit_read"`
 	ExitReadv          *ebpf.ProgramSpec `ebpf:"exit_readv"`
 	ExitSendfile64     *ebpf.ProgramSpec `ebpf:"exit_sendfile64"`
+	ExitSendmsg        *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
+	ExitSendto         *ebpf.ProgramSpec `ebpf:"exit_sendto"`
 	ExitSplice         *ebpf.ProgramSpec `ebpf:"exit_splice"`
 	ExitWrite          *ebpf.ProgramSpec `ebpf:"exit_write"`
 	ExitWritev         *ebpf.ProgramSpec `ebpf:"exit_writev"`
@@ -475,6 +521,7 @@ type coldtraceMapSpecs struct {
 	Socks          *ebpf.MapSpec `ebpf:"socks"`
 	TrackedCgroups *ebpf.MapSpec `ebpf:"tracked_cgroups"`
 	TrackedPids    *ebpf.MapSpec `ebpf:"tracked_pids"`
+	Writes         *ebpf.MapSpec `ebpf:"writes"`
 }
 
 // coldtraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -493,9 +540,11 @@ type coldtraceVariableSpecs struct {
 	EvListen         *ebpf.VariableSpec `ebpf:"_ev_listen"`
 	EvMmap           *ebpf.VariableSpec `ebpf:"_ev_mmap"`
 	EvOpen           *ebpf.VariableSpec `ebpf:"_ev_open"`
+	EvPayload        *ebpf.VariableSpec `ebpf:"_ev_payload"`
 	EvRead           *ebpf.VariableSpec `ebpf:"_ev_read"`
 	EvSock           *ebpf.VariableSpec `ebpf:"_ev_sock"`
 	EvType           *ebpf.VariableSpec `ebpf:"_ev_type"`
+	EvWrite          *ebpf.VariableSpec `ebpf:"_ev_write"`
 	FaultAroundBytes *ebpf.VariableSpec `ebpf:"fault_around_bytes"`
 	SampleNs         *ebpf.VariableSpec `ebpf:"sample_ns"`
 	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
@@ -535,6 +584,7 @@ type coldtraceMaps struct {
 	Socks          *ebpf.Map `ebpf:"socks"`
 	TrackedCgroups *ebpf.Map `ebpf:"tracked_cgroups"`
 	TrackedPids    *ebpf.Map `ebpf:"tracked_pids"`
+	Writes         *ebpf.Map `ebpf:"writes"`
 }
 
 func (m *coldtraceMaps) Close() error {
@@ -553,6 +603,7 @@ func (m *coldtraceMaps) Close() error {
 		m.Socks,
 		m.TrackedCgroups,
 		m.TrackedPids,
+		m.Writes,
 	)
 }
 
@@ -572,9 +623,11 @@ type coldtraceVariables struct {
 	EvListen         *ebpf.Variable `ebpf:"_ev_listen"`
 	EvMmap           *ebpf.Variable `ebpf:"_ev_mmap"`
 	EvOpen           *ebpf.Variable `ebpf:"_ev_open"`
+	EvPayload        *ebpf.Variable `ebpf:"_ev_payload"`
 	EvRead           *ebpf.Variable `ebpf:"_ev_read"`
 	EvSock           *ebpf.Variable `ebpf:"_ev_sock"`
 	EvType           *ebpf.Variable `ebpf:"_ev_type"`
+	EvWrite          *ebpf.Variable `ebpf:"_ev_write"`
 	FaultAroundBytes *ebpf.Variable `ebpf:"fault_around_bytes"`
 	SampleNs         *ebpf.Variable `ebpf:"sample_ns"`
 	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
@@ -608,6 +661,8 @@ type coldtracePrograms struct {
 	EnterRead          *ebpf.Program `ebpf:"enter_read"`
 	EnterReadv         *ebpf.Program `ebpf:"enter_readv"`
 	EnterSendfile64    *ebpf.Program `ebpf:"enter_sendfile64"`
+	EnterSendmsg       *ebpf.Program `ebpf:"enter_sendmsg"`
+	EnterSendto        *ebpf.Program `ebpf:"enter_sendto"`
 	EnterSplice        *ebpf.Program `ebpf:"enter_splice"`
 	EnterWrite         *ebpf.Program `ebpf:"enter_write"`
 	EnterWritev        *ebpf.Program `ebpf:"enter_writev"`
@@ -631,6 +686,8 @@ type coldtracePrograms struct {
 	ExitRead           *ebpf.Program `ebpf:"exit_read"`
 	ExitReadv          *ebpf.Program `ebpf:"exit_readv"`
 	ExitSendfile64     *ebpf.Program `ebpf:"exit_sendfile64"`
+	ExitSendmsg        *ebpf.Program `ebpf:"exit_sendmsg"`
+	ExitSendto         *ebpf.Program `ebpf:"exit_sendto"`
 	ExitSplice         *ebpf.Program `ebpf:"exit_splice"`
 	ExitWrite          *ebpf.Program `ebpf:"exit_write"`
 	ExitWritev         *ebpf.Program `ebpf:"exit_writev"`
@@ -671,6 +728,8 @@ func (p *coldtracePrograms) Close() error {
 		p.EnterRead,
 		p.EnterReadv,
 		p.EnterSendfile64,
+		p.EnterSendmsg,
+		p.EnterSendto,
 		p.EnterSplice,
 		p.EnterWrite,
 		p.EnterWritev,
@@ -694,6 +753,8 @@ func (p *coldtracePrograms) Close() error {
 		p.ExitRead,
 		p.ExitReadv,
 		p.ExitSendfile64,
+		p.ExitSendmsg,
+		p.ExitSendto,
 		p.ExitSplice,
 		p.ExitWrite,
 		p.ExitWritev,

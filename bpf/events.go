@@ -22,6 +22,8 @@ type (
 	EventIoctl     = coldtraceEventIoctl
 	EventCall      = coldtraceEventCall
 	EventChdir     = coldtraceEventChdir
+	EventPayload   = coldtraceEventPayload
+	EventWrite     = coldtraceEventWrite
 )
 
 // Event types (hdr.type).
@@ -40,6 +42,8 @@ const (
 	EvIoctl     = uint32(coldtraceEventTypeEV_IOCTL)
 	EvCall      = uint32(coldtraceEventTypeEV_CALL)
 	EvChdir     = uint32(coldtraceEventTypeEV_CHDIR)
+	EvPayload   = uint32(coldtraceEventTypeEV_PAYLOAD)
+	EvWrite     = uint32(coldtraceEventTypeEV_WRITE)
 )
 
 // Socket event reasons.
@@ -62,7 +66,8 @@ var sizes = map[uint32]uintptr{
 	EvCacheMiss: unsafe.Sizeof(EventCacheMiss{}), EvConn: unsafe.Sizeof(EventConn{}),
 	EvSock: unsafe.Sizeof(EventSock{}), EvListen: unsafe.Sizeof(EventListen{}),
 	EvIoctl: unsafe.Sizeof(EventIoctl{}), EvCall: unsafe.Sizeof(EventCall{}),
-	EvChdir: unsafe.Sizeof(EventChdir{}),
+	EvChdir: unsafe.Sizeof(EventChdir{}), EvPayload: unsafe.Sizeof(EventPayload{}),
+	EvWrite: unsafe.Sizeof(EventWrite{}),
 }
 
 // openPathAt is where an open event's path starts. The kernel sends an open event only up
@@ -121,8 +126,8 @@ func CString(b []int8) string {
 }
 
 // Drain returns the state that the kernel holds back to save events: read runs not yet
-// sent in a batch, open read runs, open page-cache miss runs and the byte counts of live
-// sockets, as the events the kernel would send for them. Call it once, when the recording
+// sent in a batch, open read runs, open page-cache miss runs, the byte counts of live
+// sockets and the bytes written per file and process, as the events the kernel would send for them. Call it once, when the recording
 // ends.
 func (p *Probes) Drain() ([][]byte, error) {
 	var out [][]byte
@@ -171,6 +176,17 @@ func (p *Probes) Drain() ([][]byte, error) {
 	}
 	if err := it.Err(); err != nil {
 		return out, fmt.Errorf("drain sockets: %w", err)
+	}
+	var wk coldtraceWkey
+	var ws coldtraceWstate
+	it = p.coll.Maps["writes"].Iterate()
+	for it.Next(&wk, &ws) {
+		ev := EventWrite{Dev: wk.Dev, Ino: wk.Ino, Bytes: ws.Bytes, Sk: ws.Sk}
+		ev.H = Header{Type: EvWrite, Pid: wk.Pid}
+		out = append(out, append([]byte(nil), Encode(&ev)...))
+	}
+	if err := it.Err(); err != nil {
+		return out, fmt.Errorf("drain written bytes: %w", err)
 	}
 	return out, nil
 }

@@ -51,7 +51,7 @@ var loses = map[string]string{
 	"cache_add":     "page-cache misses",
 	"sock_state":    "outgoing TCP connections and their close",
 	"sock_recv":     "bytes received per connection",
-	"sock_send":     "bytes sent per connection",
+	"sock_send":     "bytes sent per connection, and the request that names a download's URL",
 	"enter_ioctl":   "accelerator ioctls",
 	"exit_ioctl":    "accelerator ioctls",
 	"enter_listen":  "readiness (listen)",
@@ -83,8 +83,8 @@ func losesFor(prog string) string {
 	}
 	for _, p := range []string{"enter_", "exit_"} {
 		if s, ok := strings.CutPrefix(prog, p); ok {
-			if strings.Contains(s, "write") {
-				return "telling writes from page-cache misses for " + s + "(2)"
+			if strings.Contains(s, "write") || strings.HasPrefix(s, "send") {
+				return "bytes written to files and requests sent through " + s + "(2)"
 			}
 			return "file reads through " + s + "(2)"
 		}

@@ -52,6 +52,9 @@ func (c *Collector) Trace(m Meta) *trace.Trace {
 	for _, pid := range c.order {
 		t.Processes = append(t.Processes, c.procs[pid].Process)
 	}
+	for _, cs := range c.conns {
+		cs.URL = RequestURL(cs.request, cs.Remote)
+	}
 	for _, f := range c.files {
 		t.Files = append(t.Files, c.finishFile(f))
 	}
@@ -90,6 +93,7 @@ func (c *Collector) finishFile(f *fileState) trace.File {
 		out.MappedBytes += r.Len
 	}
 	out.Ranges = coalesce(append(coalesce(f.reads), faults...))
+	c.finishWrites(f, &out)
 	for i, m := range f.misses {
 		out.CacheMisses += int64(m.pages)
 		if at := c.rel(m.at); i == 0 || at < out.CacheMissAt {

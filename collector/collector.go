@@ -56,9 +56,10 @@ type proc struct {
 
 type fileState struct {
 	trace.File
-	reads  []trace.Range // as they arrived, coalesced at the end
-	faults []trace.Range
-	misses []missRun
+	reads   []trace.Range // as they arrived, coalesced at the end
+	faults  []trace.Range
+	misses  []missRun
+	writers map[uint32]writer // by pid
 }
 
 type missRun struct {
@@ -69,6 +70,7 @@ type missRun struct {
 type connState struct {
 	trace.Conn
 	sampled bool
+	request []byte // the first bytes sent
 }
 
 type ioctlKey struct {
@@ -214,6 +216,10 @@ func (c *Collector) Handle(raw []byte) error {
 		}
 		c.gpu.Calls = append(c.gpu.Calls, trace.Call{Name: name, PID: int(e.H.Pid), TID: int(e.H.Tid),
 			Start: c.rel(e.Start), End: c.rel(e.H.Ts), Return: e.Ret})
+	case bpf.EvPayload:
+		c.payload((*bpf.EventPayload)(ptr))
+	case bpf.EvWrite:
+		c.written((*bpf.EventWrite)(ptr))
 	case bpf.EvChdir:
 		e := (*bpf.EventChdir)(ptr)
 		p := c.proc(e.H.Pid)

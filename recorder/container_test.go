@@ -21,7 +21,8 @@ import (
 )
 
 // coldStartImage is the test image of a container cold start: busybox, a libs layer, a
-// weights layer and a static entrypoint, pushed to a registry.
+// weights layer and a static entrypoint, pushed to a registry; the entrypoint saves the
+// shard it downloads at ctrtest.ShardPath.
 type coldStartImage struct {
 	ref    string
 	digest string
@@ -46,6 +47,9 @@ func pushColdStart(t *testing.T, reg *ctrtest.Registry, shardPort int) *coldStar
 	}
 	im := &coldStartImage{ColdStart: cs, layers: []v1.Layer{cs.Base, cs.Libs, cs.Weights, entryLayer}}
 	img, err := ctrtest.BuildImage(im.layers, []string{"/coldstart"}, nil)
+	if err == nil {
+		img, err = ctrtest.WithEnv(img, "MODEL_PATH="+ctrtest.ShardPath)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,14 +83,14 @@ func pushColdStart(t *testing.T, reg *ctrtest.Registry, shardPort int) *coldStar
 
 // TestRecordImage records the cold start of a container image end to end: a pull through a
 // rate-limited registry, a static entrypoint that reads a layer of libraries, downloads a
-// shard from a loopback server, maps half of the tensors of a safetensors file and
-// listens. Every number in the trace is checked against what the test knows.
+// shard over HTTP from a loopback origin into the container's writable layer, maps half of
+// the tensors of a safetensors file and listens. Every number in the trace is checked against what the test knows.
 func TestRecordImage(t *testing.T) {
 	testenv.RequireBPF(t)
 	const rate = 8 << 20
 	ctrd := ctrtest.StartContainerd(t)
 	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{Rate: rate})
-	shard := origin.Start(t, 3<<20)
+	shard := origin.StartHTTP(t, ctrtest.ShardURLPath, origin.Random(3<<20), 0)
 	im := pushColdStart(t, reg, shard.Port())
 	ref, layers, cs, want := im.ref, im.layers, im.ColdStart, im.want
 
@@ -189,6 +193,17 @@ func TestRecordImage(t *testing.T) {
 		t.Errorf("fetched %d bytes, the server sent %d", recv, shard.Sent())
 	}
 
+	// The shard where it landed: every byte written, the sha256 of what the origin served,
+	// and the URL of the request.
+	sf := files[ctrtest.ShardPath]
+	if sf.WrittenBytes != shard.Size() || sf.Size != shard.Size() || sf.Digest != shard.Digest() || sf.Origin != shard.URL() {
+		t.Errorf("shard: wrote %d bytes, size %d, digest %s, origin %s; want %d bytes, %s, %s",
+			sf.WrittenBytes, sf.Size, sf.Digest, sf.Origin, shard.Size(), shard.Digest(), shard.URL())
+	}
+	if sf.Layer == nil || sf.Layer.Where != "rw" || sf.Kind != trace.KindWeights || len(sf.Ranges) != 0 || sf.CacheMisses != 0 {
+		t.Errorf("shard: layer %+v, kind %s, %d ranges read, %d pages missed; want the writable layer, weights, none read", sf.Layer, sf.Kind, len(sf.Ranges), sf.CacheMisses)
+	}
+
 	// Phases: present, non-negative, in the order of a cold start.
 	var prev trace.Phase
 	for _, name := range []trace.PhaseName{trace.PhasePull, trace.PhaseUnpack, trace.PhaseCreate, trace.PhaseInit, trace.PhaseFetch, trace.PhaseLoad} {
@@ -230,7 +245,7 @@ func TestRecordImageColdCache(t *testing.T) {
 	testenv.RequireBPF(t)
 	ctrd := ctrtest.StartContainerd(t)
 	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{})
-	shard := origin.Start(t, 64<<10)
+	shard := origin.StartHTTP(t, ctrtest.ShardURLPath, origin.Random(64<<10), 0)
 	im := pushColdStart(t, reg, shard.Port())
 
 	cl, err := containerd.New(ctrd.Address, "default")

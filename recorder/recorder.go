@@ -121,6 +121,7 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 	}
 
 	finish(probes, col, done, uprobeErrs, &meta)
+	digestWritten(ctx, col, true, &meta)
 	if meta.Outcome == trace.OutcomeExited {
 		status := exitStatus(col, pid)
 		if status != 0 {
@@ -235,6 +236,18 @@ func finish(probes *bpf.Probes, col *collector.Collector, done <-chan error, upr
 			more = false
 		}
 	}
+}
+
+// DigestTimeout bounds the time a recording spends hashing the files the workload wrote
+// (see collector.DigestWritten); a file not hashed by then has no digest in the trace.
+const DigestTimeout = 30 * time.Second
+
+// digestWritten hashes the possible artifacts the workload wrote, through the roots of its
+// live processes (and the host's, with host), and adds what failed to meta's warnings.
+func digestWritten(ctx context.Context, col *collector.Collector, host bool, meta *collector.Meta) {
+	ctx, cancel := context.WithTimeout(ctx, DigestTimeout)
+	defer cancel()
+	meta.Warnings = append(meta.Warnings, col.DigestWritten(ctx, host)...)
 }
 
 // Assemble adds the host's facts to meta and builds the trace; a missing probe makes it

@@ -125,6 +125,20 @@ func describeJSONError(err error) error {
 	return err
 }
 
+// validDigest reports whether d is "sha256:" and 64 lowercase hex digits.
+func validDigest(d string) bool {
+	hex, ok := strings.CutPrefix(d, "sha256:")
+	if !ok || len(hex) != 64 {
+		return false
+	}
+	for _, c := range hex {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // Validate checks the invariants that readers of a trace rely on.
 func (t *Trace) Validate() error {
 	if t.Format != Format {
@@ -145,8 +159,11 @@ func (t *Trace) Validate() error {
 		return fmt.Errorf("invalid trace: ready at %d outside the trace [0, %d]", t.Ready.At, t.Duration)
 	}
 	for i, f := range t.Files {
-		if f.Size < 0 || f.BytesRead < 0 || f.MappedBytes < 0 || f.CacheMisses < 0 {
+		if f.Size < 0 || f.BytesRead < 0 || f.MappedBytes < 0 || f.CacheMisses < 0 || f.WrittenBytes < 0 {
 			return fmt.Errorf("invalid trace: file %d (%s) has a negative count", i, f.Path)
+		}
+		if f.Digest != "" && !validDigest(f.Digest) {
+			return fmt.Errorf("invalid trace: file %s has digest %q, want sha256: and 64 lowercase hex digits", f.Path, f.Digest)
 		}
 		var prevEnd int64
 		for j, r := range f.Ranges {

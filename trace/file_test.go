@@ -19,6 +19,7 @@ func sample() *Trace {
 		Outcome:  OutcomeReady,
 		Ready:    &Ready{At: 100 * ms, Kind: "listen", PID: 7, Addr: "0.0.0.0:8080"},
 		Files: []File{{Path: "/m/model.safetensors", Size: 1 << 20, Kind: KindWeights,
+			WrittenBytes: 1 << 20, Digest: "sha256:" + strings.Repeat("ab", 32), Origin: "http://10.0.0.1:8000/m/model.safetensors",
 			Ranges: []Range{{Off: 0, Len: 4096, First: 40 * ms, Last: 41 * ms, Via: AccessRead}, {Off: 8192, Len: 4096, First: 50 * ms, Last: 50 * ms, Via: AccessMmap}}}},
 		Phases: []Phase{
 			{Name: PhaseInit, Start: 0, End: 40 * ms, Busy: 40 * ms, Critical: 40 * ms},
@@ -80,6 +81,8 @@ func TestReadRefusesMalformed(t *testing.T) {
 		"gap in path":    {strings.Replace(good, `"start_ns":40000000,"end_ns":60000000}`, `"start_ns":41000000,"end_ns":60000000}`, 1), "does not follow"},
 		"ready outside":  {strings.Replace(good, `"at_ns":100000000`, `"at_ns":200000000`, 1), "outside the trace"},
 		"bad outcome":    {strings.Replace(good, `"outcome":"ready"`, `"outcome":"meh"`, 1), "unknown outcome"},
+		"bad digest":     {strings.Replace(good, `"digest":"sha256:ab`, `"digest":"sha256:AB`, 1), "has digest"},
+		"negative write": {strings.Replace(good, `"written_bytes":1048576`, `"written_bytes":-1`, 1), "negative count"},
 	}
 	for name, c := range cases {
 		_, err := Read(strings.NewReader(c.in))

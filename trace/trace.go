@@ -197,6 +197,17 @@ type File struct {
 	CacheMisses int64    `json:"cache_miss_pages"`
 	CacheMissAt Duration `json:"cache_miss_ns,omitempty"`
 	Mmaps       int      `json:"mmaps,omitempty"`
+
+	// WrittenBytes counts bytes the traced processes wrote to the file through
+	// write-family syscalls (rewrites included).
+	WrittenBytes int64 `json:"written_bytes,omitempty"`
+	// Digest is the sha256 of the file's content at the end of the recording ("sha256:"
+	// and 64 hex digits), computed for files written during it that may be downloaded
+	// artifacts; empty when not computed.
+	Digest string `json:"digest,omitempty"`
+	// Origin is where the written bytes came from: the URL of the plain-HTTP request on
+	// the connection that fed the writes, else that connection's remote address.
+	Origin string `json:"origin,omitempty"`
 }
 
 // LayerRef ties a file to an image layer.
@@ -242,7 +253,9 @@ type Conn struct {
 	Open   Duration `json:"open_ns"`
 	Close  Duration `json:"close_ns,omitempty"`
 	// Role is "registry" for image pulls, "peer" otherwise (model downloads and the like).
-	Role      string   `json:"role"`
+	Role string `json:"role"`
+	// URL is the first request's URL when the connection spoke plain HTTP.
+	URL       string   `json:"url,omitempty"`
 	BytesRecv int64    `json:"bytes_recv"`
 	BytesSent int64    `json:"bytes_sent"`
 	FirstRecv Duration `json:"first_recv_ns,omitempty"`

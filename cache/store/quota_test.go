@@ -37,7 +37,7 @@ func TestQuotaEvictsLeastRecentlyUsed(t *testing.T) {
 	s := openStore(t, root, Options{Quota: 3 * mib})
 	stage := func(tenant string) (manifest.Artifact, []byte) {
 		body := randomBytes(mib)
-		a := artifact(origin.StartHTTP(t, body, 0), body)
+		a := artifact(origin.StartHTTP(t, "/blob", body, 0), body)
 		mustStage(t, s, tenant, a)
 		return a, body
 	}
@@ -62,7 +62,7 @@ func TestQuotaEvictsLeastRecentlyUsed(t *testing.T) {
 	}
 
 	big := randomBytes(4 * mib)
-	_, err := s.Stage(context.Background(), "a", artifact(origin.StartHTTP(t, big, 0), big), nil)
+	_, err := s.Stage(context.Background(), "a", artifact(origin.StartHTTP(t, "/blob", big, 0), big), nil)
 	if !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "more than the whole quota") {
 		t.Errorf("Stage of a file larger than the quota: %v", err)
 	}
@@ -78,7 +78,7 @@ func TestQuotaKeepsDownloadInFlight(t *testing.T) {
 	root := t.TempDir()
 	s := openStore(t, root, Options{Quota: 2 * mib})
 	slow := randomBytes(2 * mib)
-	so := origin.StartHTTP(t, slow, 4*mib)
+	so := origin.StartHTTP(t, "/blob", slow, 4*mib)
 	started := make(chan struct{})
 	done := make(chan error)
 	go func() {
@@ -93,7 +93,7 @@ func TestQuotaKeepsDownloadInFlight(t *testing.T) {
 	}()
 	<-started
 	other := randomBytes(mib)
-	_, err := s.Stage(context.Background(), "b", artifact(origin.StartHTTP(t, other, 0), other), nil)
+	_, err := s.Stage(context.Background(), "b", artifact(origin.StartHTTP(t, "/blob", other, 0), other), nil)
 	if !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "quota full") {
 		t.Errorf("Stage beside a download holding the whole quota: %v", err)
 	}
@@ -117,7 +117,7 @@ func TestDiskFull(t *testing.T) {
 	s := openStore(t, root, Options{})
 
 	big := randomBytes(12 * mib)
-	a := artifact(origin.StartHTTP(t, big, 0), big)
+	a := artifact(origin.StartHTTP(t, "/blob", big, 0), big)
 	_, err := s.Stage(context.Background(), "a", a, nil)
 	if !errors.Is(err, ErrFull) || !errors.Is(err, unix.ENOSPC) {
 		t.Fatalf("Stage: %v, want a disk-full error", err)
@@ -139,6 +139,6 @@ func TestDiskFull(t *testing.T) {
 	}
 
 	small := randomBytes(2 * mib)
-	r := mustStage(t, s, "a", artifact(origin.StartHTTP(t, small, 0), small))
+	r := mustStage(t, s, "a", artifact(origin.StartHTTP(t, "/blob", small, 0), small))
 	sameFile(t, r.Path, small)
 }

@@ -97,7 +97,7 @@ func checkResumed(t testing.TB, o *origin.HTTP, r Result, size, n int64) {
 
 func TestResumeAfterCancel(t *testing.T) {
 	body := randomBytes(4 << 20)
-	o := origin.StartHTTP(t, body, 16<<20)
+	o := origin.StartHTTP(t, "/blob", body, 16<<20)
 	s := openStore(t, t.TempDir(), Options{})
 	a := artifact(o, body)
 	n := stageUntil(t, s, "a", a, body, 1<<20)
@@ -118,7 +118,7 @@ func TestResumeAfterCancel(t *testing.T) {
 // continues; nothing is published before it is whole.
 func TestResumeAfterKill(t *testing.T) {
 	body := randomBytes(6 << 20)
-	o := origin.StartHTTP(t, body, 2<<20)
+	o := origin.StartHTTP(t, "/blob", body, 2<<20)
 	root := t.TempDir()
 	a := artifact(o, body)
 	args, _ := json.Marshal(helperArgs{Root: root, Tenant: "a", Artifact: a})
@@ -157,7 +157,7 @@ func TestResumeAfterKill(t *testing.T) {
 func TestResumeRestarts(t *testing.T) {
 	t.Run("partial bytes wrong", func(t *testing.T) {
 		body := randomBytes(4 << 20)
-		o := origin.StartHTTP(t, body, 16<<20)
+		o := origin.StartHTTP(t, "/blob", body, 16<<20)
 		s := openStore(t, t.TempDir(), Options{})
 		a := artifact(o, body)
 		n := stageUntil(t, s, "a", a, body, 1<<20)
@@ -184,7 +184,7 @@ func TestResumeRestarts(t *testing.T) {
 	})
 	t.Run("range ignored", func(t *testing.T) {
 		body := randomBytes(4 << 20)
-		o := origin.StartHTTP(t, body, 16<<20)
+		o := origin.StartHTTP(t, "/blob", body, 16<<20)
 		s := openStore(t, t.TempDir(), Options{})
 		a := artifact(o, body)
 		stageUntil(t, s, "a", a, body, 1<<20)
@@ -200,7 +200,7 @@ func TestResumeRestarts(t *testing.T) {
 		// The origin is updated in the middle of the download: If-Range on the old ETag
 		// brings the whole new file, not its tail after the old head.
 		old, body := randomBytes(4<<20), randomBytes(4<<20)
-		o := origin.StartHTTP(t, old, 16<<20)
+		o := origin.StartHTTP(t, "/blob", old, 16<<20)
 		s := openStore(t, t.TempDir(), Options{})
 		a := artifact(o, body)
 		stageUntil(t, s, "a", a, body, 1<<20)

@@ -131,7 +131,7 @@ func TestValidation(t *testing.T) {
 
 func TestStageThenHit(t *testing.T) {
 	body := randomBytes(3<<20 + 17)
-	o := origin.StartHTTP(t, body, 0)
+	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{})
 	a := artifact(o, body)
@@ -189,7 +189,7 @@ func TestStageThenHit(t *testing.T) {
 
 func TestCorruptBlobRefetched(t *testing.T) {
 	body := randomBytes(1 << 20)
-	o := origin.StartHTTP(t, body, 0)
+	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{})
 	a := artifact(o, body)
@@ -232,7 +232,7 @@ func TestCorruptBlobRefetched(t *testing.T) {
 
 func TestOriginDown(t *testing.T) {
 	body := randomBytes(1 << 20)
-	o := origin.StartHTTP(t, body, 0)
+	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{})
 	a := artifact(o, body)
@@ -255,7 +255,7 @@ func TestOriginDown(t *testing.T) {
 // partial file left.
 func TestOriginWrongContent(t *testing.T) {
 	body := randomBytes(1 << 20)
-	o := origin.StartHTTP(t, body, 0)
+	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{})
 	a := artifact(o, body)
@@ -278,7 +278,7 @@ func TestOriginWrongContent(t *testing.T) {
 
 func TestTenantIsolation(t *testing.T) {
 	body := randomBytes(1 << 20)
-	o := origin.StartHTTP(t, body, 0)
+	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{})
 	a := artifact(o, body)
@@ -298,7 +298,7 @@ func TestTenantIsolation(t *testing.T) {
 	}
 
 	// With the origin, b gets its own copy (no deduplication across tenants).
-	o2 := origin.StartHTTP(t, body, 0)
+	o2 := origin.StartHTTP(t, "/blob", body, 0)
 	a.Origin = o2.URL()
 	if r := mustStage(t, s, "b", a); r.Action != Fetched || o2.BodyBytes() != a.Size {
 		t.Errorf("Stage for b: %+v, origin sent %d", r, o2.BodyBytes())
@@ -316,7 +316,7 @@ func TestTenantIsolation(t *testing.T) {
 
 func TestSymlinksRefused(t *testing.T) {
 	body := randomBytes(64 << 10)
-	o := origin.StartHTTP(t, body, 0)
+	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{})
 	a := artifact(o, body)
@@ -373,7 +373,7 @@ func TestSymlinksRefused(t *testing.T) {
 // Two calls for the same file at once: one fetches, the other waits and finds it.
 func TestConcurrentStageFetchesOnce(t *testing.T) {
 	body := randomBytes(2 << 20)
-	o := origin.StartHTTP(t, body, 8<<20)
+	o := origin.StartHTTP(t, "/blob", body, 8<<20)
 	s := openStore(t, t.TempDir(), Options{})
 	a := artifact(o, body)
 	results := make(chan Result, 2)
@@ -406,7 +406,7 @@ func TestLimiterSeesEveryByte(t *testing.T) {
 	body := randomBytes(1<<20 + 3)
 	l := &countingLimiter{}
 	s := openStore(t, t.TempDir(), Options{Limiter: l})
-	mustStage(t, s, "a", artifact(origin.StartHTTP(t, body, 0), body))
+	mustStage(t, s, "a", artifact(origin.StartHTTP(t, "/blob", body, 0), body))
 	if l.n.Load() != int64(len(body)) {
 		t.Errorf("the limiter was asked for %d bytes, want %d", l.n.Load(), len(body))
 	}

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path"
+	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,6 +141,17 @@ func BuildImage(layers []v1.Layer, entrypoint, cmd []string) (v1.Image, error) {
 	return mutate.ConfigFile(img, cf)
 }
 
+// WithEnv returns img with env (NAME=value) added to its configuration's environment.
+func WithEnv(img v1.Image, env ...string) (v1.Image, error) {
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.Config.Env = append(cf.Config.Env, env...)
+	return mutate.ConfigFile(img, cf)
+}
+
 // Sizes parameterise ColdStartLayers so that fast tests can use a small one.
 type Sizes struct {
 	Libs    int   // number of files in the libs layer
@@ -153,6 +167,10 @@ var FullSizes = Sizes{Libs: 2000, LibSize: 2048, Weights: 256 << 20, Tensors: 64
 const (
 	LibsDir     = "/opt/libs"
 	WeightsPath = "/models/model.safetensors"
+	// ShardURLPath is what the test entrypoint (recorder/testdata/coldstart.c) downloads
+	// from its origin; ShardPath where a test tells it (env MODEL_PATH) to write it.
+	ShardURLPath = "/hub/shard.safetensors"
+	ShardPath    = "/models/shard.safetensors"
 )
 
 // ColdStart holds the layers of the cold-start test image and what tests need to know.
@@ -184,4 +202,44 @@ func ColdStartLayers(t testing.TB, s Sizes) *ColdStart {
 		t.Fatal(err)
 	}
 	return ti
+}
+
+// PushColdStart builds the cold-start test image (ColdStartLayers, the static entrypoint
+// recorder/testdata/coldstart.c compiled with gcc, MODEL_PATH set to ShardPath, then any
+// extra layers) and pushes it to reg as test/coldstart:v1. args run the entrypoint against
+// an origin of the shard at 127.0.0.1:port: it reads the libraries, downloads the shard,
+// maps every other tensor of the weights, and listens.
+func PushColdStart(t testing.TB, reg *Registry, port int, sizes Sizes, extra ...v1.Layer) (cs *ColdStart, ref string, args []string) {
+	t.Helper()
+	_, here, _, _ := runtime.Caller(0)
+	src := filepath.Join(filepath.Dir(here), "..", "..", "recorder", "testdata", "coldstart.c")
+	bin := filepath.Join(t.TempDir(), "coldstart")
+	if b, err := exec.Command("gcc", "-O2", "-Wall", "-o", bin, src, "-static").CombinedOutput(); err != nil {
+		t.Fatalf("gcc coldstart.c: %v\n%s", err, b)
+	}
+	entry, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs = ColdStartLayers(t, sizes)
+	entryLayer, err := Layer(File{Path: "/coldstart", Mode: 0o755, Data: entry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers := append([]v1.Layer{cs.Base, cs.Libs, cs.Weights, entryLayer}, extra...)
+	img, err := BuildImage(layers, []string{"/coldstart"}, nil)
+	if err == nil {
+		img, err = WithEnv(img, "MODEL_PATH="+ShardPath)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref = reg.Push(t, "test/coldstart:v1", img)
+	args = []string{"/coldstart", strings.TrimPrefix(LibsDir, "/"), fmt.Sprint(port), WeightsPath}
+	for i, ts := range cs.Tensors {
+		if i%2 == 0 {
+			args = append(args, fmt.Sprintf("%d:%d", ts.Off, ts.Len))
+		}
+	}
+	return cs, ref, args
 }

@@ -2,20 +2,27 @@ package origin
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// HTTP is a loopback HTTP origin for tests of downloads: it serves one body with
-// http.ServeContent (so Range and If-Range work against its ETag), paced to a rate, and
-// records every request with the body bytes it wrote.
+// HTTP is a loopback HTTP/1.1 origin for tests of downloads: it serves one body at one path
+// with http.ServeContent (so Range and If-Range work against its ETag), paced to a rate,
+// records every request with the body bytes it wrote, and counts every byte it writes on
+// its connections, headers included.
 type HTTP struct {
-	srv *httptest.Server
+	srv  *httptest.Server
+	path string
+	sent atomic.Int64
 
 	mu          sync.Mutex
 	body        []byte
@@ -32,19 +39,49 @@ type Request struct {
 	Body   int64 // body bytes written
 }
 
-// StartHTTP starts an origin serving body at bytesPerSec (0: as fast as it goes); it stops
-// at the end of the test.
-func StartHTTP(t testing.TB, body []byte, bytesPerSec int64) *HTTP {
+// StartHTTP starts an origin serving body at path (404 elsewhere) at bytesPerSec (0: as
+// fast as it goes); it stops at the end of the test.
+func StartHTTP(t testing.TB, path string, body []byte, bytesPerSec int64) *HTTP {
 	t.Helper()
-	o := &HTTP{rate: bytesPerSec}
+	o := &HTTP{path: path, rate: bytesPerSec}
 	o.SetBody(body)
-	o.srv = httptest.NewServer(http.HandlerFunc(o.serve))
+	o.srv = httptest.NewUnstartedServer(http.HandlerFunc(o.serve))
+	o.srv.Listener = countingListener{o.srv.Listener, &o.sent}
+	o.srv.Start()
 	t.Cleanup(o.Close)
 	return o
 }
 
-// URL is the address of the body.
-func (o *HTTP) URL() string { return o.srv.URL + "/blob" }
+// Random returns size random bytes, a body no compression shrinks.
+func Random(size int) []byte {
+	b := make([]byte, size)
+	rand.Read(b)
+	return b
+}
+
+// URL is the address of the body: http://127.0.0.1:PORT/PATH.
+func (o *HTTP) URL() string { return o.srv.URL + o.path }
+
+// Port is the TCP port the origin listens on.
+func (o *HTTP) Port() int { return o.srv.Listener.Addr().(*net.TCPAddr).Port }
+
+// Sent is the number of bytes written on the origin's connections so far, headers included.
+func (o *HTTP) Sent() int64 { return o.sent.Load() }
+
+// Size is the size of the body.
+func (o *HTTP) Size() int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return int64(len(o.body))
+}
+
+// Digest is the sha256 of the body, as "sha256:" and 64 hex digits.
+func (o *HTTP) Digest() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	sum := sha256.Sum256(o.body)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
 
 // Close stops the origin: from then on a fetch finds nobody listening.
 func (o *HTTP) Close() { o.srv.Close() }
@@ -82,6 +119,10 @@ func (o *HTTP) BodyBytes() int64 {
 }
 
 func (o *HTTP) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != o.path {
+		http.NotFound(w, r)
+		return
+	}
 	o.mu.Lock()
 	body, etag, rate, ignore := o.body, o.etag, o.rate, o.ignoreRange
 	if ignore {
@@ -131,4 +172,28 @@ func (p *pacedWriter) Write(b []byte) (int, error) {
 		}
 	}
 	return written, nil
+}
+
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{c, l.n}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }

@@ -1,7 +1,7 @@
-// Package origin is a loopback HTTP/1.0 origin for tests: it sends a body of random bytes
-// of a known size to every request and counts every byte it writes, headers included, so
-// that a trace's network bytes can be checked against what was really sent. StartHTTP is
-// an HTTP/1.1 one that also answers ranges, for tests of resumable downloads.
+// Package origin holds loopback origins for tests that count every byte they write,
+// headers included, so that a trace's network bytes can be checked against what was really
+// sent: Server, a raw TCP origin that sends a body of random bytes of a known size to every
+// request, and HTTP, a real HTTP server of one file with Range support.
 package origin
 
 import (

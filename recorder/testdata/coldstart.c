@@ -1,9 +1,11 @@
 /* The entrypoint of the container cold-start test, built static so that the image needs no
  * libc. Every step has a ground truth the test knows.
  * usage: coldstart LIBSDIR PORT WEIGHTS OFF:LEN...
- * It reads every file in the subdirectories of LIBSDIR, downloads from 127.0.0.1:PORT until
- * the server closes, maps each OFF:LEN range of WEIGHTS (widened to whole pages) on its own
- * and touches every page of it, then listens on a loopback port and waits to be killed. */
+ * It reads every file in the subdirectories of LIBSDIR; gets the model: reads the file that
+ * env MODEL_CACHE names if it opens, else downloads MODEL_URL_PATH from 127.0.0.1:PORT over
+ * HTTP/1.0 until the server closes and writes the body to env MODEL_PATH if set; maps each
+ * OFF:LEN range of WEIGHTS (widened to whole pages) on its own and touches every page of
+ * it; then listens on a loopback port and waits to be killed. */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -13,7 +15,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#define MODEL_URL_PATH "/hub/shard.safetensors" /* ctrtest.ShardURLPath */
 
 static char buf[1 << 16];
 
@@ -63,22 +68,72 @@ static void libs(const char *dir)
 	closedir(d);
 }
 
-static void fetch(int port)
+/* write_all writes n bytes of p to fd, or dies. */
+static void write_all(int fd, const char *p, size_t n, const char *what)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0)
+			die(what);
+		p += w;
+		n -= w;
+	}
+}
+
+/* fetch downloads MODEL_URL_PATH from 127.0.0.1:port over HTTP/1.0 and writes the body to
+ * out (-1: discards it). */
+static void fetch(int port, int out)
 {
 	int s = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
 	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
 	if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a)) < 0)
 		die("connect");
-	const char *req = "GET /shard HTTP/1.0\r\n\r\n";
-	if (write(s, req, strlen(req)) < 0)
-		die("write");
-	ssize_t n;
-	while ((n = read(s, buf, sizeof(buf))) > 0)
-		;
-	if (n < 0)
+	char req[256];
+	int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n\r\n", MODEL_URL_PATH, port);
+	write_all(s, req, n, "send");
+	/* Skip the headers: everything up to the first CRLF CRLF. */
+	const char *end = "\r\n\r\n";
+	int matched = 0;
+	ssize_t got;
+	while ((got = read(s, buf, sizeof(buf))) > 0) {
+		char *p = buf;
+		while (matched < 4 && p < buf + got)
+			matched = *p++ == end[matched] ? matched + 1 : (p[-1] == '\r' ? 1 : 0);
+		if (matched == 4 && out >= 0)
+			write_all(out, p, buf + got - p, "write model");
+	}
+	if (got < 0)
 		die("read");
 	close(s);
+}
+
+/* model gets the model: from the file MODEL_CACHE names when it opens (a staged copy),
+ * else from the origin, into MODEL_PATH when set (its directory is created). */
+static void model(int port)
+{
+	const char *cache = getenv("MODEL_CACHE");
+	if (cache && access(cache, R_OK) == 0) {
+		read_all(cache);
+		return;
+	}
+	const char *path = getenv("MODEL_PATH");
+	int out = -1;
+	if (path && *path) {
+		char dir[4096];
+		snprintf(dir, sizeof(dir), "%s", path);
+		char *slash = strrchr(dir, '/');
+		if (slash && slash != dir) {
+			*slash = 0;
+			mkdir(dir, 0755); /* one level; an existing one is fine */
+		}
+		out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (out < 0)
+			die(path);
+	}
+	fetch(port, out);
+	if (out >= 0 && close(out) < 0)
+		die(path);
 }
 
 static void load(const char *path, int n, char **ranges)
@@ -122,7 +177,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	libs(argv[1]);
-	fetch(atoi(argv[2]));
+	model(atoi(argv[2]));
 	load(argv[3], argc - 4, argv + 4);
 	serve();
 }
