@@ -21,8 +21,11 @@ type yielder struct {
 	cs   content.Store
 	poll time.Duration
 
-	mu      sync.Mutex
-	own     map[string]int // digests being fetched by the agent -> readers
+	mu  sync.Mutex
+	own map[string]int // digests being fetched by the agent -> readers
+	// closed holds when the agent's last reader of a digest closed: containerd's ingest
+	// outlives the reader until the blob is committed, and is still the agent's then.
+	closed  map[string]time.Time
 	seen    map[string]ingest
 	foreign bool
 	checked time.Time
@@ -34,7 +37,7 @@ type ingest struct {
 }
 
 func newYielder(cs content.Store, poll time.Duration) *yielder {
-	return &yielder{cs: cs, poll: poll, own: map[string]int{}, seen: map[string]ingest{}}
+	return &yielder{cs: cs, poll: poll, own: map[string]int{}, closed: map[string]time.Time{}, seen: map[string]ingest{}}
 }
 
 func (y *yielder) add(dgst string, d int) {
@@ -43,6 +46,7 @@ func (y *yielder) add(dgst string, d int) {
 	y.own[dgst] += d
 	if y.own[dgst] <= 0 {
 		delete(y.own, dgst)
+		y.closed[dgst] = time.Now()
 	}
 }
 
@@ -52,6 +56,9 @@ func (y *yielder) wait(ctx context.Context, drop func()) (time.Duration, error) 
 	start := time.Now()
 	for i := 0; ; i++ {
 		foreign, err := y.check(ctx)
+		if i == 0 && (err != nil || !foreign) {
+			return 0, err // no pause: the check's own time is not yielded time
+		}
 		if err != nil || !foreign {
 			return time.Since(start), err
 		}
@@ -100,6 +107,13 @@ func (y *yielder) check(ctx context.Context) (bool, error) {
 func (y *yielder) ownRef(ref string) bool {
 	for d := range y.own {
 		if strings.HasSuffix(ref, d) {
+			return true
+		}
+	}
+	for d, at := range y.closed {
+		if time.Since(at) > stale {
+			delete(y.closed, d)
+		} else if strings.HasSuffix(ref, d) {
 			return true
 		}
 	}

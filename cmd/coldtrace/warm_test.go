@@ -1,0 +1,181 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coldtrace/coldtrace/internal/ctrtest"
+	"github.com/coldtrace/coldtrace/internal/origin"
+	"github.com/coldtrace/coldtrace/internal/testenv"
+	"github.com/coldtrace/coldtrace/manifest"
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+// TestWarmHalvesColdStart is the cache agent's acceptance test. The same container start
+// is recorded twice, each on a fresh containerd root after the page cache was dropped:
+// once as it is, once after `coldtrace warm` applied the manifest that `coldtrace advise`
+// built from the first recording. Both containers mount the tenant's artifact directory at
+// /cache and are told to look for the model shard there (MODEL_CACHE), as a pod configured
+// for the store would be; only the warmed one finds it. Ground truth: the registry's and
+// the origin's byte counts, and vmtouch's view of the page cache.
+func TestWarmHalvesColdStart(t *testing.T) {
+	testenv.RequireBPF(t)
+	testenv.RequireBinary(t, "gcc")
+	testenv.RequireBinary(t, "vmtouch")
+	bin := build(t)
+	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{Rate: 32 << 20})
+	shard := origin.StartHTTP(t, ctrtest.ShardURLPath, origin.Random(32<<20), 16<<20)
+	_, ref, args := ctrtest.PushColdStart(t, reg, shard.Port(), ctrtest.Sizes{Libs: 2000, LibSize: 2048, Weights: 64 << 20, Tensors: 64})
+	dir := t.TempDir()
+	store := filepath.Join(dir, "store")
+	hex := strings.TrimPrefix(shard.Digest(), "sha256:")
+	env := "MODEL_CACHE=/cache/sha256/" + hex
+
+	record := func(ctrd *ctrtest.Containerd, mount, out string) *trace.Trace {
+		t.Helper()
+		cmd := []string{"record", "--image", ref, "--containerd", ctrd.Address, "--namespace", "k8s.io",
+			"--plain-http", "--net-host", "--timeout", "2m", "--format", "none", "-o", out,
+			"--env", env, "--mount", mount + ":/cache", "--"}
+		b, err := exec.Command(bin, append(cmd, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("record: %v\n%s", err, b)
+		}
+		tr, err := trace.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tr.Outcome != trace.OutcomeReady {
+			t.Fatalf("%s: outcome %s (%s)", out, tr.Outcome, tr.Error)
+		}
+		return tr
+	}
+
+	// Cold: a new node, nothing cached.
+	empty := filepath.Join(dir, "empty")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dropCaches(t)
+	cold := record(ctrtest.StartContainerd(t), empty, filepath.Join(dir, "cold.json.gz"))
+	mpath := filepath.Join(dir, "coldstart.manifest.yaml")
+	if b, err := exec.Command(bin, "advise", filepath.Join(dir, "cold.json.gz"), "-o", mpath).CombinedOutput(); err != nil {
+		t.Fatalf("advise: %v\n%s", err, b)
+	}
+	m, err := manifest.Load(mpath, manifest.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Spec.Artifacts) != 1 || m.Spec.Artifacts[0].Digest != shard.Digest() || m.Spec.Artifacts[0].Origin != shard.URL() {
+		t.Fatalf("manifest artifacts %+v, want the shard %s from %s", m.Spec.Artifacts, shard.Digest(), shard.URL())
+	}
+
+	// Warm: another new node, then coldtrace warm.
+	node := ctrtest.StartContainerd(t)
+	dropCaches(t)
+	warm := func() string {
+		t.Helper()
+		b, err := exec.Command(bin, "warm", "--containerd", node.Address, "--plain-http", "--store", store, mpath).CombinedOutput()
+		if err != nil {
+			t.Fatalf("warm: %v\n%s", err, b)
+		}
+		return string(b)
+	}
+	pulled, fetched := reg.Total(), shard.Sent()
+	out := warm()
+	t.Logf("warm:\n%s", out)
+	if reg.Total() == pulled || shard.Sent()-fetched < shard.Size() {
+		t.Errorf("warm pulled %d bytes and fetched %d: want the image and the shard", reg.Total()-pulled, shard.Sent()-fetched)
+	}
+	// The node drops its page cache (a reboot, memory pressure): warming again finds the
+	// image and the shard there, moves nothing over the network, and reads the hot set back.
+	dropCaches(t)
+	pulled, fetched = reg.Total(), shard.Sent()
+	if out := warm(); reg.Total() != pulled || shard.Sent() != fetched || !strings.Contains(out, "prepull 0 done") || !strings.Contains(out, "stage 0 done") {
+		t.Errorf("second warm pulled %d and fetched %d bytes:\n%s", reg.Total()-pulled, shard.Sent()-fetched, out)
+	}
+	// Ground truth for the page cache, read by vmtouch: the shard in the store and the hot
+	// ranges of the weights file in its layer's snapshot.
+	blob := filepath.Join(store, "tenants", "default", "sha256", hex)
+	if res, total := vmtouch(t, blob); res != total {
+		t.Errorf("vmtouch %s: %d of %d pages resident after warm", blob, res, total)
+	}
+	weights, _ := filepath.Glob(filepath.Join(node.Root, "io.containerd.snapshotter.v1.overlayfs", "snapshots", "*", "fs", ctrtest.WeightsPath))
+	var hot int64
+	for _, e := range m.Spec.HotSet {
+		if "/"+e.Path == ctrtest.WeightsPath {
+			hot = e.Bytes() / 4096
+		}
+	}
+	if len(weights) != 1 || hot == 0 {
+		t.Fatalf("weights in the snapshots: %v; hot pages %d", weights, hot)
+	}
+	if res, total := vmtouch(t, weights[0]); res < hot || res > hot+total/50 {
+		t.Errorf("vmtouch %s: %d of %d pages resident after warm, want the %d hot ones", weights[0], res, total, hot)
+	}
+
+	pulled, fetched = reg.Total(), shard.Sent()
+	warmed := record(node, filepath.Join(store, "tenants", "default"), filepath.Join(dir, "warm.json.gz"))
+	t.Logf("time to ready: cold %s, after warm %s (%.1fx); pull %s -> %s; registry bytes during the warm start %d, origin bytes %d",
+		time.Duration(cold.Duration), time.Duration(warmed.Duration), float64(cold.Duration)/float64(warmed.Duration),
+		time.Duration(cold.Pull.End-cold.Pull.Start), time.Duration(warmed.Pull.End-warmed.Pull.Start), reg.Total()-pulled, shard.Sent()-fetched)
+	if 2*warmed.Duration > cold.Duration {
+		t.Errorf("after warm the start took %s, cold %s: want at least 2x shorter", time.Duration(warmed.Duration), time.Duration(cold.Duration))
+	}
+	// The pull is about 0 s: only the manifest is asked for again.
+	if p := warmed.Pull.End - warmed.Pull.Start; p > (cold.Pull.End-cold.Pull.Start)/10 || reg.Total()-pulled > 64<<10 {
+		t.Errorf("pull after warm took %s and %d registry bytes", time.Duration(p), reg.Total()-pulled)
+	}
+	// The model came from the store: nothing from the origin, the staged copy read whole.
+	if shard.Sent() != fetched {
+		t.Errorf("the origin sent %d bytes during the warm start", shard.Sent()-fetched)
+	}
+	var fromStore bool
+	var misses int64
+	for _, f := range warmed.Files {
+		if f.Path == "/cache/sha256/"+hex && f.BytesRead == shard.Size() {
+			fromStore = true
+		}
+		misses += f.CacheMisses
+	}
+	if !fromStore {
+		t.Errorf("the warm start did not read the shard from /cache/sha256/%s", hex)
+	}
+	// Page-cache misses, as the tracer counts them: close to 0 against the hot set's pages.
+	var hotPages int64
+	for _, e := range m.Spec.HotSet {
+		hotPages += e.Bytes() / 4096
+	}
+	t.Logf("page-cache misses after warm: %d pages; the hot set has %d", misses, hotPages)
+	if misses*100 > hotPages {
+		t.Errorf("page-cache misses after warm: %d pages of a hot set of %d: want under 1%%", misses, hotPages)
+	}
+}
+
+// dropCaches empties the page cache, as on a node that just booted.
+func dropCaches(t *testing.T) {
+	t.Helper()
+	if b, err := exec.Command("sh", "-c", "sync && echo 3 > /proc/sys/vm/drop_caches").CombinedOutput(); err != nil {
+		t.Fatalf("drop caches: %v %s", err, b)
+	}
+}
+
+var residentRE = regexp.MustCompile(`Resident Pages: (\d+)/(\d+)`)
+
+// vmtouch returns the resident and total pages of a file as vmtouch counts them.
+func vmtouch(t *testing.T, path string) (resident, total int64) {
+	t.Helper()
+	b, err := exec.Command("vmtouch", path).CombinedOutput()
+	m := residentRE.FindSubmatch(b)
+	if err != nil || m == nil {
+		t.Fatalf("vmtouch %s: %v\n%s", path, err, b)
+	}
+	resident, _ = strconv.ParseInt(string(m[1]), 10, 64)
+	total, _ = strconv.ParseInt(string(m[2]), 10, 64)
+	return resident, total
+}
