@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -178,4 +180,59 @@ func vmtouch(t *testing.T, path string) (resident, total int64) {
 	resident, _ = strconv.ParseInt(string(m[1]), 10, 64)
 	total, _ = strconv.ParseInt(string(m[2]), 10, 64)
 	return resident, total
+}
+
+// TestWarmRefuses gives warm manifests that must not be followed: each is refused with a
+// clear message and nothing outside the store is read or written.
+func TestWarmRefuses(t *testing.T) {
+	testenv.RequireRoot(t)
+	bin := build(t)
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	const head = `{"apiVersion":"coldtrace.dev/v1alpha1","kind":"PrefetchManifest","metadata":{"name":"m"},"spec":{"runs":1,`
+	entry := func(layer, path string) string {
+		l := ""
+		if layer != "" {
+			l = `"layer":"` + layer + `",`
+		}
+		return `{` + l + `"path":"` + path + `","ranges":[{"off":0,"len":4096}],"order":0,"firstAccessNs":0,"confidence":1,"expectedSavedSeconds":0}`
+	}
+	layer := "sha256:" + strings.Repeat("a", 64)
+	// Ten million entries: the manifest is refused by its size before it is parsed.
+	huge := filepath.Join(dir, "huge.json")
+	f, err := os.Create(huge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(head + `"hotSet":[`)
+	one := []byte(entry(layer, "x") + ",")
+	chunk := bytes.Repeat(one, 100_000)
+	for range 100 {
+		f.Write(chunk)
+	}
+	f.WriteString(entry(layer, "y") + `]}}`)
+	f.Close()
+
+	for _, c := range []struct{ name, path, want string }{
+		{"dotdot", write("dotdot.json", head+`"hotSet":[`+entry(layer, "usr/../../etc/shadow")+`]}}`), "'..'"},
+		{"absolute", write("abs.json", head+`"hotSet":[`+entry(layer, "/etc/shadow")+`]}}`), "must be relative"},
+		{"utf8", write("utf8.json", head+`"hotSet":[`+entry(layer, "usr/lib/\xff.so")+`]}}`), "UTF-8"},
+		{"digest", write("digest.json", head+`"hotSet":[`+entry("sha256:1234", "usr/lib/a.so")+`]}}`), "64 hex digits"},
+		{"ten million entries", huge, "limit"},
+	} {
+		b, err := exec.Command(bin, "warm", "--containerd", filepath.Join(dir, "none.sock"), "--store", filepath.Join(dir, "store"), c.path).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || !strings.Contains(string(b), c.want) {
+			t.Errorf("%s: exit %v, output %q: want a refusal that says %q", c.name, err, b, c.want)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "store")); err == nil {
+			t.Errorf("%s: the store was created for a refused manifest", c.name)
+		}
+	}
 }

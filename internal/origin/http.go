@@ -75,6 +75,13 @@ func (o *HTTP) Size() int64 {
 	return int64(len(o.body))
 }
 
+// Body is the content served.
+func (o *HTTP) Body() []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.body
+}
+
 // Digest is the sha256 of the body, as "sha256:" and 64 hex digits.
 func (o *HTTP) Digest() string {
 	o.mu.Lock()

@@ -1,0 +1,154 @@
+package cache
+
+import (
+	"context"
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/coldtrace/coldtrace/internal/ctrtest"
+	"github.com/coldtrace/coldtrace/internal/origin"
+	"github.com/coldtrace/coldtrace/manifest"
+)
+
+// modelManifest lists one downloaded model file as an artifact, and its first 64 KiB as hot.
+func modelManifest(tenant string, o *origin.HTTP) *manifest.Manifest {
+	m := manifest.New("model-" + tenant)
+	m.Spec.Tenant, m.Spec.Runs = tenant, 1
+	m.Spec.Artifacts = []manifest.Artifact{{Path: "/models/model.bin", Origin: o.URL(), Size: o.Size(), Digest: o.Digest()}}
+	m.Spec.HotSet = []manifest.HotEntry{{Path: "/models/model.bin", Size: o.Size(), Ranges: []manifest.Range{{Off: 0, Len: 64 << 10}}, Confidence: 1}}
+	return m
+}
+
+func only(t *testing.T, s *Summary, action string) Item {
+	t.Helper()
+	var found []Item
+	for _, it := range s.Items {
+		if it.Action == action {
+			found = append(found, it)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%s items: %+v", action, found)
+	}
+	return found[0]
+}
+
+// TestApplyArtifacts stages and warms a model artifact for a tenant through a real
+// containerd and store, and checks tenant isolation, the fallback to the origin when the
+// cached copy is corrupt, a cache that serves with the origin down, and the metrics.
+func TestApplyArtifacts(t *testing.T) {
+	ctrd := ctrtest.StartContainerd(t)
+	reg := prometheus.NewRegistry()
+	metrics := NewMetrics(reg)
+	root := filepath.Join(t.TempDir(), "store")
+	a, err := New(Config{Containerd: ctrd.Address, Namespace: "k8s.io", StoreRoot: root}, metrics, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ctx := context.Background()
+	o := origin.StartHTTP(t, "/m/model.bin", origin.Random(1<<20), 0)
+	apply := func(tenant string, m *manifest.Manifest) *Summary {
+		t.Helper()
+		s, err := a.Apply(ctx, tenant, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	s := apply("team-a", modelManifest("team-a", o))
+	if st, w := only(t, s, ActionStage), only(t, s, ActionWarm); st.Result != ResultDone || w.Result != ResultDone || w.Resident != 1 || !s.OK() {
+		t.Fatalf("first apply: %+v", s.Items)
+	}
+	blob := filepath.Join(root, "tenants", "team-a", "sha256", strings.TrimPrefix(o.Digest(), "sha256:"))
+	if got, _ := os.ReadFile(blob); sha256.Sum256(got) != sha256.Sum256(o.Body()) {
+		t.Fatal("the staged blob differs from the origin's body")
+	}
+
+	// Tenant b may not warm a's staged file by its host path, nor any other host file.
+	mb := manifest.New("peek")
+	mb.Spec.Runs = 1
+	for _, p := range []string{blob, "/etc/shadow"} {
+		mb.Spec.HotSet = append(mb.Spec.HotSet, manifest.HotEntry{Path: p, Ranges: []manifest.Range{{Off: 0, Len: 4096}}, Confidence: 1, Order: len(mb.Spec.HotSet)})
+	}
+	s = apply("team-b", mb)
+	for _, it := range s.Items {
+		if it.Result != ResultRefused || it.Reason != ReasonPath {
+			t.Errorf("team-b warming %s: %s (%s), want refused", it.Name, it.Result, it.Detail)
+		}
+	}
+	// With the origin down, b cannot get a's copy of the same artifact.
+	down := origin.StartHTTP(t, "/m/model.bin", o.Body(), 0)
+	down.Close()
+	mdown := modelManifest("team-b", down)
+	if st := only(t, apply("team-b", mdown), ActionStage); st.Result != ResultFailed || !strings.Contains(st.Detail, down.URL()) {
+		t.Errorf("team-b staging with the origin down: %s (%s)", st.Result, st.Detail)
+	}
+
+	// a's copy rots: the next apply notices, fetches it again, and counts a fallback.
+	corrupt(t, blob)
+	if st := only(t, apply("team-a", modelManifest("team-a", o)), ActionStage); st.Result != ResultDone || !strings.Contains(st.Detail, "corrupt") {
+		t.Errorf("after corruption: %s (%s)", st.Result, st.Detail)
+	}
+	if n := testutil.ToFloat64(metrics.fallbacks.WithLabelValues("team-a", "corrupt")); n != 1 {
+		t.Errorf("fallbacks{corrupt} = %v, want 1", n)
+	}
+	// The origin goes away; the cache still serves a.
+	ma := modelManifest("team-a", o)
+	o.Close()
+	if st := only(t, apply("team-a", ma), ActionStage); st.Result != ResultPresent {
+		t.Errorf("origin down, cache present: %s (%s)", st.Result, st.Detail)
+	}
+	if n := testutil.ToFloat64(metrics.bytes.WithLabelValues(ActionStage, "team-a")); n != 2<<20 {
+		t.Errorf("staged bytes %v, want %d (the file twice)", n, 2<<20)
+	}
+	// An artifact whose digest is not its content's is never published.
+	wrong := origin.StartHTTP(t, "/m/other.bin", origin.Random(1<<20), 0)
+	mw := modelManifest("team-a", wrong)
+	mw.Spec.Artifacts[0].Digest = "sha256:" + strings.Repeat("b", 64)
+	mw.Spec.Artifacts[0].Path = "/models/other.bin"
+	mw.Spec.HotSet = nil
+	if st := only(t, apply("team-a", mw), ActionStage); st.Result != ResultFailed {
+		t.Errorf("wrong digest: %s (%s)", st.Result, st.Detail)
+	}
+	for _, d := range []string{mw.Spec.Artifacts[0].Digest, wrong.Digest()} {
+		if _, err := os.Stat(filepath.Join(root, "tenants", "team-a", "sha256", strings.TrimPrefix(d, "sha256:"))); err == nil {
+			t.Errorf("the file with the wrong digest was published as %s", d)
+		}
+	}
+	for _, c := range []struct {
+		action, result string
+		want           float64
+	}{{ActionStage, ResultDone, 2}, {ActionStage, ResultPresent, 1}, {ActionStage, ResultFailed, 1}, {ActionWarm, ResultDone, 3}} {
+		if n := testutil.ToFloat64(metrics.items.WithLabelValues(c.action, "team-a", c.result)); n != c.want {
+			t.Errorf("items{%s,team-a,%s} = %v, want %v", c.action, c.result, n, c.want)
+		}
+	}
+	// Two host paths, and the hot entry of the artifact b could not stage.
+	if n := testutil.ToFloat64(metrics.refusals.WithLabelValues("team-b", ReasonPath)); n != 3 {
+		t.Errorf("refusals{team-b,path} = %v, want 3", n)
+	}
+}
+
+// corrupt flips a byte of a published (read-only) file in place.
+func corrupt(t *testing.T, p string) {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	f.ReadAt(b, 100)
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, 100); err != nil {
+		t.Fatal(err)
+	}
+}
