@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -234,5 +238,83 @@ func TestWarmRefuses(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, "store")); err == nil {
 			t.Errorf("%s: the store was created for a refused manifest", c.name)
 		}
+	}
+}
+
+// TestAgentManifests runs `coldtrace agent` with a manifest directory laid out as mounted
+// ConfigMaps, one per tenant: the manifest is applied at start, its artifact lands in the
+// tenant's store, and the metrics endpoint counts it.
+func TestAgentManifests(t *testing.T) {
+	testenv.RequireBPF(t)
+	ctrd := ctrtest.StartContainerd(t)
+	o := origin.StartHTTP(t, "/m/model.bin", origin.Random(2<<20), 0)
+	dir := t.TempDir()
+	m := manifest.New("llm")
+	m.Spec.Runs = 1
+	m.Spec.Artifacts = []manifest.Artifact{{Path: "/models/model.bin", Origin: o.URL(), Size: o.Size(), Digest: o.Digest()}}
+	if err := os.MkdirAll(filepath.Join(dir, "manifests", "team-a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WriteFile(filepath.Join(dir, "manifests", "team-a", "llm.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	store := filepath.Join(dir, "store")
+	cmd := exec.Command(build(t), "agent", "--containerd", ctrd.Address, "--namespace", "default", "--data-dir", dir,
+		"--manifests", filepath.Join(dir, "manifests"), "--store", store, "--metrics-address", "127.0.0.1:0")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	addr := make(chan string, 1)
+	applied := make(chan string, 1)
+	go func() {
+		for sc := bufio.NewScanner(stderr); sc.Scan(); {
+			l := sc.Text()
+			if a, ok := strings.CutPrefix(l, "coldtrace: metrics at "); ok {
+				addr <- a
+			}
+			if strings.Contains(l, "llm.yaml (tenant team-a)") {
+				applied <- l
+			}
+		}
+	}()
+	var url string
+	select {
+	case url = <-addr:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the agent did not say where its metrics are")
+	}
+	select {
+	case l := <-applied:
+		if !strings.Contains(l, "stage 1 done (2.0 MiB)") {
+			t.Errorf("applied: %s", l)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the agent did not apply the manifest")
+	}
+	if got, err := os.ReadFile(filepath.Join(store, "tenants", "team-a", "sha256", strings.TrimPrefix(o.Digest(), "sha256:"))); err != nil || !bytes.Equal(got, o.Body()) {
+		t.Errorf("staged artifact: %v", err)
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`coldtrace_cache_items_total{action="stage",result="done",tenant="team-a"} 1`,
+		`coldtrace_cache_bytes_total{action="stage",tenant="team-a"} 2.097152e+06`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("agent after SIGTERM: %v", err)
 	}
 }
