@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -316,5 +317,55 @@ func TestAgentManifests(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("agent after SIGTERM: %v", err)
+	}
+}
+
+// TestWarmKilledResumes kills `coldtrace warm` in the middle of a download: nothing is
+// published, and the next warm continues where the first stopped (the origin sends only
+// the rest) and publishes the verified file.
+func TestWarmKilledResumes(t *testing.T) {
+	testenv.RequireRoot(t)
+	ctrd := ctrtest.StartContainerd(t)
+	const size = 8 << 20
+	o := origin.StartHTTP(t, "/m/model.bin", origin.Random(size), 2<<20)
+	dir := t.TempDir()
+	m := manifest.New("llm")
+	m.Spec.Runs = 1
+	m.Spec.Artifacts = []manifest.Artifact{{Path: "/models/model.bin", Origin: o.URL(), Size: o.Size(), Digest: o.Digest()}}
+	mpath := filepath.Join(dir, "llm.yaml")
+	if err := m.WriteFile(mpath); err != nil {
+		t.Fatal(err)
+	}
+	store := filepath.Join(dir, "store")
+	blob := filepath.Join(store, "tenants", "default", "sha256", strings.TrimPrefix(o.Digest(), "sha256:"))
+	bin := build(t)
+	warm := exec.Command(bin, "warm", "--containerd", ctrd.Address, "--store", store, mpath)
+	if err := warm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); o.BodyBytes() < size/4; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the download did not start: %d bytes", o.BodyBytes())
+		}
+	}
+	warm.Process.Kill()
+	warm.Wait()
+	sent := o.BodyBytes()
+	if _, err := os.Stat(blob); err == nil {
+		t.Fatal("a killed warm published its file")
+	}
+	b, err := exec.Command(bin, "warm", "--containerd", ctrd.Address, "--store", store, mpath).CombinedOutput()
+	if err != nil {
+		t.Fatalf("warm again: %v\n%s", err, b)
+	}
+	reqs := o.Requests()
+	last := reqs[len(reqs)-1]
+	t.Logf("killed after %d bytes; the second warm asked %q and got %d bytes", sent, last.Range, last.Body)
+	// The rest, from where the first warm's kept bytes end: at least a quarter was kept.
+	if len(reqs) != 2 || last.Status != http.StatusPartialContent || last.Range != fmt.Sprintf("bytes=%d-", size-last.Body) || last.Body > size-size/4 {
+		t.Errorf("requests %+v: want the second warm to fetch only the rest", reqs)
+	}
+	if got, err := os.ReadFile(blob); err != nil || !bytes.Equal(got, o.Body()) || !strings.Contains(string(b), "resumed") {
+		t.Errorf("published file: %v; output:\n%s", err, b)
 	}
 }
