@@ -83,7 +83,8 @@ func TestEStargzExportMatchesCtrRemote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, ref, coldstart := ctrtest.PushColdStart(t, reg, port, ctrtest.Sizes{Libs: 20, LibSize: 2048, Weights: 1 << 20, Tensors: 8}, edge)
+	im := ctrtest.PushColdStart(t, reg, port, ctrtest.Sizes{Libs: 20, LibSize: 2048, Weights: 1 << 20, Tensors: 8}, edge)
+	cs, ref, coldstart := im.ColdStart, im.Ref, im.Args
 	const script = `cat /edge/link /edge/lib/libdir.so >/dev/null && cat /edge/abs >/dev/null && : </edge/openonly && cat /edge/empty && echo x >>/edge/appended && exec "$@"`
 	args := append([]string{"/bin/sh", "-c", script, "sh"}, coldstart...)
 

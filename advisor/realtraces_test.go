@@ -34,7 +34,8 @@ func TestManifestCoversRealColdStart(t *testing.T) {
 	shard := origin.StartHTTP(t, ctrtest.ShardURLPath, origin.Random(2<<20), 0)
 	port := shard.Port()
 
-	cs, ref, args := ctrtest.PushColdStart(t, reg, port, ctrtest.Sizes{Libs: 200, LibSize: 2048, Weights: 16 << 20, Tensors: 32})
+	im := ctrtest.PushColdStart(t, reg, port, ctrtest.Sizes{Libs: 200, LibSize: 2048, Weights: 16 << 20, Tensors: 32})
+	cs, ref, args := im.ColdStart, im.Ref, im.Args
 
 	var traces []*trace.Trace
 	for run := 1; run <= 4; run++ {

@@ -20,65 +20,26 @@ import (
 	"github.com/coldtrace/coldtrace/trace"
 )
 
-// coldStartImage is the test image of a container cold start: busybox, a libs layer, a
-// weights layer and a static entrypoint, pushed to a registry; the entrypoint saves the
-// shard it downloads at ctrtest.ShardPath.
-type coldStartImage struct {
-	ref    string
-	digest string
-	layers []v1.Layer
-	*ctrtest.ColdStart
-	// args run the entrypoint against the shard server; it maps every other tensor, and
-	// want are the pages of those tensors.
-	args []string
-	want []trace.Range
-}
-
-func pushColdStart(t *testing.T, reg *ctrtest.Registry, shardPort int) *coldStartImage {
+// pushColdStart pushes the cold-start image (ctrtest.PushColdStart) with the sizes of these
+// tests; want are the pages of the tensors its entrypoint maps, the last one clipped to the
+// end of the file.
+func pushColdStart(t *testing.T, reg *ctrtest.Registry, shardPort int) (*ctrtest.ColdStartImage, []trace.Range) {
 	t.Helper()
-	entry, err := os.ReadFile(buildC(t, "coldstart.c", "coldstart", "-static"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := ctrtest.ColdStartLayers(t, ctrtest.Sizes{Libs: 200, LibSize: 2048, Weights: 16 << 20, Tensors: 32})
-	entryLayer, err := ctrtest.Layer(ctrtest.File{Path: "/coldstart", Mode: 0o755, Data: entry})
-	if err != nil {
-		t.Fatal(err)
-	}
-	im := &coldStartImage{ColdStart: cs, layers: []v1.Layer{cs.Base, cs.Libs, cs.Weights, entryLayer}}
-	img, err := ctrtest.BuildImage(im.layers, []string{"/coldstart"}, nil)
-	if err == nil {
-		img, err = ctrtest.WithEnv(img, "MODEL_PATH="+ctrtest.ShardPath)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	im.ref = reg.Push(t, "test/coldstart:v1", img)
-	digest, err := img.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	im.digest = digest.String()
-
+	im := ctrtest.PushColdStart(t, reg, shardPort, ctrtest.Sizes{Libs: 200, LibSize: 2048, Weights: 16 << 20, Tensors: 32})
 	const page = 4096
-	// The libraries by a relative path: the collector resolves it against the working
-	// directory that /proc/PID/cwd shows, a path inside the container.
-	libs := strings.TrimPrefix(ctrtest.LibsDir, "/")
-	im.args = []string{"/coldstart", libs, fmt.Sprint(shardPort), ctrtest.WeightsPath}
+	var want []trace.Range
 	var fileSize int64
-	for i, ts := range cs.Tensors {
+	for i, ts := range im.Tensors {
 		fileSize = ts.Off + ts.Len
-		if i%2 != 0 {
-			continue
+		if i%2 == 0 {
+			start, end := ts.Off&^(page-1), (ts.Off+ts.Len+page-1)&^(page-1)
+			want = append(want, trace.Range{Off: start, Len: end - start})
 		}
-		im.args = append(im.args, fmt.Sprintf("%d:%d", ts.Off, ts.Len))
-		start, end := ts.Off&^(page-1), (ts.Off+ts.Len+page-1)&^(page-1)
-		im.want = append(im.want, trace.Range{Off: start, Len: end - start})
 	}
-	if last := &im.want[len(im.want)-1]; last.End() > fileSize {
+	if last := &want[len(want)-1]; last.End() > fileSize {
 		last.Len = fileSize - last.Off
 	}
-	return im
+	return im, want
 }
 
 // TestRecordImage records the cold start of a container image end to end: a pull through a
@@ -91,13 +52,13 @@ func TestRecordImage(t *testing.T) {
 	ctrd := ctrtest.StartContainerd(t)
 	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{Rate: rate})
 	shard := origin.StartHTTP(t, ctrtest.ShardURLPath, origin.Random(3<<20), 0)
-	im := pushColdStart(t, reg, shard.Port())
-	ref, layers, cs, want := im.ref, im.layers, im.ColdStart, im.want
+	im, want := pushColdStart(t, reg, shard.Port())
+	ref, layers, cs := im.Ref, im.Layers, im.ColdStart
 
 	out := filepath.Join(t.TempDir(), "out")
 	tr, err := RecordImage(context.Background(), ImageOptions{
 		Image: ref, Address: ctrd.Address, Namespace: "default", PlainHTTP: true, Fresh: true,
-		Args: im.args, HostNetwork: true, Stdout: out, Stderr: out, Timeout: time.Minute,
+		Args: im.Args, HostNetwork: true, Stdout: out, Stderr: out, Timeout: time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -109,8 +70,8 @@ func TestRecordImage(t *testing.T) {
 		t.Fatalf("outcome %s (%s), incomplete %v, warnings %v", tr.Outcome, tr.Error, tr.Incomplete, tr.Warnings)
 	}
 	w := tr.Workload
-	if w.Image != ref || w.ImageDigest != im.digest || !strings.HasPrefix(w.ContainerID, "coldtrace-") {
-		t.Errorf("workload %+v, want image %s digest %s", w, ref, im.digest)
+	if w.Image != ref || w.ImageDigest != im.Digest || !strings.HasPrefix(w.ContainerID, "coldtrace-") {
+		t.Errorf("workload %+v, want image %s digest %s", w, ref, im.Digest)
 	}
 
 	// The pull: every layer's bytes as the registry counted them, at the registry's rate.
@@ -246,21 +207,21 @@ func TestRecordImageColdCache(t *testing.T) {
 	ctrd := ctrtest.StartContainerd(t)
 	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{})
 	shard := origin.StartHTTP(t, ctrtest.ShardURLPath, origin.Random(64<<10), 0)
-	im := pushColdStart(t, reg, shard.Port())
+	im, want := pushColdStart(t, reg, shard.Port())
 
 	cl, err := containerd.New(ctrd.Address, "default")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	if _, err := cl.Pull(context.Background(), im.ref, containerd.PullOptions{PlainHTTP: true}); err != nil {
+	if _, err := cl.Pull(context.Background(), im.Ref, containerd.PullOptions{PlainHTTP: true}); err != nil {
 		t.Fatal(err)
 	}
 	evict(t, filepath.Join(ctrd.Root, "io.containerd.snapshotter.v1.overlayfs", "snapshots"))
 
 	tr, err := RecordImage(context.Background(), ImageOptions{
-		Image: im.ref, Address: ctrd.Address, Namespace: "default", PlainHTTP: true,
-		Args: im.args, HostNetwork: true, Timeout: time.Minute,
+		Image: im.Ref, Address: ctrd.Address, Namespace: "default", PlainHTTP: true,
+		Args: im.Args, HostNetwork: true, Timeout: time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +235,7 @@ func TestRecordImageColdCache(t *testing.T) {
 		}
 	}
 	var mapped int64
-	for _, r := range im.want {
+	for _, r := range want {
 		mapped += r.Len
 	}
 	var libMisses, libs int64

@@ -38,7 +38,8 @@ func TestWarmHalvesColdStart(t *testing.T) {
 	bin := build(t)
 	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{Rate: 32 << 20})
 	shard := origin.StartHTTP(t, ctrtest.ShardURLPath, origin.Random(32<<20), 16<<20)
-	_, ref, args := ctrtest.PushColdStart(t, reg, shard.Port(), ctrtest.Sizes{Libs: 2000, LibSize: 2048, Weights: 64 << 20, Tensors: 64})
+	im := ctrtest.PushColdStart(t, reg, shard.Port(), ctrtest.Sizes{Libs: 2000, LibSize: 2048, Weights: 64 << 20, Tensors: 64})
+	ref, args := im.Ref, im.Args
 	dir := t.TempDir()
 	store := filepath.Join(dir, "store")
 	hex := strings.TrimPrefix(shard.Digest(), "sha256:")

@@ -204,12 +204,21 @@ func ColdStartLayers(t testing.TB, s Sizes) *ColdStart {
 	return ti
 }
 
+// ColdStartImage is the cold-start test image as pushed to a registry.
+type ColdStartImage struct {
+	*ColdStart
+	Layers      []v1.Layer
+	Ref, Digest string
+	// Args run the entrypoint against an origin of the shard at 127.0.0.1:port: it reads
+	// the libraries, downloads the shard, maps every other tensor of the weights (the
+	// even-numbered ones), and listens.
+	Args []string
+}
+
 // PushColdStart builds the cold-start test image (ColdStartLayers, the static entrypoint
 // recorder/testdata/coldstart.c compiled with gcc, MODEL_PATH set to ShardPath, then any
-// extra layers) and pushes it to reg as test/coldstart:v1. args run the entrypoint against
-// an origin of the shard at 127.0.0.1:port: it reads the libraries, downloads the shard,
-// maps every other tensor of the weights, and listens.
-func PushColdStart(t testing.TB, reg *Registry, port int, sizes Sizes, extra ...v1.Layer) (cs *ColdStart, ref string, args []string) {
+// extra layers) and pushes it to reg as test/coldstart:v1.
+func PushColdStart(t testing.TB, reg *Registry, port int, sizes Sizes, extra ...v1.Layer) *ColdStartImage {
 	t.Helper()
 	_, here, _, _ := runtime.Caller(0)
 	src := filepath.Join(filepath.Dir(here), "..", "..", "recorder", "testdata", "coldstart.c")
@@ -221,25 +230,30 @@ func PushColdStart(t testing.TB, reg *Registry, port int, sizes Sizes, extra ...
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs = ColdStartLayers(t, sizes)
+	im := &ColdStartImage{ColdStart: ColdStartLayers(t, sizes)}
 	entryLayer, err := Layer(File{Path: "/coldstart", Mode: 0o755, Data: entry})
 	if err != nil {
 		t.Fatal(err)
 	}
-	layers := append([]v1.Layer{cs.Base, cs.Libs, cs.Weights, entryLayer}, extra...)
-	img, err := BuildImage(layers, []string{"/coldstart"}, nil)
+	im.Layers = append([]v1.Layer{im.Base, im.Libs, im.Weights, entryLayer}, extra...)
+	img, err := BuildImage(im.Layers, []string{"/coldstart"}, nil)
 	if err == nil {
 		img, err = WithEnv(img, "MODEL_PATH="+ShardPath)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref = reg.Push(t, "test/coldstart:v1", img)
-	args = []string{"/coldstart", strings.TrimPrefix(LibsDir, "/"), fmt.Sprint(port), WeightsPath}
-	for i, ts := range cs.Tensors {
+	im.Ref = reg.Push(t, "test/coldstart:v1", img)
+	digest, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	im.Digest = digest.String()
+	im.Args = []string{"/coldstart", strings.TrimPrefix(LibsDir, "/"), fmt.Sprint(port), WeightsPath}
+	for i, ts := range im.Tensors {
 		if i%2 == 0 {
-			args = append(args, fmt.Sprintf("%d:%d", ts.Off, ts.Len))
+			im.Args = append(im.Args, fmt.Sprintf("%d:%d", ts.Off, ts.Len))
 		}
 	}
-	return cs, ref, args
+	return im
 }
