@@ -11,6 +11,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/coldtrace/coldtrace/collector/containerd"
@@ -55,10 +56,18 @@ func TestRecordImage(t *testing.T) {
 	im, want := pushColdStart(t, reg, shard.Port())
 	ref, layers, cs := im.Ref, im.Layers, im.ColdStart
 
+	// A stand-in accelerator: the node of /dev/null (allowed by runc's device rules),
+	// mounted where the NVIDIA driver's first device is.
+	gpu := filepath.Join(t.TempDir(), "nvidia0")
+	if err := unix.Mknod(gpu, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatalf("mknod stand-in device: %v", err)
+	}
 	out := filepath.Join(t.TempDir(), "out")
 	tr, err := RecordImage(context.Background(), ImageOptions{
 		Image: ref, Address: ctrd.Address, Namespace: "default", PlainHTTP: true, Fresh: true,
 		Args: im.Args, HostNetwork: true, Stdout: out, Stderr: out, Timeout: time.Minute,
+		Env:    []string{"GPU_DEVICE=/dev/nvidia0"},
+		Mounts: []specs.Mount{{Destination: "/dev/nvidia0", Type: "bind", Source: gpu, Options: []string{"rbind", "rw"}}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +176,7 @@ func TestRecordImage(t *testing.T) {
 
 	// Phases: present, non-negative, in the order of a cold start.
 	var prev trace.Phase
-	for _, name := range []trace.PhaseName{trace.PhasePull, trace.PhaseUnpack, trace.PhaseCreate, trace.PhaseInit, trace.PhaseFetch, trace.PhaseLoad} {
+	for _, name := range []trace.PhaseName{trace.PhasePull, trace.PhaseUnpack, trace.PhaseCreate, trace.PhaseInit, trace.PhaseFetch, trace.PhaseLoad, trace.PhaseGPU} {
 		p, ok := tr.Phase(name)
 		switch {
 		case !ok:
@@ -183,6 +192,17 @@ func TestRecordImage(t *testing.T) {
 	}
 	if p, _ := tr.Phase(trace.PhaseFetch); p.Bytes != recv {
 		t.Errorf("fetch phase: %d bytes, want %d", p.Bytes, recv)
+	}
+
+	// The stand-in GPU: one open and the entrypoint's five ioctls (coldstart.c GPU_IOCTLS).
+	var ioctls int64
+	for _, st := range tr.GPU.Ioctls {
+		if st.Device == "/dev/nvidia0" {
+			ioctls += st.Count
+		}
+	}
+	if len(tr.GPU.Opens) != 1 || tr.GPU.Opens[0].Path != "/dev/nvidia0" || ioctls != 5 {
+		t.Errorf("GPU opens %+v and %d ioctls on /dev/nvidia0, want one open and 5", tr.GPU.Opens, ioctls)
 	}
 
 	// Ready: the listen of the entrypoint, which ends the trace.
