@@ -145,6 +145,15 @@ func TestGPUScenariosNeedEvidence(t *testing.T) {
 	if s := scenario(mustAnalyze(t, []*trace.Trace{tr}, Options{}), ScenarioPersistence).Saved.Value; s != 0 {
 		t.Errorf("persistence saving with persistence on: %v", s)
 	}
+	// A CUDA 12 runtime may predate lazy loading by default; CUDA 13's has it.
+	tr.Files = append(tr.Files, trace.File{Path: "/usr/local/cuda/lib64/libcudart.so.12", Kind: trace.KindLibrary})
+	if s := scenario(mustAnalyze(t, []*trace.Trace{tr}, Options{}), ScenarioLazyCUDA).Saved.Value; s == 0 {
+		t.Error("no lazy loading saving with a CUDA 12 runtime")
+	}
+	tr.Files[len(tr.Files)-1].Path = "/opt/venv/lib/python3.12/site-packages/nvidia/cu13/lib/libcudart.so.13"
+	if a := mustAnalyze(t, []*trace.Trace{tr}, Options{}); scenario(a, ScenarioLazyCUDA).Saved.Value != 0 || hasRec(a, "cuda-lazy-loading") {
+		t.Error("lazy loading recommended with a CUDA 13 runtime, where it is the default")
+	}
 }
 
 func TestAnalyzeIsReproducible(t *testing.T) {

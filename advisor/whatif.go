@@ -2,6 +2,8 @@ package advisor
 
 import (
 	"math"
+	"regexp"
+	"strconv"
 
 	"github.com/coldtrace/coldtrace/trace"
 )
@@ -97,6 +99,9 @@ func (r run) persistenceSaving() float64 {
 }
 
 func (r run) lazyCUDASaving() float64 {
+	if r.lazyByDefault() {
+		return 0
+	}
 	ctx := math.Max(r.longestCall("cuDevicePrimaryCtxRetain"), r.longestCall("cuCtxCreate"))
 	return math.Min(r.critical[trace.PhaseGPU], LazyCUDAShare*ctx)
 }
@@ -127,4 +132,22 @@ func whatIf(runs []run, b bootstrap) []Scenario {
 		out = append(out, Scenario{Name: name, Predicted: b.estimate(0.5, predicted[name]), Saved: b.estimate(0.5, saved[name])})
 	}
 	return out
+}
+
+// cudartRE matches the CUDA runtime library and captures its major version.
+var cudartRE = regexp.MustCompile(`(?:^|/)libcudart\.so\.(\d+)`)
+
+// lazyByDefault reports whether the workload mapped a CUDA runtime of major version 13 or
+// later, which loads modules lazily unless told otherwise (12.2 made it the default; a
+// 12.x runtime's minor version is not in its file name, so 12 counts as unknown). Seen on
+// an H200 host: PyTorch 2.11 with libcudart.so.13, where the setting would change nothing.
+func (r run) lazyByDefault() bool {
+	for _, f := range r.t.Files {
+		if m := cudartRE.FindStringSubmatch(f.Path); m != nil {
+			if v, err := strconv.Atoi(m[1]); err == nil && v >= 13 {
+				return true
+			}
+		}
+	}
+	return false
 }
