@@ -21,12 +21,11 @@ import (
 	"github.com/coldtrace/coldtrace/trace"
 )
 
-// pushColdStart pushes the cold-start image (ctrtest.PushColdStart) with the sizes of these
-// tests; want are the pages of the tensors its entrypoint maps, the last one clipped to the
+// pushColdStart pushes the cold-start image (ctrtest.PushColdStart); want are the pages of the tensors its entrypoint maps, the last one clipped to the
 // end of the file.
-func pushColdStart(t *testing.T, reg *ctrtest.Registry, shardPort int) (*ctrtest.ColdStartImage, []trace.Range) {
+func pushColdStart(t *testing.T, reg *ctrtest.Registry, shardPort int, sizes ctrtest.Sizes) (*ctrtest.ColdStartImage, []trace.Range) {
 	t.Helper()
-	im := ctrtest.PushColdStart(t, reg, shardPort, ctrtest.Sizes{Libs: 200, LibSize: 2048, Weights: 16 << 20, Tensors: 32})
+	im := ctrtest.PushColdStart(t, reg, shardPort, sizes)
 	const page = 4096
 	var want []trace.Range
 	var fileSize int64
@@ -43,17 +42,19 @@ func pushColdStart(t *testing.T, reg *ctrtest.Registry, shardPort int) (*ctrtest
 	return im, want
 }
 
-// TestRecordImage records the cold start of a container image end to end: a pull through a
-// rate-limited registry, a static entrypoint that reads a layer of libraries, downloads a
+// TestRecordImage records the cold start of the full-size container test image of issue 3
+// end to end: a pull through a registry limited to 32 MiB/s (busybox, 2,000 small libraries,
+// 256 MiB of safetensors), a static entrypoint that reads the libraries, downloads a 64 MiB
 // shard over HTTP from a loopback origin into the container's writable layer, maps half of
-// the tensors of a safetensors file and listens. Every number in the trace is checked against what the test knows.
+// the tensors, opens a stand-in GPU device and listens. Every number in the trace is
+// checked against what the test knows.
 func TestRecordImage(t *testing.T) {
 	testenv.RequireBPF(t)
-	const rate = 8 << 20
+	const rate = 32 << 20
 	ctrd := ctrtest.StartContainerd(t)
 	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{Rate: rate})
-	shard := origin.StartHTTP(t, ctrtest.ShardURLPath, origin.Random(3<<20), 0)
-	im, want := pushColdStart(t, reg, shard.Port())
+	shard := origin.StartHTTP(t, ctrtest.ShardURLPath, origin.Random(64<<20), 0)
+	im, want := pushColdStart(t, reg, shard.Port(), ctrtest.FullSizes)
 	ref, layers, cs := im.Ref, im.Layers, im.ColdStart
 
 	// A stand-in accelerator: the node of /dev/null (allowed by runc's device rules),
@@ -227,7 +228,7 @@ func TestRecordImageColdCache(t *testing.T) {
 	ctrd := ctrtest.StartContainerd(t)
 	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{})
 	shard := origin.StartHTTP(t, ctrtest.ShardURLPath, origin.Random(64<<10), 0)
-	im, want := pushColdStart(t, reg, shard.Port())
+	im, want := pushColdStart(t, reg, shard.Port(), ctrtest.Sizes{Libs: 200, LibSize: 2048, Weights: 16 << 20, Tensors: 32})
 
 	cl, err := containerd.New(ctrd.Address, "default")
 	if err != nil {
