@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sync"
 	"syscall"
 	"time"
 
@@ -25,7 +24,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/coldtrace/coldtrace/cache/rate"
-	"github.com/coldtrace/coldtrace/manifest"
 )
 
 // Options tune a Puller. Zero fields take their defaults.
@@ -170,22 +168,6 @@ func (p *Puller) Pull(ctx context.Context, ref, dgst string) (*Result, error) {
 		return fail(err)
 	}
 	return r, nil
-}
-
-// PullAll pre-pulls the images of a manifest, Options.Images at a time, and returns a result
-// and an error (nil when it succeeded) for each, in order.
-func (p *Puller) PullAll(ctx context.Context, imgs []manifest.Image) ([]*Result, []error) {
-	res, errs := make([]*Result, len(imgs)), make([]error, len(imgs))
-	var wg sync.WaitGroup
-	for i, img := range imgs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res[i], errs[i] = p.Pull(ctx, img.Ref, img.Digest)
-		}()
-	}
-	wg.Wait()
-	return res, errs
 }
 
 // canonical is ref pinned to its digest, without its tag.

@@ -14,7 +14,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/coldtrace/coldtrace/internal/ctrtest"
-	"github.com/coldtrace/coldtrace/manifest"
 )
 
 // The kubelet's namespace: the agent pre-pulls where the kubelet will look.
@@ -189,7 +188,17 @@ func TestPresentLimitsAndErrors(t *testing.T) {
 	}
 	defer p.Close()
 	ctx := context.Background()
-	res, errs := p.PullAll(ctx, []manifest.Image{{Ref: a.ref, Digest: a.digest}, {Ref: b.ref + "@" + b.digest}})
+	// Two pulls asked for at once: the slot makes them take turns.
+	res, errs := make([]*Result, 2), make([]error, 2)
+	var wg sync.WaitGroup
+	for i, ref := range [][2]string{{a.ref, a.digest}, {b.ref + "@" + b.digest, ""}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i], errs[i] = p.Pull(ctx, ref[0], ref[1])
+		}()
+	}
+	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
 			t.Fatal(err)

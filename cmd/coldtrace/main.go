@@ -33,6 +33,7 @@ Look at a trace again:             coldtrace report trace.json.gz --format html 
 			diffCommand(),
 			agentCommand(),
 			warmCommand(),
+			lookupCommand(),
 			exampleWorkloadCommand(),
 		},
 	}

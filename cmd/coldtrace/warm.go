@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/coldtrace/coldtrace/cache"
+	"github.com/coldtrace/coldtrace/cache/store"
 	"github.com/coldtrace/coldtrace/manifest"
 )
 
@@ -171,4 +172,49 @@ func readManifest(ctx context.Context, arg string) cache.Found {
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+func lookupCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "lookup",
+		Usage:     "print where the artifact store keeps a tenant's copy of a file, by its sha256",
+		ArgsUsage: "sha256:HEX",
+		Description: `lookup finds a staged artifact by digest in a tenant's directory of the store and
+prints its path, for scripts and init containers on the node: the path is under
+STORE/tenants/TENANT, the directory a pod of that tenant mounts. With --verify the file is
+read in full and its sha256 checked. The exit status is 1 when the tenant has no intact
+copy (a corrupt one is reported and left for the next warm to fetch again).
+
+Example:
+  model=$(coldtrace lookup --tenant team-a sha256:9f86d08...)`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "tenant", Value: cache.DefaultTenant, Usage: "the `TENANT` whose copy to look up"},
+			&cli.StringFlag{Name: "store", Value: "/var/lib/coldtrace/artifacts", Usage: "the artifact store's `DIR`"},
+			&cli.Int64Flag{Name: "size", Value: -1, Usage: "the file's expected size in `BYTES` (default: not checked)"},
+			&cli.BoolFlag{Name: "verify", Usage: "read the file and check its sha256"},
+		},
+		Action: func(c *cli.Context) error {
+			args, err := interspersed(c)
+			if err != nil {
+				return err
+			}
+			if len(args) != 1 {
+				return cli.Exit("lookup takes one digest: coldtrace lookup sha256:HEX", 2)
+			}
+			if _, err := os.Stat(c.String("store")); err != nil {
+				return cli.Exit(fmt.Sprintf("no artifact store: %v", err), 1)
+			}
+			st, err := store.Open(c.String("store"), store.Options{})
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			p, err := st.Lookup(c.String("tenant"), args[0], c.Int64("size"), c.Bool("verify"))
+			if err != nil {
+				return cli.Exit(err.Error(), 1)
+			}
+			fmt.Fprintln(c.App.Writer, p)
+			return nil
+		},
+	}
 }

@@ -369,4 +369,12 @@ func TestWarmKilledResumes(t *testing.T) {
 	if got, err := os.ReadFile(blob); err != nil || !bytes.Equal(got, o.Body()) || !strings.Contains(string(b), "resumed") {
 		t.Errorf("published file: %v; output:\n%s", err, b)
 	}
+
+	// The lookup by digest finds the tenant's copy, and only the tenant's.
+	if b, err := exec.Command(bin, "lookup", "--store", store, "--verify", o.Digest()).Output(); err != nil || strings.TrimSpace(string(b)) != blob {
+		t.Errorf("lookup: %v %q, want %s", err, b, blob)
+	}
+	if b, err := exec.Command(bin, "lookup", "--store", store, "--tenant", "team-b", o.Digest()).CombinedOutput(); err == nil {
+		t.Errorf("lookup for another tenant found %q", b)
+	}
 }
