@@ -28,7 +28,9 @@ type Progress struct {
 
 // NewProgress writes to w; tty says whether w is a terminal.
 func NewProgress(w io.Writer, tty bool) *Progress {
-	return &Progress{w: w, tty: tty, every: 10 * time.Second, now: time.Now}
+	p := &Progress{w: w, tty: tty, every: 10 * time.Second, now: time.Now}
+	p.logged = p.now()
+	return p
 }
 
 // Bar is the progress of one action.
@@ -49,7 +51,9 @@ func (p *Progress) Start(action, name string, total int64) *Bar {
 	defer p.mu.Unlock()
 	b := &Bar{p: p, action: action, name: name, total: total, start: p.now()}
 	p.bars = append(p.bars, b)
-	p.redraw()
+	if p.tty {
+		p.redraw()
+	}
 	return b
 }
 
@@ -91,7 +95,9 @@ func (b *Bar) Finish(result string) {
 		line += fmt.Sprintf(" (%s in %s, %s/s)", units.Bytes(b.done), took.Round(time.Millisecond), units.Bytes(perSecond(b.done, took)))
 	}
 	fmt.Fprintln(p.w, line)
-	p.redraw()
+	if p.tty {
+		p.redraw()
+	}
 }
 
 func perSecond(n int64, d time.Duration) int64 {
@@ -151,5 +157,7 @@ func (p *Progress) Note(line string) {
 	defer p.mu.Unlock()
 	p.clear()
 	fmt.Fprintln(p.w, line)
-	p.redraw()
+	if p.tty {
+		p.redraw()
+	}
 }
