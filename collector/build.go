@@ -26,6 +26,9 @@ type Meta struct {
 	// a container, observed through the runtime.
 	Activity map[trace.PhaseName][]trace.Interval
 	Pull     *trace.Pull
+	// Conns are connections the probes do not see, such as the puller's registry
+	// connections when the pull runs in this process.
+	Conns []trace.Conn
 }
 
 // Trace assembles the trace of everything handled so far.
@@ -68,6 +71,7 @@ func (c *Collector) Trace(m Meta) *trace.Trace {
 	for _, sk := range c.connSeq {
 		t.Conns = append(t.Conns, c.conns[sk].Conn)
 	}
+	t.Conns = append(t.Conns, m.Conns...)
 	t.GPU = c.gpu
 	t.GPU.Ioctls = nil
 	for _, st := range c.ioctls {

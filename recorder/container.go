@@ -79,7 +79,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 		finish(probes, col, done, uprobeErrs, &meta)
 		if pulled != nil {
 			client.NameIngests(context.WithoutCancel(ctx), pulled.Others, pulled.Ref)
-			meta.Pull = pulled.Trace(wall)
+			meta.Pull, meta.Conns = pulled.Trace(wall), pulled.TraceConns(wall)
 			meta.Activity = PullActivity(pulled, wall)
 		}
 		return Assemble(probes, col, meta), nil
@@ -145,7 +145,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 
 	// The other pulls have made their images by now, if they are done: name them.
 	client.NameIngests(context.WithoutCancel(ctx), pulled.Others, pulled.Ref)
-	meta.Pull = pulled.Trace(wall)
+	meta.Pull, meta.Conns = pulled.Trace(wall), pulled.TraceConns(wall)
 	meta.Activity = PullActivity(pulled, wall)
 	createStart := createAt.Sub(wall)
 	meta.Activity[trace.PhaseCreate] = []trace.Interval{{Start: createStart, End: max(col.FirstExec(), createStart)}}

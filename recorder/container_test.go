@@ -106,6 +106,25 @@ func TestRecordImage(t *testing.T) {
 		t.Errorf("download took %v, want %v ± 20%%", took, wantTook)
 	}
 
+	// The registry connections: to the registry, carrying every blob byte it served plus
+	// the HTTP framing, manifests and config.
+	var regRecv int64
+	var regConns int
+	for _, c := range tr.Conns {
+		if c.Role != "registry" {
+			continue
+		}
+		regConns++
+		regRecv += c.BytesRecv
+		if c.Remote != reg.Host || c.Dir != "connect" || c.Open < 0 || c.FirstRecv < c.Open {
+			t.Errorf("registry connection %+v, want one to %s", c, reg.Host)
+		}
+	}
+	t.Logf("%d registry connections received %d bytes; the registry served %d blob bytes", regConns, regRecv, reg.Total())
+	if regConns == 0 || regRecv < reg.Total() || regRecv > reg.Total()+reg.Total()/100+256<<10 {
+		t.Errorf("registry connections received %d bytes, the registry served %d blob bytes", regRecv, reg.Total())
+	}
+
 	// Files: each in the layer that provides it.
 	files := map[string]trace.File{}
 	for _, f := range tr.Files {

@@ -67,6 +67,8 @@ type Pulled struct {
 	// Others are the blobs other pulls on the node downloaded while this one downloaded
 	// (contention for the link and the registry).
 	Others []Ingest
+	// Conns are the pull's connections to the registry (and its mirrors or redirects).
+	Conns []RegistryConn
 }
 
 // Trace converts the pull for a trace whose time zero is zero.
@@ -161,7 +163,13 @@ func (c *Client) Pull(ctx context.Context, ref string, opts PullOptions) (*Pulle
 	}
 	defer done(context.WithoutCancel(ctx))
 
-	hosts := config.HostOptions{}
+	conns := &connLog{}
+	defer func() {
+		if p != nil {
+			p.Conns = conns.snapshot()
+		}
+	}()
+	hosts := config.HostOptions{UpdateClient: conns.wrap}
 	if opts.PlainHTTP {
 		hosts.DefaultScheme = "http"
 	}

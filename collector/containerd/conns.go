@@ -1,0 +1,123 @@
+package containerd
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/coldtrace/coldtrace/trace"
+)
+
+// RegistryConn is one connection of this process to a registry during a pull: the pull
+// runs in this process (as ctr's does), so its connections are counted here, at the
+// socket, rather than by the probes.
+type RegistryConn struct {
+	Local, Remote       string
+	Open, Close         time.Time // Close is zero while it is open
+	Recv, Sent          int64     // bytes, TLS and HTTP framing included
+	FirstRecv, LastRecv time.Time
+}
+
+// connLog counts the bytes of every connection the pull's HTTP clients dial.
+type connLog struct {
+	mu    sync.Mutex
+	conns []*countedConn
+}
+
+// wrap makes the client's transport dial through the log; the resolver calls it for each
+// registry host's client.
+func (l *connLog) wrap(hc *http.Client) error {
+	tr, ok := hc.Transport.(*http.Transport)
+	if !ok {
+		return nil
+	}
+	dial := tr.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cc := &countedConn{Conn: c, log: l}
+		cc.st.Local, cc.st.Remote, cc.st.Open = c.LocalAddr().String(), c.RemoteAddr().String(), time.Now()
+		l.mu.Lock()
+		l.conns = append(l.conns, cc)
+		l.mu.Unlock()
+		return cc, nil
+	}
+	return nil
+}
+
+// snapshot returns the connections as they are now.
+func (l *connLog) snapshot() []RegistryConn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]RegistryConn, len(l.conns))
+	for i, c := range l.conns {
+		out[i] = c.st
+	}
+	return out
+}
+
+type countedConn struct {
+	net.Conn
+	log *connLog
+	st  RegistryConn // guarded by log.mu
+}
+
+func (c *countedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		now := time.Now()
+		c.log.mu.Lock()
+		c.st.Recv += int64(n)
+		if c.st.FirstRecv.IsZero() {
+			c.st.FirstRecv = now
+		}
+		c.st.LastRecv = now
+		c.log.mu.Unlock()
+	}
+	return n, err
+}
+
+func (c *countedConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.log.mu.Lock()
+	c.st.Sent += int64(n)
+	c.log.mu.Unlock()
+	return n, err
+}
+
+func (c *countedConn) Close() error {
+	c.log.mu.Lock()
+	if c.st.Close.IsZero() {
+		c.st.Close = time.Now()
+	}
+	c.log.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// TraceConns are the pull's registry connections as trace connections of this process,
+// with times since zero.
+func (p *Pulled) TraceConns(zero time.Time) []trace.Conn {
+	since := func(t time.Time) trace.Duration {
+		if t.IsZero() {
+			return 0
+		}
+		return t.Sub(zero)
+	}
+	out := make([]trace.Conn, 0, len(p.Conns))
+	for _, c := range p.Conns {
+		out = append(out, trace.Conn{
+			PID: os.Getpid(), Local: c.Local, Remote: c.Remote, Dir: "connect", Role: "registry",
+			Open: since(c.Open), Close: since(c.Close), BytesRecv: c.Recv, BytesSent: c.Sent,
+			FirstRecv: since(c.FirstRecv), LastRecv: since(c.LastRecv),
+		})
+	}
+	return out
+}
