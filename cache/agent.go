@@ -52,15 +52,15 @@ type Agent struct {
 
 // New connects to containerd and opens the store. metrics and progress may be nil.
 func New(cfg Config, metrics *Metrics, progress *Progress) (*Agent, error) {
-	st, err := store.Open(cfg.StoreRoot, store.Options{Quota: cfg.Quota, Limiter: rate.New(cfg.StageRate)})
-	if err != nil {
-		return nil, err
-	}
 	puller, err := prepull.New(cfg.Containerd, cfg.Namespace, prepull.Options{
 		PlainHTTP: cfg.PlainHTTP, HostsDir: cfg.HostsDir, Rate: cfg.PullRate, Images: cfg.Images,
 	})
 	if err != nil {
-		st.Close()
+		return nil, err
+	}
+	st, err := store.Open(cfg.StoreRoot, store.Options{Quota: cfg.Quota, Limiter: yielding{rate.New(cfg.StageRate), puller}})
+	if err != nil {
+		puller.Close()
 		return nil, err
 	}
 	c, err := client.New(cfg.Containerd, client.WithDefaultNamespace(cfg.Namespace))
@@ -70,6 +70,20 @@ func New(cfg Config, metrics *Metrics, progress *Progress) (*Agent, error) {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", cfg.Containerd, err)
 	}
 	return &Agent{cfg: cfg, store: st, puller: puller, client: c, metrics: metrics, progress: progress}, nil
+}
+
+// yielding limits artifact downloads to a rate and pauses them while another client pulls
+// an image: the agent's work must not slow down a container that is starting now.
+type yielding struct {
+	rate   *rate.Limiter
+	puller *prepull.Puller
+}
+
+func (y yielding) Wait(ctx context.Context, n int) error {
+	if _, err := y.puller.Yield(ctx); err != nil {
+		return err
+	}
+	return y.rate.Wait(ctx, n)
 }
 
 // Close releases containerd's connections and the store.

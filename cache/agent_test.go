@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -150,5 +152,51 @@ func corrupt(t *testing.T, p string) {
 	b[0] ^= 0xff
 	if _, err := f.WriteAt(b, 100); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStageYieldsToPulls stages an artifact while someone else (ctr, standing in for the
+// kubelet) pulls an image: the download waits for the pull to end, so that the agent's
+// work does not take the link from a container that is starting.
+func TestStageYieldsToPulls(t *testing.T) {
+	ctrd := ctrtest.StartContainerd(t)
+	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{Rate: 8 << 20})
+	layer, err := ctrtest.StoredLayer(ctrtest.File{Path: "/data/blob", Data: origin.Random(24 << 20)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := ctrtest.BuildImage([]v1.Layer{layer}, []string{"/data/blob"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Push(t, "test/big:v1", img)
+	a, err := New(Config{Containerd: ctrd.Address, Namespace: "k8s.io", StoreRoot: filepath.Join(t.TempDir(), "store")}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+
+	pulled := make(chan time.Time, 1)
+	go func() {
+		ctrd.Ctr(t, "-n", "k8s.io", "images", "pull", "--plain-http", ref)
+		pulled <- time.Now()
+	}()
+	for reg.Total() < 1<<20 { // the pull is under way
+		time.Sleep(20 * time.Millisecond)
+	}
+	o := origin.StartHTTP(t, "/m/model.bin", origin.Random(32<<20), 0)
+	start := time.Now()
+	s, err := a.Apply(context.Background(), "team-a", modelManifest("team-a", o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged := time.Now()
+	end := <-pulled
+	t.Logf("the pull ran until %v, the stage (started at 0) ended at %v", end.Sub(start), staged.Sub(start))
+	if st := only(t, s, ActionStage); st.Result != ResultDone {
+		t.Fatalf("stage: %s (%s)", st.Result, st.Detail)
+	}
+	if staged.Before(end.Add(-500 * time.Millisecond)) {
+		t.Errorf("the stage ended %v before the pull did: it did not wait", end.Sub(staged))
 	}
 }

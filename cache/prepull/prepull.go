@@ -224,3 +224,10 @@ func (p *Puller) smallBuffers(c *http.Client) error {
 	tr.DialContext = d.DialContext
 	return nil
 }
+
+// Yield waits while another client pulls through containerd (the kubelet for a starting
+// pod, most often), and says how long it waited: the agent's other downloads call it, so
+// that they too leave the link to a live pull.
+func (p *Puller) Yield(ctx context.Context) (time.Duration, error) {
+	return p.y.wait(ctx, func() {})
+}
