@@ -1,8 +1,9 @@
 // Package advisor turns cold-start traces into advice: statistics of each phase across
-// runs, each phase's gap to the host's physical limits, contention on the link, a
-// what-if model computed from the traces' critical paths, recommendations ranked by the
-// seconds they save, prefetch manifests, exports of the hot set to the lazy-pull
-// snapshotters' formats, and regression reports between two sets of traces.
+// runs, each phase's gap to the host's physical limits, contention on the link (the pull
+// against the model download, and against other pulls on the node), a what-if model
+// computed from the traces' critical paths, recommendations ranked by the seconds they
+// save, prefetch manifests, exports of the hot set to the lazy-pull snapshotters'
+// formats, and regression reports between two sets of traces.
 package advisor
 
 import (
@@ -44,6 +45,7 @@ type Advice struct {
 	Phases          []PhaseSummary   `json:"phases"`
 	SpeedOfLight    []Gap            `json:"speed_of_light"`
 	Contention      []Contention     `json:"contention,omitempty"`
+	PullContention  []PullContention `json:"pull_contention,omitempty"`
 	WhatIf          []Scenario       `json:"what_if"`
 	Recommendations []Recommendation `json:"recommendations"`
 	// Warnings say what in the traces makes the advice less certain.
@@ -81,6 +83,7 @@ func Analyze(traces []*trace.Trace, opt Options) (*Advice, error) {
 	a.Phases = phaseSummaries(runs, b)
 	a.SpeedOfLight = speedOfLight(runs)
 	a.Contention = contentions(runs, b)
+	a.PullContention = pullContentions(runs, b)
 	a.WhatIf = whatIf(runs, b)
 	a.Recommendations = recommend(runs, a, b)
 	return a, nil

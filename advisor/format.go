@@ -8,7 +8,8 @@ import (
 )
 
 // Format writes the advice for a terminal: time to ready, the phases, their gap to the
-// host's limits, contention, the what-if scenarios, and the ranked recommendations.
+// host's limits, contention (pull and model download; other pulls on the node), the
+// what-if scenarios, and the ranked recommendations.
 func (a *Advice) Format(w io.Writer) error {
 	ew := &errWriter{w: w}
 	ew.printf("coldtrace advice for %s (%d runs)\n", a.Workload, a.Runs)
@@ -33,6 +34,14 @@ func (a *Advice) Format(w io.Writer) error {
 	}
 	for _, c := range a.Contention {
 		ew.printf("\ncontention: %s and %s overlapped for %s; removing the pull gains %s\n", c.Phases[0], c.Phases[1], est(c.Overlap), est(c.Gain))
+	}
+
+	for _, c := range a.PullContention {
+		ew.printf("\npull contention: other pulls downloaded during the pull in %d of %d runs, overlapping it by %s; the pull had %.0f%% of the link then; alone it gains %s\n",
+			c.Runs, a.Runs, est(c.Overlap), 100*c.Share, est(c.Gain))
+		for _, o := range c.Others {
+			ew.printf("  %s (namespace %s): %s over %.2f s, in %d runs (medians)\n", o.name(), o.Namespace, bytesStr(o.Bytes), o.Overlap, o.Runs)
+		}
 	}
 
 	ew.printf("\nwhat if (predicted cold start):\n")

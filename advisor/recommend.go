@@ -86,6 +86,11 @@ func recommend(runs []run, a *Advice, b bootstrap) []Recommendation {
 			"Do not pull and download at once: pre-pull the image, or give the model download priority (limit the pull's bandwidth while it runs).",
 			fmt.Sprintf("pull and model download overlapped for %.1f s; the download had %.0f%% of the link", c.Overlap.Value, 100*c.FetchShare))
 	}
+	for _, c := range a.PullContention {
+		add("avoid-pull-contention", "Keep other image pulls off the node while this image pulls", per(func(r run) float64 { po, _ := r.pullContention(); return po.gain }),
+			fmt.Sprintf("Pre-pull %s before the workload is scheduled (coldtrace advise -o manifest.yaml, then `coldtrace warm manifest.yaml` on the nodes), or stagger the rollouts that pull onto the same nodes, or limit concurrent image pulls per node (kubelet serializeImagePulls: true, or maxParallelImagePulls) so that each pull has the link to itself.", workloadName(w)),
+			pullContentionEvidence(c, len(runs), a.Limits.Link)...)
+	}
 	add("gpu-persistence", "Run the GPU driver in persistence mode", saving(ScenarioPersistence),
 		"Run nvidia-persistenced on the node (or `nvidia-smi -pm 1`) so that cuInit does not initialise the device at every start.",
 		fmt.Sprintf("persistence mode %q; cuInit took %.2f s (median); we count %.0f%% of it as device initialisation", runs[0].t.Host.Persistence, median(per(func(r run) float64 { return r.longestCall("cuInit") })), 100*PersistenceShare))
@@ -108,6 +113,26 @@ func recommend(runs []run, a *Advice, b bootstrap) []Recommendation {
 		Action: fmt.Sprintf("Allow %.0f s before the first health check fails the container (startupProbe failureThreshold × periodSeconds ≥ %.0f): p99 with a %.0f%% margin. Revisit after applying the recommendations above.", timeout, timeout, 100*(readinessMargin-1)),
 	})
 	return recs
+}
+
+// pullContentionEvidence says which images pulled alongside, for how long, and how the
+// bytes of the overlap split.
+func pullContentionEvidence(c PullContention, runs int, link float64) []string {
+	how := "estimated from the pull's average rate"
+	if c.OwnBytesFrom == OwnBytesSamples {
+		how = "counted on its registry connections"
+	}
+	ev := []string{
+		fmt.Sprintf("other pulls downloaded during this image's download in %d of %d runs; overlap %.1f s (median over all runs)", c.Runs, runs, c.Overlap.Value),
+		fmt.Sprintf("in the overlap this pull received %s (%s), the others %s: it had %.0f%% of the link (medians over contended runs)", bytesStr(c.OwnBytes), how, bytesStr(c.OtherBytes), 100*c.Share),
+		// The gain assumes the shared link (or registry) was the bottleneck; how close
+		// the pulls came to the link says how far to trust that.
+		fmt.Sprintf("together they used %.0f%% of the link's %s/s then (median)", 100*c.LinkUse, bytesStr(link)),
+	}
+	for _, o := range c.Others[:min(3, len(c.Others))] {
+		ev = append(ev, fmt.Sprintf("%s (namespace %s): %s over %.1f s, in %d runs (medians)", o.name(), o.Namespace, bytesStr(o.Bytes), o.Overlap, o.Runs))
+	}
+	return ev
 }
 
 // lazyPull warns when most pulled bytes are never read: a lazily pulled image would

@@ -20,9 +20,11 @@ func adviseCommand() *cli.Command {
 		Usage:     "recommend what to change, with estimated savings, and write a prefetch manifest",
 		ArgsUsage: "TRACE...",
 		Description: `Reads cold-start traces of one workload (several runs give intervals) and prints
-the phase statistics, each phase's gap to the host's limits, contention on the link,
-what-if predictions and recommendations ranked by the seconds they save, each with its
-evidence and the action to take.
+the phase statistics, each phase's gap to the host's limits, contention on the link
+(the image pull with the model download, and with other image pulls on the node: how
+long, which images, the pull's share of the link and what it would gain alone), what-if
+predictions and recommendations ranked by the seconds they save, each with its evidence
+and the action to take.
 
 -o writes the prefetch manifest (YAML, or JSON for a .json name) that "coldtrace warm"
 and the agent consume; --budget bounds its hot set. --export writes the hot set in the
