@@ -119,6 +119,9 @@ func TestRecordImage(t *testing.T) {
 		if c.Remote != reg.Host || c.Dir != "connect" || c.Open < 0 || c.FirstRecv < c.Open {
 			t.Errorf("registry connection %+v, want one to %s", c, reg.Host)
 		}
+		if n := len(c.Samples); c.BytesRecv > 0 && (n == 0 || c.Samples[n-1].Recv != c.BytesRecv || c.Samples[n-1].At != c.LastRecv) {
+			t.Errorf("registry connection to %s: %d samples, the last %+v; received %d bytes, the last at %v", c.Remote, n, c.Samples[max(n-1, 0):], c.BytesRecv, c.LastRecv)
+		}
 	}
 	t.Logf("%d registry connections received %d bytes; the registry served %d blob bytes", regConns, regRecv, reg.Total())
 	if regConns == 0 || regRecv < reg.Total() || regRecv > reg.Total()+reg.Total()/100+256<<10 {

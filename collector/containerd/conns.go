@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,7 +20,20 @@ type RegistryConn struct {
 	Open, Close         time.Time // Close is zero while it is open
 	Recv, Sent          int64     // bytes, TLS and HTTP framing included
 	FirstRecv, LastRecv time.Time
+	// Samples are the cumulative bytes received: one per sampleEvery window with reads, at
+	// the window's last read.
+	Samples []ConnSample
 }
+
+// ConnSample is a connection's cumulative bytes received at an instant.
+type ConnSample struct {
+	At   time.Time
+	Recv int64
+}
+
+// sampleEvery is the spacing of a connection's byte samples: fine enough to split a pull's
+// bytes between the intervals another pull overlapped it, coarse enough to stay small.
+const sampleEvery = 10 * time.Millisecond
 
 // connLog counts the bytes of every connection the pull's HTTP clients dial.
 type connLog struct {
@@ -60,14 +74,16 @@ func (l *connLog) snapshot() []RegistryConn {
 	out := make([]RegistryConn, len(l.conns))
 	for i, c := range l.conns {
 		out[i] = c.st
+		out[i].Samples = slices.Clone(c.st.Samples)
 	}
 	return out
 }
 
 type countedConn struct {
 	net.Conn
-	log *connLog
-	st  RegistryConn // guarded by log.mu
+	log    *connLog
+	st     RegistryConn // guarded by log.mu, as window is
+	window time.Time    // when the last sample's window opened
 }
 
 func (c *countedConn) Read(b []byte) (int, error) {
@@ -80,6 +96,14 @@ func (c *countedConn) Read(b []byte) (int, error) {
 			c.st.FirstRecv = now
 		}
 		c.st.LastRecv = now
+		if k := len(c.st.Samples); k == 0 || now.Sub(c.window) >= sampleEvery {
+			c.st.Samples = append(c.st.Samples, ConnSample{At: now, Recv: c.st.Recv})
+			c.window = now
+		} else {
+			// The window's sample moves to its latest read, so that the last sample is
+			// the connection's last receive.
+			c.st.Samples[k-1] = ConnSample{At: now, Recv: c.st.Recv}
+		}
 		c.log.mu.Unlock()
 	}
 	return n, err
@@ -113,11 +137,15 @@ func (p *Pulled) TraceConns(zero time.Time) []trace.Conn {
 	}
 	out := make([]trace.Conn, 0, len(p.Conns))
 	for _, c := range p.Conns {
-		out = append(out, trace.Conn{
+		tc := trace.Conn{
 			PID: os.Getpid(), Local: c.Local, Remote: c.Remote, Dir: "connect", Role: "registry",
 			Open: since(c.Open), Close: since(c.Close), BytesRecv: c.Recv, BytesSent: c.Sent,
 			FirstRecv: since(c.FirstRecv), LastRecv: since(c.LastRecv),
-		})
+		}
+		for _, sm := range c.Samples {
+			tc.Samples = append(tc.Samples, trace.Sample{At: since(sm.At), Recv: sm.Recv})
+		}
+		out = append(out, tc)
 	}
 	return out
 }
