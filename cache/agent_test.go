@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -135,6 +136,65 @@ func TestApplyArtifacts(t *testing.T) {
 	if n := testutil.ToFloat64(metrics.refusals.WithLabelValues("team-b", ReasonPath)); n != 3 {
 		t.Errorf("refusals{team-b,path} = %v, want 3", n)
 	}
+}
+
+// TestApplyVerify checks that Config.Verify reaches the store: applying a manifest whose
+// artifact is present reads the file twice with it (hashed, then warmed) and once without
+// (warmed only), as rchar in /proc/self/io counts. The hot set does not list the artifact,
+// as the advisor leaves downloads out of it: it is warmed whole all the same.
+func TestApplyVerify(t *testing.T) {
+	ctrd := ctrtest.StartContainerd(t)
+	root := filepath.Join(t.TempDir(), "store")
+	o := origin.StartHTTP(t, "/m/model.bin", origin.Random(4<<20), 0)
+	m := modelManifest("team-a", o)
+	m.Spec.HotSet = nil
+	for _, verify := range []bool{false, false, true} {
+		a, err := New(Config{Containerd: ctrd.Address, Namespace: "k8s.io", StoreRoot: root, Verify: verify}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := rchar(t)
+		s, err := a.Apply(context.Background(), "team-a", m)
+		read := rchar(t) - before
+		a.Close()
+		if err != nil || !s.OK() {
+			t.Fatalf("apply: %v, %+v", err, s)
+		}
+		if w := only(t, s, ActionWarm); w.Result != ResultDone || w.Resident != 1 || w.Bytes != o.Size() {
+			t.Errorf("warm: %+v, want the whole artifact warmed", w)
+		}
+		present := only(t, s, ActionStage).Result == ResultPresent
+		switch {
+		case !present:
+			// The first apply fetches it.
+		case verify && read < 2*o.Size():
+			t.Errorf("with Verify, a present file: read %d bytes, want %d (hashed and warmed)", read, 2*o.Size())
+		case !verify && read > o.Size()+o.Size()/4:
+			t.Errorf("without Verify, a present file: read %d bytes, want %d (warmed only)", read, o.Size())
+		}
+	}
+	if n := o.BodyBytes(); n != o.Size() {
+		t.Errorf("origin sent %d bytes, want %d once", n, o.Size())
+	}
+}
+
+func rchar(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "rchar: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("/proc/self/io has no rchar")
+	return 0
 }
 
 // corrupt flips a byte of a published (read-only) file in place.
