@@ -55,8 +55,9 @@ type Result struct {
 
 // Stage makes the artifact present for tenant. A file already there is a hit when its size
 // is right and its sha256 is known good: from its stamp when it is unchanged since it was
-// last hashed, else (and always, with Options.Verify) by hashing it in full. A missing one is fetched from the artifact's origin; a
-// corrupt one is removed first and fetched again. A download goes to a partial file outside
+// last hashed, else (and always, with Options.Verify) by hashing it in full. A missing one
+// is fetched from the artifact's origin; a corrupt one is removed first and fetched again.
+// A download goes to a partial file outside
 // the tenant's published directory, continuing what an earlier call or process left there
 // (a Range request, with If-Range on the origin's ETag or Last-Modified), is checked for
 // size and sha256 while it is written, and is synced and renamed into place only when it

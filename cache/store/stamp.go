@@ -17,10 +17,11 @@ import (
 // over, linked, truncated or written since (each changes its inode, link count, size or
 // ctime; a write its mtime too), so a hit trusts it without reading it. A change the inode
 // does not show (bits rotting on the disk, a write to the block device beneath the
-// filesystem) only Options.Verify finds, by hashing the file on every hit.
+// filesystem) only Options.Verify finds, by hashing the file on every hit; so does a write
+// that races a hit between its fstat and its touch (use), which renews the stamp.
 //
-// Stamps live beside the tenant's partial downloads (.partial/TENANT/HEX.stamp.json), where no
-// pod looks: a pod cannot vouch for a file it could otherwise only read.
+// Stamps live beside the tenant's partial downloads (.partial/TENANT/HEX.stamp.json),
+// where no pod looks or writes.
 type stamp struct {
 	Digest string `json:"digest"`
 	Dev    uint64 `json:"dev"`
