@@ -57,12 +57,12 @@ type Result struct {
 // is right and its sha256 is known good: from its stamp when it is unchanged since it was
 // last hashed, else (and always, with Options.Verify) by hashing it in full. A missing one
 // is fetched from the artifact's origin; a corrupt one is removed first and fetched again.
-// A download goes to a partial file outside
-// the tenant's published directory, continuing what an earlier call or process left there
-// (a Range request, with If-Range on the origin's ETag or Last-Modified), is checked for
-// size and sha256 while it is written, and is synced and renamed into place only when it
-// verifies. Quota is made by evicting the least recently used files of any tenant first.
-// progress, when set, is called with the bytes present so far and the size.
+// A download goes to a partial file outside the tenant's published directory, continuing
+// what an earlier call or process left there (a Range request, with If-Range on the
+// origin's ETag or Last-Modified), is checked for size and sha256 while it is written, and
+// is synced, renamed into place and stamped only when it verifies. Quota is made by
+// evicting the least recently used files of any tenant first. progress, when set, is
+// called with the bytes present so far and the size.
 func (s *Store) Stage(ctx context.Context, tenant string, a manifest.Artifact, progress func(done, total int64)) (Result, error) {
 	start := time.Now()
 	r, err := s.stage(ctx, tenant, a, progress)
