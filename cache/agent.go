@@ -34,6 +34,10 @@ type Config struct {
 	// StoreRoot is the artifact store's directory and Quota its size limit (0: none).
 	StoreRoot string
 	Quota     int64
+	// Verify hashes every artifact already in the store in full each time a manifest is
+	// applied, to find bits rotted on the disk (store.Options.Verify); without it, a file
+	// unchanged since it was last hashed is trusted from its stamp.
+	Verify bool
 	// PullRate, StageRate and WarmRate bound bytes per second (0: no limit); Images is how
 	// many images are pulled at once and WarmWorkers how many files are warmed at once.
 	PullRate, StageRate, WarmRate int64
@@ -58,7 +62,7 @@ func New(cfg Config, metrics *Metrics, progress *Progress) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.Open(cfg.StoreRoot, store.Options{Quota: cfg.Quota, Limiter: yielding{rate.New(cfg.StageRate), puller}})
+	st, err := store.Open(cfg.StoreRoot, store.Options{Quota: cfg.Quota, Limiter: yielding{rate.New(cfg.StageRate), puller}, Verify: cfg.Verify})
 	if err != nil {
 		puller.Close()
 		return nil, err
@@ -215,20 +219,34 @@ func (a *Agent) stage(ctx context.Context, tenant string, m *manifest.Manifest) 
 // and are warmed from the tenant's staged copy. Any other host path is refused: the tenant
 // directory of the store is the only host directory a manifest may read.
 func (a *Agent) warm(ctx context.Context, tenant string, m *manifest.Manifest, images []string, staged map[string]string) []Item {
-	if len(m.Spec.HotSet) == 0 {
+	if len(m.Spec.HotSet) == 0 && len(staged) == 0 {
 		return nil
 	}
 	dir, err := a.store.Dir(tenant)
 	if err != nil {
 		return []Item{a.done(tenant, Item{Action: ActionWarm, Name: "hot set", Result: ResultFailed, Detail: err.Error()})}
 	}
-	hot := make([]manifest.HotEntry, len(m.Spec.HotSet))
+	hot := make([]manifest.HotEntry, len(m.Spec.HotSet), len(m.Spec.HotSet)+len(staged))
 	copy(hot, m.Spec.HotSet)
 	landed := map[string]string{} // staged file -> where the workload saw it land
+	next := 0
 	for i, e := range hot {
 		if p, ok := staged[e.Path]; ok && e.Layer == "" {
 			hot[i].Path, landed[p] = p, e.Path
 		}
+		next = max(next, e.Order+1)
+	}
+	// A staged artifact that the hot set does not list (the advisor leaves downloads out
+	// of it) is warmed whole, after the hot set: the workload loads it from the store, and
+	// a hit in the store does not read it (it trusts the file's stamp).
+	for _, art := range m.Spec.Artifacts {
+		p, ok := staged[art.Path]
+		if _, warmed := landed[p]; !ok || warmed {
+			continue
+		}
+		hot = append(hot, manifest.HotEntry{Path: p, Size: art.Size, Ranges: []manifest.Range{{Off: 0, Len: art.Size}}, Order: next, Confidence: 1})
+		landed[p] = art.Path
+		next++
 	}
 	opt := pagecache.RunOptions{Workers: a.cfg.WarmWorkers, Rate: a.cfg.WarmRate, CacheRoot: dir}
 	var layers *pagecache.Layers
@@ -264,6 +282,8 @@ func (a *Agent) warm(ctx context.Context, tenant string, m *manifest.Manifest, i
 		}
 		it := Item{Action: ActionWarm, Name: name, Bytes: r.Bytes, Took: r.Took, Resident: r.Fraction()}
 		switch {
+		case r.Err == nil && r.Bytes == 0 && r.Cached > 0:
+			it.Result = ResultPresent // every page was in the page cache already
 		case r.Err == nil:
 			it.Result = ResultDone
 		case errors.Is(r.Err, pagecache.ErrRefused):

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,7 +67,7 @@ func TestApplyArtifacts(t *testing.T) {
 	}
 
 	s := apply("team-a", modelManifest("team-a", o))
-	if st, w := only(t, s, ActionStage), only(t, s, ActionWarm); st.Result != ResultDone || w.Result != ResultDone || w.Resident != 1 || !s.OK() {
+	if st, w := only(t, s, ActionStage), only(t, s, ActionWarm); st.Result != ResultDone || w.Resident != 1 || !s.OK() {
 		t.Fatalf("first apply: %+v", s.Items)
 	}
 	blob := filepath.Join(root, "tenants", "team-a", "sha256", strings.TrimPrefix(o.Digest(), "sha256:"))
@@ -128,15 +129,80 @@ func TestApplyArtifacts(t *testing.T) {
 	for _, c := range []struct {
 		action, result string
 		want           float64
-	}{{ActionStage, ResultDone, 2}, {ActionStage, ResultPresent, 1}, {ActionStage, ResultFailed, 1}, {ActionWarm, ResultDone, 3}} {
+	}{{ActionStage, ResultDone, 2}, {ActionStage, ResultPresent, 1}, {ActionStage, ResultFailed, 1}} {
 		if n := testutil.ToFloat64(metrics.items.WithLabelValues(c.action, "team-a", c.result)); n != c.want {
 			t.Errorf("items{%s,team-a,%s} = %v, want %v", c.action, c.result, n, c.want)
 		}
+	}
+	// Three warms of a's artifact: done, or found resident (it was just written).
+	if n := testutil.ToFloat64(metrics.items.WithLabelValues(ActionWarm, "team-a", ResultDone)) +
+		testutil.ToFloat64(metrics.items.WithLabelValues(ActionWarm, "team-a", ResultPresent)); n != 3 {
+		t.Errorf("items{warm,team-a,done|present} = %v, want 3", n)
 	}
 	// Two host paths, and the hot entry of the artifact b could not stage.
 	if n := testutil.ToFloat64(metrics.refusals.WithLabelValues("team-b", ReasonPath)); n != 3 {
 		t.Errorf("refusals{team-b,path} = %v, want 3", n)
 	}
+}
+
+// TestApplyVerify checks that Config.Verify reaches the store: applying a manifest whose
+// artifact is present reads the file twice with it (hashed, then warmed) and once without
+// (warmed only), as rchar in /proc/self/io counts. The hot set does not list the artifact,
+// as the advisor leaves downloads out of it: it is warmed whole all the same.
+func TestApplyVerify(t *testing.T) {
+	ctrd := ctrtest.StartContainerd(t)
+	root := filepath.Join(t.TempDir(), "store")
+	o := origin.StartHTTP(t, "/m/model.bin", origin.Random(4<<20), 0)
+	m := modelManifest("team-a", o)
+	m.Spec.HotSet = nil
+	for _, verify := range []bool{false, false, true} {
+		a, err := New(Config{Containerd: ctrd.Address, Namespace: "k8s.io", StoreRoot: root, Verify: verify}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := rchar(t)
+		s, err := a.Apply(context.Background(), "team-a", m)
+		read := rchar(t) - before
+		a.Close()
+		if err != nil || !s.OK() {
+			t.Fatalf("apply: %v, %+v", err, s)
+		}
+		// Written a moment ago, the file is in the page cache: warming finds it there.
+		if w := only(t, s, ActionWarm); w.Result != ResultPresent || w.Resident != 1 || w.Bytes != 0 {
+			t.Errorf("warm: %+v, want the whole artifact found resident", w)
+		}
+		present := only(t, s, ActionStage).Result == ResultPresent
+		switch {
+		case !present:
+			// The first apply fetches it.
+		case verify && read < o.Size():
+			t.Errorf("with Verify, a present file: read %d bytes, want %d (hashed)", read, o.Size())
+		case !verify && read > o.Size()/4:
+			t.Errorf("without Verify, a present file: read %d bytes, want almost none (stamp hit, pages resident)", read)
+		}
+	}
+	if n := o.BodyBytes(); n != o.Size() {
+		t.Errorf("origin sent %d bytes, want %d once", n, o.Size())
+	}
+}
+
+func rchar(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "rchar: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("/proc/self/io has no rchar")
+	return 0
 }
 
 // corrupt flips a byte of a published (read-only) file in place.

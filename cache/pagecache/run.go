@@ -36,8 +36,9 @@ type EntryResult struct {
 	Order int
 	// File is the path of the file warmed on this node.
 	File string
-	// Bytes is the number of bytes read into the page cache.
-	Bytes int64
+	// Bytes is the number of bytes read into the page cache; Cached those that were in it
+	// already and were not read.
+	Bytes, Cached int64
 	// Resident and Total are mincore's count after warming: bytes of the ranges in the
 	// page cache, of the bytes they cover.
 	Resident, Total int64
@@ -161,7 +162,7 @@ func warmEntry(ctx context.Context, e manifest.HotEntry, opt RunOptions, wopt Op
 		return skip("%s: %w: size %d, the manifest says %d", f.Name(), ErrChanged, fi.Size(), e.Size)
 	}
 	w, err := Warm(ctx, f, e.Ranges, wopt)
-	r.Bytes = w.Bytes
+	r.Bytes, r.Cached = w.Bytes, w.Cached
 	if err != nil {
 		if errors.Is(err, ctx.Err()) {
 			return skip("cancelled after %d bytes: %w", w.Bytes, context.Cause(ctx))

@@ -25,9 +25,9 @@ type Options struct {
 // Result is what Warm did to one file.
 type Result struct {
 	// Bytes is the number of bytes read into the page cache (ranges past the end of the
-	// file are cut there).
-	Bytes int64
-	Took  time.Duration
+	// file are cut there); Cached those found there already, which were not read again.
+	Bytes, Cached int64
+	Took          time.Duration
 }
 
 // chunk is the size of each read, and of the rate limiter's steps.
@@ -44,11 +44,18 @@ var bufs = sync.Pool{New: func() any { b := make([]byte, chunk); return &b }}
 // cache and the limiter meters real I/O. The copy into user space costs CPU time, well below
 // that of the disk read itself. POSIX_FADV_RANDOM on f turns off the kernel's readahead
 // for this open file, so that exactly the listed pages are read, not the window after them.
+//
+// A chunk whose pages are all in the page cache already (mincore) is not read again, so
+// that warming again what is warm costs little: the agent re-applies its manifests often.
 func Warm(ctx context.Context, f *os.File, ranges []manifest.Range, opt Options) (Result, error) {
 	start := time.Now()
 	var res Result
 	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM); err != nil {
 		return res, fmt.Errorf("warm %s: fadvise: %w", f.Name(), err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return res, fmt.Errorf("warm %s: %w", f.Name(), err)
 	}
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
@@ -57,8 +64,13 @@ func Warm(ctx context.Context, f *os.File, ranges []manifest.Range, opt Options)
 		if r.Off < 0 || r.Len < 0 {
 			return res, fmt.Errorf("warm %s: bad range {off %d, len %d}", f.Name(), r.Off, r.Len)
 		}
-		for off := r.Off; off < r.End(); {
+		for off := r.Off; off < r.End() && off < fi.Size(); {
 			n := int(min(int64(len(buf)), r.End()-off))
+			if cached(f, off, int64(n), fi.Size()) {
+				res.Cached += min(int64(n), fi.Size()-off)
+				off += int64(n)
+				continue
+			}
 			if err := opt.Limit.Wait(ctx, n); err != nil {
 				res.Took = time.Since(start)
 				return res, err
@@ -77,6 +89,27 @@ func Warm(ctx context.Context, f *os.File, ranges []manifest.Range, opt Options)
 	}
 	res.Took = time.Since(start)
 	return res, nil
+}
+
+// cached reports whether every page of [off, off+n) inside the file is in the page cache.
+// An error (the file shrank, say) says no: the read that follows finds out.
+func cached(f *os.File, off, n, size int64) bool {
+	page := int64(os.Getpagesize())
+	end := min(off+n, size)
+	if off >= end {
+		return true
+	}
+	w := off / page * page
+	in, err := residentPages(f, w, (end+page-1)/page*page-w)
+	if err != nil {
+		return false
+	}
+	for _, ok := range in {
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // Resident measures with mincore how many bytes of ranges are in the page cache, of total

@@ -90,6 +90,9 @@ func (s *Store) evict(e entry) error {
 	}
 	if strings.HasPrefix(e.dir, partialDir+"/") {
 		_ = unlinkAt(d, e.name+".json")
+	} else {
+		tenant, _, _ := strings.Cut(e.key, "/")
+		s.dropStamp(tenant, e.name)
 	}
 	s.stats.evictions.Add(1)
 	s.stats.evicted.Add(e.size)

@@ -53,14 +53,16 @@ type Result struct {
 	Duration  time.Duration
 }
 
-// Stage makes the artifact present for tenant. A file already there is verified in full
-// (size and sha256) and is a hit. A missing one is fetched from the artifact's origin; a
-// corrupt one is removed first and fetched again. A download goes to a partial file outside
-// the tenant's published directory, continuing what an earlier call or process left there
-// (a Range request, with If-Range on the origin's ETag or Last-Modified), is checked for
-// size and sha256 while it is written, and is synced and renamed into place only when it
-// verifies. Quota is made by evicting the least recently used files of any tenant first.
-// progress, when set, is called with the bytes present so far and the size.
+// Stage makes the artifact present for tenant. A file already there is a hit when its size
+// is right and its sha256 is known good: from its stamp when it is unchanged since it was
+// last hashed, else (and always, with Options.Verify) by hashing it in full. A missing one
+// is fetched from the artifact's origin; a corrupt one is removed first and fetched again.
+// A download goes to a partial file outside the tenant's published directory, continuing
+// what an earlier call or process left there (a Range request, with If-Range on the
+// origin's ETag or Last-Modified), is checked for size and sha256 while it is written, and
+// is synced, renamed into place and stamped only when it verifies. Quota is made by
+// evicting the least recently used files of any tenant first. progress, when set, is
+// called with the bytes present so far and the size.
 func (s *Store) Stage(ctx context.Context, tenant string, a manifest.Artifact, progress func(done, total int64)) (Result, error) {
 	start := time.Now()
 	r, err := s.stage(ctx, tenant, a, progress)
@@ -112,9 +114,8 @@ func (s *Store) stage(ctx context.Context, tenant string, a manifest.Artifact, p
 	}
 	defer blobs.Close()
 	r := Result{Path: filepath.Join(blobs.Name(), h)}
-	switch err := check(blobs, h, a.Size, true); {
+	switch err := s.check(tenant, blobs, h, a.Size, true); {
 	case err == nil:
-		touch(blobs, h)
 		r.Action = Hit
 		return r, nil
 	case errors.Is(err, ErrNotFound):
@@ -125,6 +126,7 @@ func (s *Store) stage(ctx context.Context, tenant string, a manifest.Artifact, p
 		if err := unlinkAt(blobs, h); err != nil {
 			return r, fmt.Errorf("store: %w", err)
 		}
+		s.dropStamp(tenant, h)
 		r.Action = Refetched
 	default:
 		return r, fmt.Errorf("store: %w", err)
@@ -221,7 +223,14 @@ func (s *Store) fetch(ctx context.Context, tenant, h string, a manifest.Artifact
 		}
 		return fmt.Errorf("store: staging %s for tenant %s from %s: %w", a.Digest, tenant, a.Origin, err)
 	}
-	return publish(f, parts, h, blobs)
+	if err := publish(f, parts, h, blobs); err != nil {
+		return err
+	}
+	// Verified while written, and touched by publish: stamp it as it now is.
+	if fi, err := f.Stat(); err == nil {
+		s.writeStamp(tenant, h, fi.Sys().(*syscall.Stat_t))
+	}
+	return nil
 }
 
 // errBadPartial: a download that continued a partial file does not hash to its digest.
@@ -447,7 +456,7 @@ func publish(f, parts *os.File, name string, blobs *os.File) error {
 	if err := unix.Renameat(int(parts.Fd()), name, int(blobs.Fd()), name); err != nil {
 		return fmt.Errorf("store: publish %s: %w", filepath.Join(blobs.Name(), name), err)
 	}
-	touch(blobs, name)
+	touch(f)
 	if err := blobs.Sync(); err != nil {
 		return fmt.Errorf("store: sync %s: %w", blobs.Name(), err)
 	}

@@ -30,7 +30,9 @@ manifest (written by coldtrace advise -o, a file or an http(s) URL) it
   2. stages the model artifacts in the tenant's directory of the artifact store (--store):
      verified by sha256, written atomically, resumed where a download stopped, fetched
      again when a cached copy is corrupt; a pod mounts STORE/tenants/TENANT read-only and
-     finds each file at sha256/HEX;
+     finds each file at sha256/HEX. A file already there is hashed again only when its
+     inode changed since it was last hashed (written, replaced, linked); --verify hashes
+     every one, to find bits rotted on the disk;
   3. reads the hot byte ranges of the image layers and staged artifacts into the page
      cache, in the order the workload first needs them, and checks with mincore how much
      is resident.
@@ -69,6 +71,7 @@ func cacheFlags() []cli.Flag {
 		&cli.StringFlag{Name: "hosts-dir", Usage: "registry hosts `DIR` with mirrors and TLS settings, like /etc/containerd/certs.d"},
 		&cli.StringFlag{Name: "store", Value: "/var/lib/coldtrace/artifacts", Usage: "the artifact store's `DIR`"},
 		&cli.StringFlag{Name: "quota", Usage: "the artifact store's size limit in `BYTES` (least recently used files are evicted; default: none)"},
+		&cli.BoolFlag{Name: "verify", Usage: "hash every artifact already in the store in full, to find bits rotted on the disk; without it, a file whose inode (size, links, mtime, ctime) is unchanged since it was last hashed is trusted without being read"},
 		&cli.StringFlag{Name: "pull-rate", Usage: "limit image pulls to `BYTES` per second (default: none)"},
 		&cli.StringFlag{Name: "stage-rate", Usage: "limit artifact downloads to `BYTES` per second (default: none)"},
 		&cli.StringFlag{Name: "warm-rate", Usage: "limit page-cache warming to `BYTES` per second of disk reads (default: none)"},
@@ -81,7 +84,7 @@ func cacheConfig(c *cli.Context) (cache.Config, error) {
 	cfg := cache.Config{
 		Containerd: c.String("containerd"), Namespace: c.String("namespace"),
 		PlainHTTP: c.Bool("plain-http"), HostsDir: c.String("hosts-dir"),
-		StoreRoot: c.String("store"), Images: c.Int("images"), WarmWorkers: c.Int("warm-workers"),
+		StoreRoot: c.String("store"), Verify: c.Bool("verify"), Images: c.Int("images"), WarmWorkers: c.Int("warm-workers"),
 	}
 	for _, f := range []struct {
 		name string

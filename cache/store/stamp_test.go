@@ -1,0 +1,254 @@
+package store
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/coldtrace/coldtrace/internal/origin"
+)
+
+// rchar is the bytes this process has read through read(2) and friends, as the kernel
+// counts them (/proc/self/io): the ground truth of how much of a file a call read.
+func rchar(t testing.TB) int64 {
+	t.Helper()
+	f, err := os.Open("/proc/self/io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "rchar: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("/proc/self/io has no rchar")
+	return 0
+}
+
+// readBy returns the bytes read while f runs.
+func readBy(t testing.TB, f func()) int64 {
+	t.Helper()
+	before := rchar(t)
+	f()
+	return rchar(t) - before
+}
+
+// little is what a hit on a stamped file may read: its stamp, not its content.
+const little = 16 << 10
+
+func TestHitReadsNoContent(t *testing.T) {
+	body := randomBytes(8 << 20)
+	o := origin.StartHTTP(t, "/blob", body, 0)
+	root := t.TempDir()
+	s := openStore(t, root, Options{})
+	a := artifact(o, body)
+	mustStage(t, s, "a", a)
+
+	for i := range 3 {
+		var r Result
+		if n := readBy(t, func() { r = mustStage(t, s, "a", a) }); n > little || r.Action != Hit {
+			t.Errorf("hit %d: %+v, read %d bytes, want a hit reading at most %d", i, r, n, little)
+		}
+	}
+	// A verified Lookup trusts the stamp too, and leaves it valid for the next hit.
+	if n := readBy(t, func() {
+		if _, err := s.Lookup("a", a.Digest, a.Size, true); err != nil {
+			t.Error(err)
+		}
+	}); n > little {
+		t.Errorf("Lookup with verify read %d bytes", n)
+	}
+	if n := readBy(t, func() { mustStage(t, s, "a", a) }); n > little {
+		t.Errorf("the hit after a Lookup read %d bytes", n)
+	}
+	if len(o.Requests()) != 1 {
+		t.Errorf("%d requests to the origin, want 1", len(o.Requests()))
+	}
+
+	// Another process (a new Store on the root) trusts the stamp as well.
+	s2 := openStore(t, root, Options{})
+	if n := readBy(t, func() { mustStage(t, s2, "a", a) }); n > little {
+		t.Errorf("a hit in a new Store read %d bytes", n)
+	}
+
+	// Verify mode hashes every hit in full, and a verified Lookup; Lookup without verify
+	// checks the size only.
+	sv := openStore(t, root, Options{Verify: true})
+	for i := range 2 {
+		if n := readBy(t, func() { mustStage(t, sv, "a", a) }); n < a.Size {
+			t.Errorf("verify mode, hit %d: read %d bytes, want all %d", i, n, a.Size)
+		}
+	}
+	if n := readBy(t, func() { sv.Lookup("a", a.Digest, a.Size, true) }); n < a.Size {
+		t.Errorf("verify mode, Lookup with verify: read %d bytes, want all %d", n, a.Size)
+	}
+	if n := readBy(t, func() { sv.Lookup("a", a.Digest, a.Size, false) }); n > little {
+		t.Errorf("verify mode, Lookup without verify: read %d bytes", n)
+	}
+	// ... and leaves a stamp that the cheap mode trusts.
+	if n := readBy(t, func() { mustStage(t, s, "a", a) }); n > little {
+		t.Errorf("the hit after verify mode read %d bytes", n)
+	}
+	if st := s.Stats(); st.Hits != 5 || st.Refetches != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// A write in place changes the inode's times: the next hit hashes the file again. Written
+// back to the same bytes, the file is intact and becomes trusted again.
+func TestStampCatchesWriteInPlace(t *testing.T) {
+	body := randomBytes(4 << 20)
+	o := origin.StartHTTP(t, "/blob", body, 0)
+	root := t.TempDir()
+	s := openStore(t, root, Options{})
+	a := artifact(o, body)
+	mustStage(t, s, "a", a)
+	p := blobPath(root, "a", body)
+
+	writeAt := func(b byte, off int64) {
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt([]byte{b}, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeAt(body[1<<20], 1<<20) // the same byte: the content is intact, the inode changed
+	var r Result
+	if n := readBy(t, func() { r = mustStage(t, s, "a", a) }); n < a.Size || r.Action != Hit {
+		t.Errorf("after a write in place: %+v, read %d bytes, want a hit that hashed all %d", r, n, a.Size)
+	}
+	if n := readBy(t, func() { r = mustStage(t, s, "a", a) }); n > little || r.Action != Hit {
+		t.Errorf("the next hit: %+v, read %d bytes", r, n)
+	}
+
+	writeAt(body[3<<20]^1, 3<<20) // one bit flipped
+	if r := mustStage(t, s, "a", a); r.Action != Refetched || r.Fetched != a.Size {
+		t.Errorf("after a bit flip: %+v, want refetched", r)
+	}
+	sameFile(t, p, body)
+	if n := readBy(t, func() { r = mustStage(t, s, "a", a) }); n > little || r.Action != Hit {
+		t.Errorf("the hit after the refetch: %+v, read %d bytes", r, n)
+	}
+}
+
+// A file renamed over the blob is another inode: hashed, found corrupt, fetched again,
+// even with the blob's size and times copied onto it.
+func TestStampCatchesReplacement(t *testing.T) {
+	body := randomBytes(2 << 20)
+	o := origin.StartHTTP(t, "/blob", body, 0)
+	root := t.TempDir()
+	s := openStore(t, root, Options{})
+	a := artifact(o, body)
+	mustStage(t, s, "a", a)
+	p := blobPath(root, "a", body)
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	other := filepath.Join(filepath.Dir(p), "other")
+	if err := os.WriteFile(other, randomBytes(len(body)), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(other, fi.ModTime(), fi.ModTime())
+	if err := os.Rename(other, p); err != nil {
+		t.Fatal(err)
+	}
+	if r := mustStage(t, s, "a", a); r.Action != Refetched || r.Fetched != a.Size {
+		t.Errorf("after a rename over the blob: %+v, want refetched", r)
+	}
+	sameFile(t, p, body)
+	if o.BodyBytes() != 2*a.Size {
+		t.Errorf("origin sent %d bytes, want %d", o.BodyBytes(), 2*a.Size)
+	}
+}
+
+// A hard link made elsewhere changes the link count and ctime: the file is hashed again,
+// and a write through the other name is caught.
+func TestStampCatchesHardLink(t *testing.T) {
+	body := randomBytes(2 << 20)
+	o := origin.StartHTTP(t, "/blob", body, 0)
+	root := t.TempDir()
+	s := openStore(t, root, Options{})
+	a := artifact(o, body)
+	mustStage(t, s, "a", a)
+	p := blobPath(root, "a", body)
+
+	link := filepath.Join(root, "elsewhere")
+	if err := os.Link(p, link); err != nil {
+		t.Fatal(err)
+	}
+	var r Result
+	if n := readBy(t, func() { r = mustStage(t, s, "a", a) }); n < a.Size || r.Action != Hit {
+		t.Errorf("after a hard link: %+v, read %d bytes, want a hit that hashed all %d", r, n, a.Size)
+	}
+	f, err := os.OpenFile(link, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte{body[0] ^ 0xff}, 0)
+	f.Close()
+	if r := mustStage(t, s, "a", a); r.Action != Refetched {
+		t.Errorf("after a write through the link: %+v, want refetched", r)
+	}
+	sameFile(t, p, body)
+}
+
+// A pod that mounts the tenant's directory finds no stamp there; an evicted or corrupt file
+// leaves no stamp behind.
+func TestStampPlace(t *testing.T) {
+	const mib = 1 << 20
+	root := t.TempDir()
+	s := openStore(t, root, Options{Quota: 2 * mib})
+	bodyA, bodyB := randomBytes(mib), randomBytes(mib+1)
+	a := artifact(origin.StartHTTP(t, "/blob", bodyA, 0), bodyA)
+	mustStage(t, s, "a", a)
+	stampA := partialPath(root, "a", bodyA) + ".stamp.json"
+	if _, err := os.Stat(stampA); err != nil {
+		t.Fatalf("no stamp: %v", err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(root, "tenants", "a", "sha256"))
+	if len(ents) != 1 {
+		t.Errorf("the tenant's directory holds %v", ents)
+	}
+	// B does not fit beside A: A is evicted, with its stamp.
+	mustStage(t, s, "b", artifact(origin.StartHTTP(t, "/blob", bodyB, 0), bodyB))
+	absent(t, blobPath(root, "a", bodyA))
+	absent(t, stampA)
+}
+
+// BenchmarkStageHit is a hit on a present 64 MiB file: trusted from its stamp, and hashed
+// in full in verify mode (from the page cache here; from disk, slower still).
+func BenchmarkStageHit(b *testing.B) {
+	body := randomBytes(64 << 20)
+	root := b.TempDir()
+	a := artifact(origin.StartHTTP(b, "/blob", body, 0), body)
+	mustStage(b, openStore(b, root, Options{}), "a", a)
+	for _, bc := range []struct {
+		name string
+		opt  Options
+	}{{"stamp", Options{}}, {"verify", Options{Verify: true}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			s := openStore(b, root, bc.opt)
+			before := rchar(b)
+			for b.Loop() {
+				if r := mustStage(b, s, "a", a); r.Action != Hit {
+					b.Fatalf("%+v, want a hit", r)
+				}
+			}
+			b.ReportMetric(float64(rchar(b)-before)/float64(b.N), "read-B/op")
+		})
+	}
+}
