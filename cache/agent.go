@@ -154,7 +154,7 @@ func (a *Agent) pull(ctx context.Context, tenant string, m *manifest.Manifest) (
 			case err != nil:
 				it.Result, it.Detail = ResultFailed, err.Error()
 			case r.Present:
-				it.Result, names[i] = ResultPresent, r.Name
+				it.Result, names[i], it.Took = ResultPresent, r.Name, r.End.Sub(r.Start)
 			default:
 				it.Result, names[i], it.Bytes, it.Took = ResultDone, r.Name, r.Bytes, r.End.Sub(r.Start)
 				if r.Yielded > 0 {

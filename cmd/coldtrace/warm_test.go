@@ -104,7 +104,9 @@ func TestWarmHalvesColdStart(t *testing.T) {
 	// image and the shard there, moves nothing over the network, and reads the hot set back.
 	dropCaches(t)
 	pulled, fetched = reg.Total(), shard.Sent()
-	if out := warm(); reg.Total() != pulled || shard.Sent() != fetched || !strings.Contains(out, "prepull 0 done") || !strings.Contains(out, "stage 0 done") {
+	out = warm()
+	t.Logf("warm after the page cache was dropped:\n%s", out)
+	if reg.Total() != pulled || shard.Sent() != fetched || !strings.Contains(out, "prepull 0 done") || !strings.Contains(out, "stage 0 done") {
 		t.Errorf("second warm pulled %d and fetched %d bytes:\n%s", reg.Total()-pulled, shard.Sent()-fetched, out)
 	}
 	// Ground truth for the page cache, read by vmtouch: the shard in the store and the hot
