@@ -78,7 +78,7 @@ func (r run) pullContention() (pullOverlap, bool) {
 		ivs = append(ivs, o.Intervals...)
 		po.other += float64(o.Bytes)
 	}
-	ivs = unionIntervals(ivs)
+	ivs = trace.Union(ivs)
 	for _, iv := range ivs {
 		po.overlap += secs(iv.End - iv.Start)
 	}
@@ -134,21 +134,6 @@ func recvAt(s []trace.Sample, t trace.Duration) int64 {
 	}
 	a, b := s[i-1], s[i]
 	return a.Recv + int64(float64(b.Recv-a.Recv)*float64(t-a.At)/float64(b.At-a.At))
-}
-
-// unionIntervals sorts intervals and merges those that overlap or touch: two other pulls
-// downloading at once contend for the same seconds, not twice as many.
-func unionIntervals(ivs []trace.Interval) []trace.Interval {
-	slices.SortFunc(ivs, func(a, b trace.Interval) int { return cmp.Compare(a.Start, b.Start) })
-	var out []trace.Interval
-	for _, iv := range ivs {
-		if n := len(out); n > 0 && iv.Start <= out[n-1].End {
-			out[n-1].End = max(out[n-1].End, iv.End)
-			continue
-		}
-		out = append(out, iv)
-	}
-	return out
 }
 
 // pullContentions summarises the runs' pull contention; nil when no run had any. Overlap

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/coldtrace/coldtrace/internal/ctrtest"
 	"github.com/coldtrace/coldtrace/internal/origin"
+	"github.com/coldtrace/coldtrace/internal/testenv"
 	"github.com/coldtrace/coldtrace/manifest"
 )
 
@@ -160,9 +160,9 @@ func TestApplyVerify(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		before := rchar(t)
+		before := testenv.Rchar(t, 0)
 		s, err := a.Apply(context.Background(), "team-a", m)
-		read := rchar(t) - before
+		read := testenv.Rchar(t, 0) - before
 		a.Close()
 		if err != nil || !s.OK() {
 			t.Fatalf("apply: %v, %+v", err, s)
@@ -184,25 +184,6 @@ func TestApplyVerify(t *testing.T) {
 	if n := o.BodyBytes(); n != o.Size() {
 		t.Errorf("origin sent %d bytes, want %d once", n, o.Size())
 	}
-}
-
-func rchar(t *testing.T) int64 {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/io")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for l := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "rchar: "); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatal("/proc/self/io has no rchar")
-	return 0
 }
 
 // corrupt flips a byte of a published (read-only) file in place.

@@ -8,8 +8,6 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -55,23 +53,6 @@ func straceOpens(t *testing.T, cmd []string) map[string]bool {
 	return files
 }
 
-// rchar reads the bytes a process read through read-family syscalls, from /proc/PID/io.
-func rchar(t *testing.T, pid int) int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
-	if err != nil {
-		t.Errorf("read /proc/%d/io: %v", pid, err)
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
-		}
-	}
-	t.Errorf("/proc/%d/io has no rchar", pid)
-	return 0
-}
-
 // TestPythonAgainstStrace records a program nobody here wrote and checks it against two
 // outside witnesses: the files strace sees it open, and the kernel's I/O accounting.
 func TestPythonAgainstStrace(t *testing.T) {
@@ -84,7 +65,7 @@ func TestPythonAgainstStrace(t *testing.T) {
 		Command: pythonCmd,
 		Stderr:  os.Stderr,
 		Timeout: time.Minute,
-		OnExit:  func(pid int) { procRead = rchar(t, pid) },
+		OnExit:  func(pid int) { procRead = testenv.Rchar(t, pid) },
 	})
 	if err != nil {
 		t.Fatal(err)

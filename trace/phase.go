@@ -1,6 +1,10 @@
 package trace
 
-import "time"
+import (
+	"cmp"
+	"slices"
+	"time"
+)
 
 // PhaseName is one of the phases of DESIGN.md.
 type PhaseName string
@@ -70,4 +74,19 @@ func (t *Trace) Phase(name PhaseName) (Phase, bool) {
 		}
 	}
 	return Phase{}, false
+}
+
+// Union sorts intervals (in place) and merges those that overlap or touch: two things busy
+// at once cover the same seconds, not twice as many.
+func Union(ivs []Interval) []Interval {
+	slices.SortFunc(ivs, func(a, b Interval) int { return cmp.Compare(a.Start, b.Start) })
+	var out []Interval
+	for _, iv := range ivs {
+		if n := len(out); n > 0 && iv.Start <= out[n-1].End {
+			out[n-1].End = max(out[n-1].End, iv.End)
+			continue
+		}
+		out = append(out, iv)
+	}
+	return out
 }

@@ -3,7 +3,6 @@ package pagecache
 import (
 	"context"
 	"crypto/rand"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/coldtrace/coldtrace/cache/rate"
+	"github.com/coldtrace/coldtrace/internal/testenv"
 	"github.com/coldtrace/coldtrace/manifest"
 )
 
@@ -178,25 +178,11 @@ func TestWarmExactRanges(t *testing.T) {
 		t.Logf("resident pages: mincore %d, vmtouch %d, listed %d of %d; warmed in %v", resident, n, want/page, size/page, r.Took)
 	}
 	// Warming again reads nothing: every page is there. rchar counts what the process read.
-	before := rchar(t)
+	before := testenv.Rchar(t, 0)
 	again, err := Warm(context.Background(), f, ranges, Options{})
-	if read := rchar(t) - before; err != nil || again.Bytes != 0 || again.Cached != want || read >= page {
+	if read := testenv.Rchar(t, 0) - before; err != nil || again.Bytes != 0 || again.Cached != want || read >= page {
 		t.Errorf("warm again: %+v, %v, read %d bytes; want nothing read (but /proc/self/io itself) and %d found cached", again, err, read, want)
 	}
-}
-
-// rchar is the bytes this process has read so far, as /proc/self/io counts them.
-func rchar(t *testing.T) int64 {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/io")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int64
-	if _, err := fmt.Sscanf(string(b), "rchar: %d", &n); err != nil {
-		t.Fatalf("/proc/self/io: %v", err)
-	}
-	return n
 }
 
 // Ranges past the end of the file are cut at the end; a bad range is an error.

@@ -1,45 +1,20 @@
 package store
 
 import (
-	"bufio"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/coldtrace/coldtrace/internal/origin"
+	"github.com/coldtrace/coldtrace/internal/testenv"
 )
-
-// rchar is the bytes this process has read through read(2) and friends, as the kernel
-// counts them (/proc/self/io): the ground truth of how much of a file a call read.
-func rchar(t testing.TB) int64 {
-	t.Helper()
-	f, err := os.Open("/proc/self/io")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "rchar: "); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatal("/proc/self/io has no rchar")
-	return 0
-}
 
 // readBy returns the bytes read while f runs.
 func readBy(t testing.TB, f func()) int64 {
 	t.Helper()
-	before := rchar(t)
+	before := testenv.Rchar(t, 0)
 	f()
-	return rchar(t) - before
+	return testenv.Rchar(t, 0) - before
 }
 
 // little is what a hit on a stamped file may read: its stamp, not its content.
@@ -242,13 +217,13 @@ func BenchmarkStageHit(b *testing.B) {
 	}{{"stamp", Options{}}, {"verify", Options{Verify: true}}} {
 		b.Run(bc.name, func(b *testing.B) {
 			s := openStore(b, root, bc.opt)
-			before := rchar(b)
+			before := testenv.Rchar(b, 0)
 			for b.Loop() {
 				if r := mustStage(b, s, "a", a); r.Action != Hit {
 					b.Fatalf("%+v, want a hit", r)
 				}
 			}
-			b.ReportMetric(float64(rchar(b)-before)/float64(b.N), "read-B/op")
+			b.ReportMetric(float64(testenv.Rchar(b, 0)-before)/float64(b.N), "read-B/op")
 		})
 	}
 }

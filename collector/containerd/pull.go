@@ -1,11 +1,9 @@
 package containerd
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"io"
-	"slices"
 	"sync"
 	"time"
 
@@ -98,7 +96,7 @@ func (p *Pulled) Trace(zero time.Time) *trace.Pull {
 		}
 		o.Blobs = append(o.Blobs, in.Digest)
 		o.Bytes += in.Bytes
-		o.Intervals = union(append(o.Intervals, trace.Interval{Start: since(in.Start), End: since(in.End)}))
+		o.Intervals = trace.Union(append(o.Intervals, trace.Interval{Start: since(in.Start), End: since(in.End)}))
 	}
 	for _, o := range tp.Overlaps {
 		name := o.Ref
@@ -108,20 +106,6 @@ func (p *Pulled) Trace(zero time.Time) *trace.Pull {
 		tp.Contended = append(tp.Contended, name)
 	}
 	return tp
-}
-
-// union sorts intervals and merges those that overlap or touch.
-func union(ivs []trace.Interval) []trace.Interval {
-	slices.SortFunc(ivs, func(a, b trace.Interval) int { return cmp.Compare(a.Start, b.Start) })
-	var out []trace.Interval
-	for _, iv := range ivs {
-		if n := len(out); n > 0 && iv.Start <= out[n-1].End {
-			out[n-1].End = max(out[n-1].End, iv.End)
-			continue
-		}
-		out = append(out, iv)
-	}
-	return out
 }
 
 // blobStat is what the counting fetcher saw of one blob.

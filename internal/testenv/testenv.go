@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -76,4 +77,32 @@ func RequireBinary(t testing.TB, name string) string {
 	}
 	Require(t, "the program "+name, err == nil, why)
 	return path
+}
+
+// Rchar is the bytes process pid (0: this one) has read through read(2) and its kin, as
+// the kernel counts them in /proc/PID/io: ground truth for how much a call or a workload
+// read, from outside the code under test. It reports a failure with t.Errorf (and returns
+// 0), so it may be called from any goroutine.
+func Rchar(t testing.TB, pid int) int64 {
+	t.Helper()
+	p := "/proc/self/io"
+	if pid != 0 {
+		p = "/proc/" + strconv.Itoa(pid) + "/io"
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Errorf("read %s: %v", p, err)
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Errorf("%s: %v", p, err)
+			}
+			return n
+		}
+	}
+	t.Errorf("%s has no rchar", p)
+	return 0
 }
