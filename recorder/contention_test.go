@@ -50,7 +50,12 @@ func pushMarked(t *testing.T, reg *ctrtest.Registry, name string, dataBytes int)
 		}
 		blobs = append(blobs, d.String())
 	}
-	return ref, blobs
+	// The manifest is downloaded through an ingest too.
+	m, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref, append(blobs, m.String())
 }
 
 // lastFetch is when the last layer of the trace's pull was in, on the wall clock.

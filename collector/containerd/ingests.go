@@ -93,6 +93,9 @@ func (w *ingestWatch) run(ctx context.Context) {
 func (w *ingestWatch) poll(ctx context.Context) {
 	now := time.Now()
 	nss, err := w.c.c.NamespaceService().List(ctx)
+	if ctx.Err() != nil {
+		return // stopped in the middle of a poll: stop polls once more itself
+	}
 	if err != nil {
 		w.fail(err)
 		return
@@ -102,6 +105,9 @@ func (w *ingestWatch) poll(ctx context.Context) {
 	for _, ns := range nss {
 		nctx := namespaces.WithNamespace(ctx, ns)
 		sts, err := cs.ListStatuses(nctx)
+		if ctx.Err() != nil {
+			return
+		}
 		if err != nil {
 			w.fail(err)
 			continue
