@@ -29,13 +29,19 @@ type bootstrap struct {
 	seed      uint64
 }
 
-// quantile is the empirical p-quantile of x (not modified).
+// quantile is the empirical p-quantile of x (not modified), except that the median of an
+// even number of values is the midpoint of the two middle ones: with the lower one, the
+// medians of a scenario's predicted start and of its saving could come from different runs
+// and not add up to the median start.
 func quantile(p float64, x []float64) float64 {
 	if len(x) == 0 {
 		return 0
 	}
 	s := slices.Clone(x)
 	slices.Sort(s)
+	if n := len(s); p == 0.5 && n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
 	return stat.Quantile(p, stat.Empirical, s, nil)
 }
 
