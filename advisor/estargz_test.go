@@ -103,7 +103,7 @@ func TestEStargzExportMatchesCtrRemote(t *testing.T) {
 		t.Fatal(err)
 	}
 	var exported bytes.Buffer
-	if err := advisor.Export(&exported, m, advisor.ExportEStargz); err != nil {
+	if _, err := advisor.Export(&exported, m, advisor.ExportEStargz); err != nil {
 		t.Fatal(err)
 	}
 	ours := readRecord(t, exported.Bytes())

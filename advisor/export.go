@@ -55,11 +55,11 @@ const overlaybdMaxList = 65536
 
 // Export writes the hot set of m in the list format of a lazy-pull snapshotter, in the
 // manifest's first-access order. These tools prefetch whole files of the image, so only
-// entries in image layers are exported, each path once. A hot set the format cannot carry
-// as it is (a path the tool would alter or skip, a list over the tool's size limit) is an
-// error, and nothing is written: the tool would otherwise prefetch less than the list says,
-// without a word.
-func Export(w io.Writer, m *manifest.Manifest, format string) error {
+// entries in image layers are exported, each path once. A path the tool would alter or
+// skip without a word, and for overlaybd what would push the list over its size limit
+// (the latest-needed paths first), is left out of the list and named in left, with why:
+// the list says exactly what the tool will prefetch. It is an error when nothing is left.
+func Export(w io.Writer, m *manifest.Manifest, format string) (left []string, err error) {
 	var paths []string
 	var layers []int
 	seen := map[string]bool{}
@@ -75,10 +75,14 @@ func Export(w io.Writer, m *manifest.Manifest, format string) error {
 		paths, layers = append(paths, e.Path), append(layers, idx)
 	}
 	if len(paths) == 0 {
-		return errors.New("export: the hot set has no files of image layers (are these traces of a container?)")
+		return nil, errors.New("export: the hot set has no files of image layers (are these traces of a container?)")
 	}
-	if err := fits(paths, format); err != nil {
-		return err
+	keep, left, err := fit(paths, format)
+	if err != nil {
+		return nil, err
+	}
+	if len(keep) == 0 {
+		return left, fmt.Errorf("export %s: none of the %d paths can be written: %s", format, len(paths), strings.Join(left[:min(3, len(left))], "; "))
 	}
 	bw := bufio.NewWriter(w)
 	switch format {
@@ -89,38 +93,39 @@ func Export(w io.Writer, m *manifest.Manifest, format string) error {
 			LayerIndex     *int   `json:"layerIndex,omitempty"`
 		}
 		enc := json.NewEncoder(bw)
-		for i, p := range paths {
-			e := entry{Path: p, ManifestDigest: m.Spec.Workload.Digest}
+		for _, i := range keep {
+			e := entry{Path: paths[i], ManifestDigest: m.Spec.Workload.Digest}
 			if layers[i] >= 0 {
 				e.LayerIndex = &layers[i]
 			}
 			if err := enc.Encode(e); err != nil {
-				return err
+				return left, err
 			}
 		}
 	case ExportNydus, ExportOverlaybd:
-		for _, p := range paths {
-			fmt.Fprintf(bw, "/%s\n", p)
+		for _, i := range keep {
+			fmt.Fprintf(bw, "/%s\n", paths[i])
 		}
 	case ExportSOCI:
-		abs := make([]string, len(paths))
-		for i, p := range paths {
-			abs[i] = "/" + p
+		abs := make([]string, len(keep))
+		for j, i := range keep {
+			abs[j] = "/" + paths[i]
 		}
 		if err := json.NewEncoder(bw).Encode(abs); err != nil {
-			return err
+			return left, err
 		}
 	}
-	return bw.Flush()
+	return left, bw.Flush()
 }
 
-// fits checks that format carries every path unaltered.
-func fits(paths []string, format string) error {
+// fit returns the indexes of the paths that format carries unaltered, and a line for each
+// path it leaves out.
+func fit(paths []string, format string) (keep []int, left []string, err error) {
 	var bad func(p string) bool
 	var why string
 	switch format {
 	case ExportEStargz:
-		return nil
+		bad = func(string) bool { return false }
 	case ExportNydus:
 		// Rust reads the list into a String, which fails on bytes that are not UTF-8; each
 		// line is trimmed, so a newline splits a path and white space at its end is lost.
@@ -138,24 +143,19 @@ func fits(paths []string, format string) error {
 		bad = func(p string) bool { return !overlaybdPath.MatchString("/" + p) }
 		why = "overlaybd skips a path with a character other than A-Z a-z 0-9 _ - . /"
 	default:
-		return fmt.Errorf("export: unknown format %q (want one of %v)", format, ExportFormats)
+		return nil, nil, fmt.Errorf("export: unknown format %q (want one of %v)", format, ExportFormats)
 	}
-	var unfit []string
 	size := 0
-	for _, p := range paths {
-		size += len(p) + 2
-		if bad(p) {
-			unfit = append(unfit, p)
+	for i, p := range paths {
+		switch line := len(p) + 2; {
+		case bad(p):
+			left = append(left, fmt.Sprintf("%q: %s", p, why))
+		case format == ExportOverlaybd && size+line > overlaybdMaxList:
+			left = append(left, fmt.Sprintf("%q: overlaybd refuses a list over %d bytes whole (bound the hot set with --budget)", p, overlaybdMaxList))
+		default:
+			size += line
+			keep = append(keep, i)
 		}
 	}
-	if len(unfit) > 0 {
-		ex := unfit[:min(3, len(unfit))]
-		return fmt.Errorf("export %s: %d of %d paths cannot be written as they are (%s): %q",
-			format, len(unfit), len(paths), why, ex)
-	}
-	if format == ExportOverlaybd && size > overlaybdMaxList {
-		return fmt.Errorf("export %s: the list of %d paths is %d bytes; overlaybd refuses a list over %d bytes whole (bound the hot set with --budget)",
-			format, len(paths), size, overlaybdMaxList)
-	}
-	return nil
+	return keep, left, nil
 }

@@ -38,7 +38,7 @@ func TestExports(t *testing.T) {
 	}
 	for _, f := range ExportFormats {
 		var buf bytes.Buffer
-		if err := Export(&buf, exportManifest(), f); err != nil {
+		if _, err := Export(&buf, exportManifest(), f); err != nil {
 			t.Fatal(err)
 		}
 		if buf.String() != want[f] {
@@ -49,12 +49,12 @@ func TestExports(t *testing.T) {
 
 func TestExportRefuses(t *testing.T) {
 	var buf bytes.Buffer
-	if err := Export(&buf, exportManifest(), "tar"); err == nil || !strings.Contains(err.Error(), "unknown format") {
+	if _, err := Export(&buf, exportManifest(), "tar"); err == nil || !strings.Contains(err.Error(), "unknown format") {
 		t.Errorf("unknown format: %v", err)
 	}
 	m := exportManifest()
 	m.Spec.HotSet = m.Spec.HotSet[1:2]
-	if err := Export(&buf, m, ExportNydus); err == nil || !strings.Contains(err.Error(), "image layers") {
+	if _, err := Export(&buf, m, ExportNydus); err == nil || !strings.Contains(err.Error(), "image layers") {
 		t.Errorf("host-only hot set: %v", err)
 	}
 }
@@ -157,7 +157,7 @@ func TestExportsReadBack(t *testing.T) {
 	abs := []string{"/usr/bin/python3", "/etc/ld.so.cache"}
 	export := func(f string) []byte {
 		var buf bytes.Buffer
-		if err := Export(&buf, exportManifest(), f); err != nil {
+		if _, err := Export(&buf, exportManifest(), f); err != nil {
 			t.Fatal(err)
 		}
 		return buf.Bytes()
@@ -177,9 +177,17 @@ func TestExportsReadBack(t *testing.T) {
 	}
 }
 
-// TestExportRefusesUnfit: a path the tool would alter or skip is an error, and nothing is
-// written (an empty file at overlaybd's record-trace-path would even make it record).
-func TestExportRefusesUnfit(t *testing.T) {
+// TestExportLeavesOutUnfit: a path the tool would alter or skip is left out of the list,
+// named with why; the others are written, and estargz takes every path.
+func TestExportLeavesOutUnfit(t *testing.T) {
+	read := map[string]func([]byte) ([]string, error){ExportNydus: nydusdPrefetchFiles, ExportOverlaybd: overlaybdDynamicList,
+		ExportSOCI: func(b []byte) ([]string, error) {
+			names, err := sociPrefetchPaths(b)
+			for i := range names {
+				names[i] = "/" + names[i]
+			}
+			return names, err
+		}}
 	for _, c := range []struct{ format, path string }{
 		{ExportNydus, "opt/app/notes "},
 		{ExportNydus, "opt/two\nlines"},
@@ -192,21 +200,29 @@ func TestExportRefusesUnfit(t *testing.T) {
 		m := exportManifest()
 		m.Spec.HotSet[0].Path = c.path
 		var buf bytes.Buffer
-		err := Export(&buf, m, c.format)
-		if err == nil || !strings.Contains(err.Error(), "1 of 2 paths cannot be written") {
-			t.Errorf("%s %q: %v", c.format, c.path, err)
+		left, err := Export(&buf, m, c.format)
+		if err != nil || len(left) != 1 || !strings.Contains(left[0], fmt.Sprintf("%q", c.path)) {
+			t.Errorf("%s %q: left %q, %v", c.format, c.path, left, err)
 		}
-		if buf.Len() != 0 {
-			t.Errorf("%s %q: wrote %d bytes", c.format, c.path, buf.Len())
+		if got, err := read[c.format](buf.Bytes()); err != nil || !slices.Equal(got, []string{"/etc/ld.so.cache"}) {
+			t.Errorf("%s %q: the tool reads %q, %v; want the other path alone", c.format, c.path, got, err)
 		}
-		if err := Export(&buf, m, ExportEStargz); err != nil {
-			t.Errorf("estargz %q: %v", c.path, err)
+		if left, err := Export(&buf, m, ExportEStargz); err != nil || len(left) != 0 {
+			t.Errorf("estargz %q: left %q, %v", c.path, left, err)
 		}
+	}
+	// Nothing left to write is an error.
+	m := exportManifest()
+	m.Spec.HotSet = m.Spec.HotSet[:1]
+	m.Spec.HotSet[0].Path = "opt/app/my notes"
+	var buf bytes.Buffer
+	if _, err := Export(&buf, m, ExportOverlaybd); err == nil || buf.Len() != 0 {
+		t.Errorf("no path fits: %v, wrote %d bytes", err, buf.Len())
 	}
 }
 
-// TestExportOverlaybdLimit: the largest list overlaybd takes is exported whole, one byte
-// more is refused.
+// TestExportOverlaybdLimit: the largest list overlaybd takes is exported whole; a path that
+// would take it over the limit is left out.
 func TestExportOverlaybdLimit(t *testing.T) {
 	one := 0
 	hot := func(n, lastLen int) *manifest.Manifest {
@@ -221,7 +237,7 @@ func TestExportOverlaybdLimit(t *testing.T) {
 		return m
 	}
 	var buf bytes.Buffer
-	if err := Export(&buf, hot(1024, 62), ExportOverlaybd); err != nil {
+	if _, err := Export(&buf, hot(1024, 62), ExportOverlaybd); err != nil {
 		t.Fatal(err)
 	}
 	got, err := overlaybdDynamicList(buf.Bytes())
@@ -231,13 +247,14 @@ func TestExportOverlaybdLimit(t *testing.T) {
 	buf.Reset()
 	m := hot(1024, 62)
 	m.Spec.HotSet = append(m.Spec.HotSet, manifest.HotEntry{Layer: testLayer, LayerIndex: &one, Path: "", Ranges: []manifest.Range{{Off: 0, Len: 1}}})
-	if err := Export(&buf, m, ExportOverlaybd); err == nil || !strings.Contains(err.Error(), "over 65536 bytes") || buf.Len() != 0 {
-		t.Errorf("65538 bytes: %v, wrote %d", err, buf.Len())
+	left, err := Export(&buf, m, ExportOverlaybd)
+	if err != nil || len(left) != 1 || !strings.Contains(left[0], "over 65536 bytes") || buf.Len() != 65536 {
+		t.Errorf("65538 bytes: left %q, %v, wrote %d", left, err, buf.Len())
 	}
 }
 
-// FuzzExportReadBack: for any path, an export either fails or its tool reads back exactly
-// that path.
+// FuzzExportReadBack: for any path, an export either leaves it out (and fails, having
+// nothing else to write) or its tool reads back exactly that path.
 func FuzzExportReadBack(f *testing.F) {
 	for _, p := range []string{"usr/bin/python3", "a b", "x ", "é", "\xe9", "a//b", "a/./b", "libstdc++.so", "", "."} {
 		f.Add(p)
@@ -259,7 +276,11 @@ func FuzzExportReadBack(f *testing.F) {
 		m.Spec.HotSet[0].Path = p
 		for format, readBack := range read {
 			var buf bytes.Buffer
-			if Export(&buf, m, format) != nil {
+			left, err := Export(&buf, m, format)
+			if err != nil || len(left) > 0 {
+				if err == nil || len(left) != 1 || buf.Len() != 0 {
+					t.Errorf("%s %q: left %q, %v, wrote %d bytes", format, p, left, err, buf.Len())
+				}
 				continue
 			}
 			if got, err := readBack(buf.Bytes()); err != nil || !slices.Equal(got, []string{"/" + p}) {

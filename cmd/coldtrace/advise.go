@@ -100,7 +100,13 @@ func advise(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "wrote %s: %d hot-set entries, %d artifacts, %d images\n", out, len(m.Spec.HotSet), len(m.Spec.Artifacts), len(m.Spec.Images))
 	}
 	if f := c.String("export"); f != "" {
-		return writeTo(c.String("export-out"), c.App.Writer, func(w io.Writer) error { return advisor.Export(w, m, f) })
+		return writeTo(c.String("export-out"), c.App.Writer, func(w io.Writer) error {
+			left, err := advisor.Export(w, m, f)
+			for _, l := range left {
+				fmt.Fprintf(c.App.ErrWriter, "coldtrace: export %s: left out %s\n", f, l)
+			}
+			return err
+		})
 	}
 	return nil
 }
