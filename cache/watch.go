@@ -53,7 +53,18 @@ func Watch(ctx context.Context, opt WatchOptions, apply ApplyFunc, m *Metrics) e
 	}
 	state := map[string]seen{}
 	for {
-		for _, f := range read(ctx, opt) {
+		found := read(ctx, opt)
+		// Forget the manifests that are gone, so that one put back is applied at once.
+		current := make(map[string]bool, len(found))
+		for _, f := range found {
+			current[f.Source] = true
+		}
+		for src := range state {
+			if !current[src] {
+				delete(state, src)
+			}
+		}
+		for _, f := range found {
 			s, known := state[f.Source]
 			due := !known || s.sum != f.Sum || time.Since(s.applied) >= opt.Every
 			if !due {
