@@ -90,7 +90,7 @@ func New(address, namespace string, opt Options) (*Puller, error) {
 		opt:   opt,
 		limit: rate.New(opt.Rate),
 		slots: make(chan struct{}, opt.Images),
-		y:     newYielder(c.ContentStore(), opt.Poll),
+		y:     newYielder(c, namespace, opt.Poll),
 	}, nil
 }
 

@@ -117,7 +117,8 @@ func TestYieldToForeignPull(t *testing.T) {
 			t.Fatalf("the agent's pull did not start: %d bytes served", reg.Served(big.layer))
 		}
 	}
-	d.Ctr(t, "-n", ns, "images", "pull", "--plain-http", small.ref)
+	// ctr's own namespace, not the agent's: containerd lists ingests per namespace.
+	d.Ctr(t, "-n", "default", "images", "pull", "--plain-http", small.ref)
 	close(stop)
 	<-sampled
 

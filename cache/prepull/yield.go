@@ -6,7 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 )
 
 // stale is how long an ingest may stand still and still count as a live pull: a pull
@@ -18,7 +19,8 @@ const stale = 3 * time.Second
 // fetching (containerd's refs are "layer-sha256:...", "manifest-sha256:..."); it is live
 // when it is new or its offset moved in the last few seconds.
 type yielder struct {
-	cs   content.Store
+	c    *client.Client
+	ns   string // the agent's namespace; ingests in others are never the agent's
 	poll time.Duration
 
 	mu  sync.Mutex
@@ -36,8 +38,8 @@ type ingest struct {
 	moved  time.Time
 }
 
-func newYielder(cs content.Store, poll time.Duration) *yielder {
-	return &yielder{cs: cs, poll: poll, own: map[string]int{}, closed: map[string]time.Time{}, seen: map[string]ingest{}}
+func newYielder(c *client.Client, ns string, poll time.Duration) *yielder {
+	return &yielder{c: c, ns: ns, poll: poll, own: map[string]int{}, closed: map[string]time.Time{}, seen: map[string]ingest{}}
 }
 
 func (y *yielder) add(dgst string, d int) {
@@ -83,21 +85,30 @@ func (y *yielder) check(ctx context.Context) (bool, error) {
 	if now.Sub(y.checked) < y.poll {
 		return y.foreign, nil
 	}
-	sts, err := y.cs.ListStatuses(ctx)
+	// Ingests are per namespace: a pull in any of them (ctr and nerdctl use default, the
+	// kubelet k8s.io) shares the link.
+	nss, err := y.c.NamespaceService().List(ctx)
 	if err != nil {
 		return false, err
 	}
 	y.checked = now
 	y.foreign = false
-	seen := make(map[string]ingest, len(sts))
-	for _, st := range sts {
-		in, ok := y.seen[st.Ref]
-		if !ok || st.Offset != in.offset {
-			in = ingest{offset: st.Offset, moved: now}
+	seen := map[string]ingest{}
+	for _, ns := range nss {
+		sts, err := y.c.ContentStore().ListStatuses(namespaces.WithNamespace(ctx, ns))
+		if err != nil {
+			return false, err
 		}
-		seen[st.Ref] = in
-		if now.Sub(in.moved) < stale && !y.ownRef(st.Ref) {
-			y.foreign = true
+		for _, st := range sts {
+			key := ns + "/" + st.Ref
+			in, ok := y.seen[key]
+			if !ok || st.Offset != in.offset {
+				in = ingest{offset: st.Offset, moved: now}
+			}
+			seen[key] = in
+			if now.Sub(in.moved) < stale && (ns != y.ns || !y.ownRef(st.Ref)) {
+				y.foreign = true
+			}
 		}
 	}
 	y.seen = seen
