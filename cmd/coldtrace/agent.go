@@ -90,6 +90,32 @@ func runAgent(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	// Everything that can fail on bad flags or a busy port is set up before the recording
+	// starts, so that a failure never leaves recordings unwritten.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := cache.NewMetrics(reg)
+	var ln net.Listener
+	if addr := c.String("metrics-address"); addr != "" {
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("--metrics-address: %w", err)
+		}
+		defer ln.Close()
+	}
+	var ca *cache.Agent
+	if c.String("manifests") != "" || len(c.StringSlice("manifest-url")) > 0 {
+		cfg, err := cacheConfig(c)
+		if err != nil {
+			return err
+		}
+		cfg.Containerd, cfg.Namespace = c.String("containerd"), c.String("namespace")
+		if ca, err = cache.New(cfg, metrics, nil); err != nil {
+			return err
+		}
+		defer ca.Close() // after the watch below has returned
+	}
+
 	a, err := agent.Start(ctx, agent.Options{
 		Address:         c.String("containerd"),
 		Namespace:       c.String("namespace"),
@@ -105,9 +131,6 @@ func runAgent(c *cli.Context) error {
 	}
 	fmt.Fprintf(os.Stderr, "coldtrace: watching containerd at %s, namespace %s; traces in %s\n",
 		c.String("containerd"), c.String("namespace"), c.String("data-dir"))
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := cache.NewMetrics(reg)
 	// The metrics server and the manifest watch end the agent when they fail; the
 	// recordings in flight are written either way.
 	var failed error
@@ -117,28 +140,17 @@ func runAgent(c *cli.Context) error {
 			once.Do(func() { failed = err; stop() })
 		}
 	}
-	if addr := c.String("metrics-address"); addr != "" {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("--metrics-address: %w", err)
-		}
+	if ln != nil {
 		srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
 		go func() { fail(srv.Serve(ln)) }()
 		defer srv.Close()
 		fmt.Fprintf(os.Stderr, "coldtrace: metrics at http://%s/metrics\n", ln.Addr())
 	}
-	if c.String("manifests") != "" || len(c.StringSlice("manifest-url")) > 0 {
-		cfg, err := cacheConfig(c)
-		if err != nil {
-			return err
-		}
-		cfg.Containerd, cfg.Namespace = c.String("containerd"), c.String("namespace")
-		ca, err := cache.New(cfg, metrics, nil)
-		if err != nil {
-			return err
-		}
-		defer ca.Close()
+	var watching sync.WaitGroup
+	if ca != nil {
+		watching.Add(1)
 		go func() {
+			defer watching.Done()
 			fail(cache.Watch(ctx, cache.WatchOptions{
 				Dir: c.String("manifests"), URLs: c.StringSlice("manifest-url"),
 				Poll: c.Duration("manifest-poll"), Every: c.Duration("rewarm-every"), Log: os.Stderr,
@@ -146,6 +158,8 @@ func runAgent(c *cli.Context) error {
 		}()
 	}
 	err = a.Wait()
+	stop() // the recording ended on its own (a ring-buffer failure): end the watch too
+	watching.Wait()
 	once.Do(func() {}) // no failure after this point is reported
 	return errors.Join(failed, err)
 }
