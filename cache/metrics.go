@@ -85,3 +85,11 @@ func (m *Metrics) residentRatio(tenant, manifest string, r float64) {
 		m.resident.WithLabelValues(tenant, manifest).Set(r)
 	}
 }
+
+// forget drops the series of a manifest that is gone, so that its last ratio does not read
+// as current.
+func (m *Metrics) forget(tenant, manifest string) {
+	if m != nil && manifest != "" {
+		m.resident.DeleteLabelValues(tenant, manifest)
+	}
+}

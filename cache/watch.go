@@ -48,8 +48,9 @@ func Watch(ctx context.Context, opt WatchOptions, apply ApplyFunc, m *Metrics) e
 		opt.Log = io.Discard
 	}
 	type seen struct {
-		sum     [sha256.Size]byte
-		applied time.Time
+		sum          [sha256.Size]byte
+		applied      time.Time
+		tenant, name string // of the manifest last applied from the source
 	}
 	state := map[string]seen{}
 	for {
@@ -59,9 +60,10 @@ func Watch(ctx context.Context, opt WatchOptions, apply ApplyFunc, m *Metrics) e
 		for _, f := range found {
 			current[f.Source] = true
 		}
-		for src := range state {
+		for src, s := range state {
 			if !current[src] {
 				delete(state, src)
+				m.forget(s.tenant, s.name)
 			}
 		}
 		for _, f := range found {
@@ -69,6 +71,9 @@ func Watch(ctx context.Context, opt WatchOptions, apply ApplyFunc, m *Metrics) e
 			due := !known || s.sum != f.Sum || time.Since(s.applied) >= opt.Every
 			if !due {
 				continue
+			}
+			if known && s.sum != f.Sum {
+				m.forget(s.tenant, s.name) // the manifest changed: its name or tenant may have
 			}
 			state[f.Source] = seen{sum: f.Sum, applied: time.Now()}
 			if f.Err != nil {
@@ -82,6 +87,7 @@ func Watch(ctx context.Context, opt WatchOptions, apply ApplyFunc, m *Metrics) e
 				m.refused(f.Tenant, ReasonTenant)
 				continue
 			}
+			state[f.Source] = seen{sum: f.Sum, applied: time.Now(), tenant: tenant, name: f.Manifest.Metadata.Name}
 			sum, err := apply(ctx, tenant, f.Manifest)
 			if ctx.Err() != nil {
 				return nil
