@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ func TestWatch(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		applied = append(applied, tenant+"/"+m.Metadata.Name+"/"+m.Spec.Images[0].Ref)
+		metrics.residentRatio(tenant, m.Metadata.Name, 1)
 		return &Summary{Manifest: m.Metadata.Name, Tenant: tenant}, nil
 	}
 	got := func() string {
@@ -61,6 +63,19 @@ func TestWatch(t *testing.T) {
 	waitFor("team-a/llm/registry.example/app:v1,team-a/llm/registry.example/app:v2")
 	time.Sleep(100 * time.Millisecond)
 	waitFor("team-a/llm/registry.example/app:v1,team-a/llm/registry.example/app:v2")
+
+	// The manifest goes: so does its resident-ratio series.
+	if n := testutil.CollectAndCount(metrics.resident); n != 1 {
+		t.Errorf("%d resident-ratio series, want 1", n)
+	}
+	if err := os.Remove(filepath.Join(dir, "team-a", "llm.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); testutil.CollectAndCount(metrics.resident) != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the series of a removed manifest stayed")
+		}
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
