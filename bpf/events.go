@@ -102,6 +102,15 @@ func ReadEvents(raw []byte) []EventRead {
 	return unsafe.Slice((*EventRead)(unsafe.Pointer(&raw[0])), uintptr(len(raw))/unsafe.Sizeof(EventRead{}))
 }
 
+// OpenHeader returns the fields of a raw EvOpen record that Decode accepted, with an empty
+// Path (see OpenPath). The record is shorter than EventOpen, so it is copied rather than
+// converted: a pointer to EventOpen over it would straddle the end of its allocation.
+func OpenHeader(raw []byte) EventOpen {
+	var e EventOpen
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&e)), openPathAt), raw)
+	return e
+}
+
 // OpenPath returns the path of a raw EvOpen record that Decode accepted.
 func OpenPath(raw []byte) string {
 	return CString(unsafe.Slice((*int8)(unsafe.Pointer(&raw[openPathAt])), uintptr(len(raw))-openPathAt))

@@ -178,7 +178,8 @@ func (c *Collector) Handle(raw []byte) error {
 		p.Exit = c.rel(e.H.Ts)
 		p.ExitCode = int(e.Code)
 	case bpf.EvOpen:
-		c.open((*bpf.EventOpen)(ptr), bpf.OpenPath(raw))
+		e := bpf.OpenHeader(raw)
+		c.open(&e, bpf.OpenPath(raw))
 	case bpf.EvRead:
 		evs := bpf.ReadEvents(raw)
 		c.events += uint64(len(evs) - 1)
