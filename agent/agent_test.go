@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,7 +34,13 @@ type node struct {
 	layers      []string // the layers' digests
 	dataDir     string
 	log         *logWriter // the agent's
+	// suffix makes container ids unique: containerd 1.6 keeps runc's state under the
+	// host-wide /run/containerd/runc/NAMESPACE/ID, shared with every other test's daemon.
+	suffix string
 }
+
+// id is the container id the tests call name.
+func (n *node) id(name string) string { return name + n.suffix }
 
 func startNode(t *testing.T) *node {
 	t.Helper()
@@ -88,7 +96,7 @@ func buildNode(t *testing.T, opts ctrtest.RegistryOptions, extra ...ctrtest.File
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{ctrd: ctrd, reg: reg, ref: reg.Push(t, "test/web:v1", img), digest: d.String(), layers: digests, dataDir: t.TempDir()}
+	n := &node{ctrd: ctrd, reg: reg, ref: reg.Push(t, "test/web:v1", img), digest: d.String(), layers: digests, dataDir: t.TempDir(), suffix: fmt.Sprintf("-%08x", rand.Uint32())}
 	ctrd.TrustHTTP(t, reg.Host)
 	return n
 }
@@ -125,7 +133,7 @@ func (n *node) runScript(id, script string, labels ...string) error {
 	for _, l := range labels {
 		args = append(args, "--label", l)
 	}
-	args = append(args, n.ref, id, "sh", "-c", script)
+	args = append(args, n.ref, n.id(id), "sh", "-c", script)
 	out, err := exec.Command("ctr", args...).CombinedOutput()
 	if err != nil {
 		return errors.New(string(out))
@@ -136,7 +144,7 @@ func (n *node) runScript(id, script string, labels ...string) error {
 // trace waits for the agent's trace of a container.
 func (n *node) trace(t *testing.T, id string) *trace.Trace {
 	t.Helper()
-	p := filepath.Join(n.dataDir, "traces", namespace, id+".json.gz")
+	p := filepath.Join(n.dataDir, "traces", namespace, n.id(id)+".json.gz")
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		tr, err := trace.ReadFile(p)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -182,14 +190,14 @@ func TestAgentRecordsCtrRun(t *testing.T) {
 	tr := n.trace(t, "web")
 	cg := cgroupID(t, "web")
 	stop()
-	if _, err := os.Stat(filepath.Join(n.dataDir, "traces", namespace, "pause.json.gz")); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(n.dataDir, "traces", namespace, n.id("pause")+".json.gz")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the pod sandbox was recorded (%v)", err)
 	}
 
 	if tr.Outcome != trace.OutcomeReady || tr.Error != "" || tr.Incomplete {
 		t.Errorf("outcome %s (%s), incomplete %v, warnings %v", tr.Outcome, tr.Error, tr.Incomplete, tr.Warnings)
 	}
-	if w := tr.Workload; w.ContainerID != "web" || w.Image != n.ref || w.ImageDigest != n.digest ||
+	if w := tr.Workload; w.ContainerID != n.id("web") || w.Image != n.ref || w.ImageDigest != n.digest ||
 		w.Pod != "web-7d4f" || w.Namespace != "shop" || w.Container != "server" {
 		t.Errorf("workload %+v, want container server of pod shop/web-7d4f, id web, of %s (%s)", w, n.ref, n.digest)
 	}
@@ -258,7 +266,7 @@ func TestAgentConcurrentContainers(t *testing.T) {
 	for id, file := range reads {
 		tr := n.trace(t, id)
 		cg := cgroupID(t, id)
-		if tr.Outcome != trace.OutcomeReady || tr.Workload.ContainerID != id {
+		if tr.Outcome != trace.OutcomeReady || tr.Workload.ContainerID != n.id(id) {
 			t.Errorf("%s: outcome %s (%s) of container %s", id, tr.Outcome, tr.Error, tr.Workload.ContainerID)
 		}
 		for _, p := range tr.Processes {
@@ -314,9 +322,9 @@ func (w *logWriter) waitFor(t *testing.T, s string, skip int) int {
 // ran: it is recorded from its task's create, and its trace says so.
 func TestAgentContainerCreatedBefore(t *testing.T) {
 	n := startNode(t)
-	n.ctrd.Ctr(t, "-n", namespace, "containers", "create", n.ref, "early", "httpd", "-f", "-p", "8080")
+	n.ctrd.Ctr(t, "-n", namespace, "containers", "create", n.ref, n.id("early"), "httpd", "-f", "-p", "8080")
 	n.startAgent(t)
-	n.ctrd.Ctr(t, "-n", namespace, "tasks", "start", "-d", "early")
+	n.ctrd.Ctr(t, "-n", namespace, "tasks", "start", "-d", n.id("early"))
 	tr := n.trace(t, "early")
 	if tr.Outcome != trace.OutcomeReady || tr.Workload.Image != n.ref {
 		t.Errorf("outcome %s (%s) of image %s", tr.Outcome, tr.Error, tr.Workload.Image)

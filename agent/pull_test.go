@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -21,7 +20,7 @@ func TestAgentPullPhase(t *testing.T) {
 	n := buildNode(t, ctrtest.RegistryOptions{Rate: rate}, ctrtest.File{Path: "/data/blob", Data: blob})
 	n.startAgent(t)
 	n.pull(t)
-	id := fmt.Sprintf("pulled-%08x", rand.Uint32())
+	id := "pulled"
 	if err := n.run(id, "/data/a.txt"); err != nil {
 		t.Fatal(err)
 	}

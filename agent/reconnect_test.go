@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -22,8 +20,7 @@ func TestAgentSurvivesContainerdRestart(t *testing.T) {
 	t.Cleanup(func() { minBackoff = saved })
 	n.startAgent(t)
 
-	suffix := fmt.Sprintf("-%08x", rand.Uint32())
-	gap, after := "gap"+suffix, "after"+suffix
+	gap, after := "gap", "after"
 	var mark int
 	n.ctrd.Restart(t, func() { mark = n.log.waitFor(t, "containerd's events failed", 0) })
 	// Listening late, so that the agent, which tracks it after the start, sees it ready.
