@@ -188,7 +188,7 @@ func TestAgentRecordsCtrRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr := n.trace(t, "web")
-	cg := cgroupID(t, "web")
+	cg := cgroupID(t, n.id("web"))
 	stop()
 	if _, err := os.Stat(filepath.Join(n.dataDir, "traces", namespace, n.id("pause")+".json.gz")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the pod sandbox was recorded (%v)", err)
@@ -265,7 +265,7 @@ func TestAgentConcurrentContainers(t *testing.T) {
 	pids := map[int]string{}
 	for id, file := range reads {
 		tr := n.trace(t, id)
-		cg := cgroupID(t, id)
+		cg := cgroupID(t, n.id(id))
 		if tr.Outcome != trace.OutcomeReady || tr.Workload.ContainerID != n.id(id) {
 			t.Errorf("%s: outcome %s (%s) of container %s", id, tr.Outcome, tr.Error, tr.Workload.ContainerID)
 		}
