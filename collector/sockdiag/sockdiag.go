@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -22,8 +23,11 @@ type Socket struct {
 	Local, Remote netip.AddrPort
 	State         uint8
 	// Recv is tcpi_bytes_received, Sent tcpi_bytes_acked: payload bytes since the
-	// connection opened, retransmissions not counted twice.
+	// connection opened (and one for the peer's FIN), retransmissions not counted twice.
 	Recv, Sent uint64
+	// Idle is how long ago the counts last changed, as far as the kernel's millisecond
+	// clocks of the last data and ack received tell.
+	Idle time.Duration
 }
 
 // tcpListen is TCP_LISTEN in the kernel's state numbering.
@@ -53,6 +57,7 @@ func TCP() ([]Socket, error) {
 				State:  m.State,
 				Recv:   r.TCPInfo.Bytes_received,
 				Sent:   r.TCPInfo.Bytes_acked,
+				Idle:   msDuration(min(r.TCPInfo.Last_data_recv, r.TCPInfo.Last_ack_recv)),
 			})
 		}
 	}
@@ -64,3 +69,5 @@ func addrPort(ip net.IP, port uint16) netip.AddrPort {
 	a, _ := netip.AddrFromSlice(ip)
 	return netip.AddrPortFrom(a.Unmap(), port)
 }
+
+func msDuration(ms uint32) time.Duration { return time.Duration(ms) * time.Millisecond }
