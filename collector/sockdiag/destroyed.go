@@ -146,7 +146,8 @@ func parseDiagMsg(b []byte) (s Socket, ok bool, err error) {
 			}
 			s.Recv = binary.NativeEndian.Uint64(info[offBytesReceived:])
 			s.Sent = binary.NativeEndian.Uint64(info[offBytesAcked:])
-			s.Idle = msDuration(min(binary.NativeEndian.Uint32(info[offLastDataRecv:]), binary.NativeEndian.Uint32(info[offLastAckRecv:])))
+			s.SinceData = msDuration(binary.NativeEndian.Uint32(info[offLastDataRecv:]))
+			s.SinceAck = msDuration(binary.NativeEndian.Uint32(info[offLastAckRecv:]))
 			ok = true
 		}
 		a = a[min(align4(l), len(a)):]

@@ -25,9 +25,10 @@ type Socket struct {
 	// Recv is tcpi_bytes_received, Sent tcpi_bytes_acked: payload bytes since the
 	// connection opened (and one for the peer's FIN), retransmissions not counted twice.
 	Recv, Sent uint64
-	// Idle is how long ago the counts last changed, as far as the kernel's millisecond
-	// clocks of the last data and ack received tell.
-	Idle time.Duration
+	// SinceData and SinceAck are how long ago the last data and the last ack arrived (the
+	// kernel's millisecond clocks): when Recv and Sent last changed, but for the peer's
+	// FIN, which counts in Recv without being data.
+	SinceData, SinceAck time.Duration
 }
 
 // tcpListen is TCP_LISTEN in the kernel's state numbering.
@@ -57,7 +58,8 @@ func TCP() ([]Socket, error) {
 				State:  m.State,
 				Recv:   r.TCPInfo.Bytes_received,
 				Sent:   r.TCPInfo.Bytes_acked,
-				Idle:   msDuration(min(r.TCPInfo.Last_data_recv, r.TCPInfo.Last_ack_recv)),
+				SinceData: msDuration(r.TCPInfo.Last_data_recv),
+				SinceAck:  msDuration(r.TCPInfo.Last_ack_recv),
 			})
 		}
 	}
