@@ -18,6 +18,7 @@ import (
 
 	"github.com/coldtrace/coldtrace/agent"
 	"github.com/coldtrace/coldtrace/cache"
+	"github.com/coldtrace/coldtrace/collector/containerd"
 )
 
 func agentCommand() *cli.Command {
@@ -68,6 +69,7 @@ Examples:
 			&cli.StringFlag{Name: "data-dir", Value: "/var/lib/coldtrace", Usage: "write traces under `DIR`/traces"},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "end a recording not ready this long after its container's task was created (0: no limit)"},
 			&cli.DurationFlag{Name: "pull-window", Value: agent.DefaultPullWindow, Usage: "a container's trace begins at its image's pull when the image arrived this long before the create"},
+			&cli.StringFlag{Name: "hosts-dir", Value: containerd.DefaultHostsDir, Usage: "containerd's registry hosts directory (config_path): the mirrors each `DIR`/HOST/hosts.toml names count as the registry's addresses for its pulls' connections"},
 			&cli.StringFlag{Name: "ring-buffer", Value: "16MiB", Usage: "size of the kernel's event ring buffer (a power of two), shared by all containers"},
 			&cli.StringSliceFlag{Name: "device-pattern", Usage: "glob of accelerator device nodes (repeatable; default: /dev/nvidia*, /dev/dri/*, /dev/kfd, /dev/accel/*, /dev/neuron*)"},
 			&cli.StringFlag{Name: "manifests", Usage: "apply the prefetch manifests in `DIR` (DIR/TENANT/*.yaml: mount one ConfigMap per namespace there; DIR/*.yaml name their own tenant)"},
@@ -96,6 +98,7 @@ func runAgent(c *cli.Context) error {
 		DataDir:         c.String("data-dir"),
 		Timeout:         c.Duration("timeout"),
 		PullWindow:      c.Duration("pull-window"),
+		HostsDir:        c.String("hosts-dir"),
 		RingBufferBytes: int(ring),
 		DevicePatterns:  c.StringSlice("device-pattern"),
 		Log:             os.Stderr,

@@ -51,13 +51,13 @@ func TCP() ([]Socket, error) {
 				continue
 			}
 			out = append(out, Socket{
-				Cookie: uint64(m.ID.Cookie[1])<<32 | uint64(m.ID.Cookie[0]),
-				Inode:  m.INode,
-				Local:  addrPort(m.ID.Source, m.ID.SourcePort),
-				Remote: addrPort(m.ID.Destination, m.ID.DestinationPort),
-				State:  m.State,
-				Recv:   r.TCPInfo.Bytes_received,
-				Sent:   r.TCPInfo.Bytes_acked,
+				Cookie:    uint64(m.ID.Cookie[1])<<32 | uint64(m.ID.Cookie[0]),
+				Inode:     m.INode,
+				Local:     addrPort(m.ID.Source, m.ID.SourcePort),
+				Remote:    addrPort(m.ID.Destination, m.ID.DestinationPort),
+				State:     m.State,
+				Recv:      r.TCPInfo.Bytes_received,
+				Sent:      r.TCPInfo.Bytes_acked,
 				SinceData: msDuration(r.TCPInfo.Last_data_recv),
 				SinceAck:  msDuration(r.TCPInfo.Last_ack_recv),
 			})
