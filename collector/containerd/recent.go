@@ -187,14 +187,16 @@ func (c *Client) RecentPull(ctx context.Context, log *IngestLog, ref string, bef
 	if !failed.Before(p.Start.Add(-IngestPoll)) && !failed.After(end) {
 		warnings = append(warnings, "containerd's ingests could not be listed during the pull: download starts and other pulls may be missing")
 	}
-	warnings = append(warnings, log.registryConns(ctx, p, fetchEnd)...)
+	p.fetchEnd = fetchEnd
 	return p, warnings, nil
 }
 
-// registryConns gives the pull the sockets to its registry's addresses that carried
-// bytes while it downloaded, until fetchEnd, and says what they may miss or hold besides.
-func (l *IngestLog) registryConns(ctx context.Context, p *Pulled, fetchEnd time.Time) []string {
+// RegistryConns gives a pull that RecentPull found the sockets to its registry's
+// addresses that carried bytes while it downloaded, and says what they may miss or hold
+// besides. It resolves the registry's names: call it off the path of containerd's events.
+func (l *IngestLog) RegistryConns(ctx context.Context, p *Pulled) []string {
 	var warnings []string
+	fetchEnd := p.fetchEnd
 	addrs, err := registryAddrs(ctx, p.Registry, l.hostsDir)
 	if err != nil {
 		warnings = append(warnings, "resolving the registry's addresses: "+err.Error())
