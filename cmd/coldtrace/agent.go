@@ -18,7 +18,6 @@ import (
 
 	"github.com/coldtrace/coldtrace/agent"
 	"github.com/coldtrace/coldtrace/cache"
-	"github.com/coldtrace/coldtrace/collector/containerd"
 )
 
 func agentCommand() *cli.Command {
@@ -36,7 +35,7 @@ within --pull-window before the create while the agent ran (the kubelet's CRI pu
 pull): the agent watches containerd's content ingests in every namespace, and the trace
 gets a pull phase with each layer's bytes and commit, the unpack, and the other pulls
 that shared the link, and the puller's connections to the registry (or its mirrors in
---hosts-dir): the agent samples the host network's TCP sockets while ingests are active.
+--hosts-dir, else /etc/containerd/certs.d): the agent samples the host network's TCP sockets while ingests are active.
 A recording ends at the first listen() on a TCP
 socket by a process of the container (ready), when the container exits, or --timeout
 after its task was created. Each trace names the container, its image (reference and
@@ -72,7 +71,6 @@ Examples:
 			&cli.StringFlag{Name: "data-dir", Value: "/var/lib/coldtrace", Usage: "write traces under `DIR`/traces"},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "end a recording not ready this long after its container's task was created (0: no limit)"},
 			&cli.DurationFlag{Name: "pull-window", Value: agent.DefaultPullWindow, Usage: "a container's trace begins at its image's pull when the image arrived this long before the create"},
-			&cli.StringFlag{Name: "hosts-dir", Value: containerd.DefaultHostsDir, Usage: "containerd's registry hosts directory (config_path): the mirrors each `DIR`/HOST/hosts.toml names count as the registry's addresses for its pulls' connections"},
 			&cli.StringFlag{Name: "ring-buffer", Value: "16MiB", Usage: "size of the kernel's event ring buffer (a power of two), shared by all containers"},
 			&cli.StringSliceFlag{Name: "device-pattern", Usage: "glob of accelerator device nodes (repeatable; default: /dev/nvidia*, /dev/dri/*, /dev/kfd, /dev/accel/*, /dev/neuron*)"},
 			&cli.StringFlag{Name: "manifests", Usage: "apply the prefetch manifests in `DIR` (DIR/TENANT/*.yaml: mount one ConfigMap per namespace there; DIR/*.yaml name their own tenant)"},
