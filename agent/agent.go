@@ -31,7 +31,10 @@ type Options struct {
 	Timeout time.Duration
 	// PullWindow is how long before a container's create its image's content may have
 	// arrived for the trace to begin at that pull; zero means DefaultPullWindow.
-	PullWindow      time.Duration
+	PullWindow time.Duration
+	// HostsDir is containerd's registry hosts directory (config_path): the mirrors its
+	// hosts.toml name are registry addresses too. Empty means containerd.DefaultHostsDir.
+	HostsDir        string
 	RingBufferBytes int
 	DevicePatterns  []string
 	// Log receives a line per recorded container and the problems met.
@@ -93,7 +96,10 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 	if a.opts.PullWindow == 0 {
 		a.opts.PullWindow = DefaultPullWindow
 	}
-	a.ingests = client.LogIngests(ctx, a.opts.PullWindow)
+	if a.opts.HostsDir == "" {
+		a.opts.HostsDir = containerd.DefaultHostsDir
+	}
+	a.ingests = client.LogIngests(ctx, a.opts.PullWindow, a.opts.HostsDir)
 	sub, unsubscribe := context.WithCancel(ctx)
 	events, errs := client.Watch(sub, opts.Namespace)
 	readerDone := make(chan error, 1)

@@ -107,7 +107,7 @@ func (n *node) startAgent(t *testing.T) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.log = &logWriter{t: t}
 	a, err := Start(ctx, Options{Address: n.ctrd.Address, Namespace: namespace, DataDir: n.dataDir,
-		Timeout: 30 * time.Second, Log: n.log})
+		Timeout: 30 * time.Second, HostsDir: n.ctrd.HostsDir, Log: n.log})
 	if err != nil {
 		t.Fatal(err)
 	}

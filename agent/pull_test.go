@@ -11,7 +11,8 @@ import (
 // TestAgentPullPhase has ctr pull an image from a rate-limited registry while the agent
 // runs, then runs a container of it: the container's trace begins at the pull, its
 // layers' bytes are the registry's counts, and pull, unpack, create and init follow in
-// order.
+// order, and its registry connections, seen by the agent's socket samples, received the
+// registry's bytes.
 func TestAgentPullPhase(t *testing.T) {
 	const rate = 8 << 20
 	blob := make([]byte, 4<<20)
@@ -71,4 +72,26 @@ func TestAgentPullPhase(t *testing.T) {
 	}
 	t.Logf("pulled %d bytes in %v (%.1f MiB/s; the registry's limit %d MiB/s); ready %v after the pull request",
 		bytes, pull.Span(), float64(bytes)/pull.Span().Seconds()/(1<<20), rate>>20, tr.Duration)
+
+	// ctr's connections to the registry, from the agent's socket samples: their bytes are
+	// the registry's blob bytes plus HTTP framing.
+	var conns int
+	var recv int64
+	for _, c := range tr.Conns {
+		if c.Role != "registry" {
+			continue
+		}
+		conns++
+		recv += c.BytesRecv
+		t.Logf("registry connection %s -> %s: open %v, close %v, %d bytes received (%v .. %v), %d sent, %d samples",
+			c.Local, c.Remote, c.Open, c.Close, c.BytesRecv, c.FirstRecv, c.LastRecv, c.BytesSent, len(c.Samples))
+		if c.Remote != n.reg.Host || c.Dir != "connect" || c.Open < 0 || c.LastRecv > p.End || len(c.Samples) == 0 {
+			t.Errorf("registry connection %+v: want one to %s, within the pull [0, %v], with samples", c, n.reg.Host, p.End)
+		}
+	}
+	total := n.reg.Total()
+	t.Logf("%d registry connections received %d bytes; the registry served %d blob bytes", conns, recv, total)
+	if conns == 0 || recv < total || recv > total+total/100+256<<10 {
+		t.Errorf("%d registry connections received %d bytes, want the registry's %d blob bytes within 1%% + 256 KiB; warnings %q", conns, recv, total, tr.Warnings)
+	}
 }

@@ -104,7 +104,8 @@ func (a *Agent) record(ctx context.Context, r *recording) {
 	meta.Activity = map[trace.PhaseName][]trace.Interval{}
 	if p := r.create.pull; p != nil {
 		a.client.NameIngests(context.WithoutCancel(ctx), p.Others, p.Ref)
-		meta.Pull = p.Trace(r.zero)
+		meta.Warnings = append(meta.Warnings, a.ingests.RegistryConns(context.WithoutCancel(ctx), p)...)
+		meta.Pull, meta.Conns = p.Trace(r.zero), p.TraceConns(r.zero)
 		meta.Activity = recorder.PullActivity(p, r.zero)
 	}
 	meta.Warnings = append(meta.Warnings, r.create.pullWarnings...)

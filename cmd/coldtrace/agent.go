@@ -34,7 +34,9 @@ time zero is the container's create, or the pull of its image when that image ar
 within --pull-window before the create while the agent ran (the kubelet's CRI pull, ctr
 pull): the agent watches containerd's content ingests in every namespace, and the trace
 gets a pull phase with each layer's bytes and commit, the unpack, and the other pulls
-that shared the link. A recording ends at the first listen() on a TCP
+that shared the link, and the puller's connections to the registry (or its mirrors in
+--hosts-dir, else /etc/containerd/certs.d): the agent samples the host network's TCP sockets while ingests are active.
+A recording ends at the first listen() on a TCP
 socket by a process of the container (ready), when the container exits, or --timeout
 after its task was created. Each trace names the container, its image (reference and
 digest) and, for Kubernetes, its pod, namespace and container name, and ties every file
@@ -57,6 +59,7 @@ containerd's socket, and root, or these capabilities:
   CAP_SYS_RESOURCE     lock the probes' memory on kernels that charge it to RLIMIT_MEMLOCK
   CAP_SYS_PTRACE       read the working directories and roots of the containers' processes
   CAP_DAC_READ_SEARCH  under a uid other than 0: read containerd's snapshots, to tie files to layers
+  CAP_NET_ADMIN        the kernel's notices of destroyed TCP sockets: a pull's registry connections' last bytes
   CAP_SYS_ADMIN        only where tracefs is not mounted yet, to mount it
 
 Examples:
@@ -122,6 +125,7 @@ func runAgent(c *cli.Context) error {
 		DataDir:         c.String("data-dir"),
 		Timeout:         c.Duration("timeout"),
 		PullWindow:      c.Duration("pull-window"),
+		HostsDir:        c.String("hosts-dir"),
 		RingBufferBytes: int(ring),
 		DevicePatterns:  c.StringSlice("device-pattern"),
 		Log:             os.Stderr,

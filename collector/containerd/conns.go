@@ -16,12 +16,16 @@ import (
 // runs in this process (as ctr's does), so its connections are counted here, at the
 // socket, rather than by the probes.
 type RegistryConn struct {
+	// PID owns the connection: this process for a pull of its own, 0 when unknown (a
+	// connection of containerd or ctr, seen by the agent's socket samples).
+	PID                 int
 	Local, Remote       string
 	Open, Close         time.Time // Close is zero while it is open
 	Recv, Sent          int64     // bytes, TLS and HTTP framing included
 	FirstRecv, LastRecv time.Time
-	// Samples are the cumulative bytes received: one per sampleEvery window with reads, at
-	// the window's last read.
+	// Samples are the cumulative bytes received: for a pull of this process one per
+	// sampleEvery window with reads, at the window's last read; for the agent's socket
+	// samples one per ingest poll that found the count changed.
 	Samples []ConnSample
 }
 
@@ -58,6 +62,7 @@ func (l *connLog) wrap(hc *http.Client) error {
 			return nil, err
 		}
 		cc := &countedConn{Conn: c, log: l}
+		cc.st.PID = os.Getpid()
 		cc.st.Local, cc.st.Remote, cc.st.Open = c.LocalAddr().String(), c.RemoteAddr().String(), time.Now()
 		l.mu.Lock()
 		l.conns = append(l.conns, cc)
@@ -126,8 +131,8 @@ func (c *countedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// TraceConns are the pull's registry connections as trace connections of this process,
-// with times since zero.
+// TraceConns are the pull's registry connections as trace connections, with times since
+// zero.
 func (p *Pulled) TraceConns(zero time.Time) []trace.Conn {
 	since := func(t time.Time) trace.Duration {
 		if t.IsZero() {
@@ -138,7 +143,7 @@ func (p *Pulled) TraceConns(zero time.Time) []trace.Conn {
 	out := make([]trace.Conn, 0, len(p.Conns))
 	for _, c := range p.Conns {
 		tc := trace.Conn{
-			PID: os.Getpid(), Local: c.Local, Remote: c.Remote, Dir: "connect", Role: "registry",
+			PID: c.PID, Local: c.Local, Remote: c.Remote, Dir: "connect", Role: "registry",
 			Open: since(c.Open), Close: since(c.Close), BytesRecv: c.Recv, BytesSent: c.Sent,
 			FirstRecv: since(c.FirstRecv), LastRecv: since(c.LastRecv),
 		}

@@ -55,6 +55,8 @@ type ingestWatch struct {
 
 	// keep, when not zero, is how long an ingest is remembered after it ended.
 	keep time.Duration
+	// socks, when not nil, samples the node's TCP sockets while ingests are active.
+	socks *sockWatch
 
 	mu     sync.Mutex
 	start  time.Time // the first poll
@@ -73,7 +75,7 @@ func (c *Client) watchIngests(ctx context.Context) *ingestWatch {
 
 // run polls now and then every IngestPoll until ctx ends.
 func (w *ingestWatch) run(ctx context.Context) {
-	w.poll(ctx)
+	w.sample(ctx)
 	go func() {
 		defer close(w.done)
 		tick := time.NewTicker(IngestPoll)
@@ -83,22 +85,31 @@ func (w *ingestWatch) run(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				w.poll(ctx)
+				w.sample(ctx)
 			}
 		}
 	}()
 }
 
-// poll records the ingests active now and those that ended since the last poll.
-func (w *ingestWatch) poll(ctx context.Context) {
+// sample polls the ingests, then the sockets.
+func (w *ingestWatch) sample(ctx context.Context) {
+	active := w.poll(ctx)
+	if w.socks != nil && ctx.Err() == nil {
+		w.socks.poll(time.Now(), active > 0, w.keep)
+	}
+}
+
+// poll records the ingests active now and those that ended since the last poll, and
+// returns how many are active.
+func (w *ingestWatch) poll(ctx context.Context) int {
 	now := time.Now()
 	nss, err := w.c.c.NamespaceService().List(ctx)
 	if ctx.Err() != nil {
-		return // stopped in the middle of a poll: stop polls once more itself
+		return 0 // stopped in the middle of a poll: stop polls once more itself
 	}
 	if err != nil {
 		w.fail(err)
-		return
+		return 0
 	}
 	cs := w.c.c.ContentStore()
 	active := map[string]bool{}
@@ -106,7 +117,7 @@ func (w *ingestWatch) poll(ctx context.Context) {
 		nctx := namespaces.WithNamespace(ctx, ns)
 		sts, err := cs.ListStatuses(nctx)
 		if ctx.Err() != nil {
-			return
+			return 0
 		}
 		if err != nil {
 			w.fail(err)
@@ -150,6 +161,7 @@ func (w *ingestWatch) poll(ctx context.Context) {
 			}
 		}
 	}
+	return len(active)
 }
 
 // ingestDigest is the blob an ingest writes: the expected digest where the daemon reports

@@ -67,6 +67,8 @@ type Pulled struct {
 	Others []Ingest
 	// Conns are the pull's connections to the registry (and its mirrors or redirects).
 	Conns []RegistryConn
+	// fetchEnd is the last blob's commit, for RecentPull's.
+	fetchEnd time.Time
 }
 
 // Trace converts the pull for a trace whose time zero is zero.

@@ -14,22 +14,30 @@ import (
 
 // IngestLog watches containerd's content ingests in every namespace for as long as it
 // runs: what a watcher of the node knows of the pulls that containerd makes itself (CRI)
-// or that its clients make (ctr pull, nerdctl), which it does not see otherwise.
-type IngestLog struct{ w *ingestWatch }
+// or that its clients make (ctr pull, nerdctl), which it does not see otherwise. While
+// ingests are active it also samples the TCP sockets of its network namespace, for the
+// pulls' registry connections.
+type IngestLog struct {
+	w        *ingestWatch
+	hostsDir string
+}
 
-// LogIngests starts polling the node's ingests every IngestPoll until Close; an ingest is
-// remembered for keep after it ended.
-func (c *Client) LogIngests(ctx context.Context, keep time.Duration) *IngestLog {
+// LogIngests starts polling the node's ingests every IngestPoll until Close; an ingest
+// (and a socket) is remembered for keep after it ended. hostsDir is containerd's
+// registry hosts directory, whose hosts.toml name the mirrors a pull may connect to; ""
+// for none.
+func (c *Client) LogIngests(ctx context.Context, keep time.Duration, hostsDir string) *IngestLog {
 	ctx, cancel := context.WithCancel(ctx)
-	w := &ingestWatch{c: c, cancel: cancel, done: make(chan struct{}), seen: map[string]*ingestSeen{}, keep: keep}
+	w := &ingestWatch{c: c, cancel: cancel, done: make(chan struct{}), seen: map[string]*ingestSeen{}, keep: keep, socks: newSockWatch()}
 	w.run(ctx)
-	return &IngestLog{w: w}
+	return &IngestLog{w: w, hostsDir: hostsDir}
 }
 
 // Close stops the polls.
 func (l *IngestLog) Close() {
 	l.w.cancel()
 	<-l.w.done
+	l.w.socks.close()
 }
 
 // blob is what the log saw of the download of one blob into namespace ns.
@@ -179,7 +187,40 @@ func (c *Client) RecentPull(ctx context.Context, log *IngestLog, ref string, bef
 	if !failed.Before(p.Start.Add(-IngestPoll)) && !failed.After(end) {
 		warnings = append(warnings, "containerd's ingests could not be listed during the pull: download starts and other pulls may be missing")
 	}
+	p.fetchEnd = fetchEnd
 	return p, warnings, nil
+}
+
+// RegistryConns gives a pull that RecentPull found the sockets to its registry's
+// addresses that carried bytes while it downloaded, and says what they may miss or hold
+// besides. It resolves the registry's names: call it off the path of containerd's events.
+func (l *IngestLog) RegistryConns(ctx context.Context, p *Pulled) []string {
+	var warnings []string
+	fetchEnd := p.fetchEnd
+	addrs, err := registryAddrs(ctx, p.Registry, l.hostsDir)
+	if err != nil {
+		warnings = append(warnings, "resolving the registry's addresses: "+err.Error())
+	}
+	s := l.w.socks
+	p.Conns = s.conns(addrs, p.Start, fetchEnd)
+	s.mu.Lock()
+	failed, sockErr := s.failed, s.err
+	s.mu.Unlock()
+	if !failed.Before(p.Start) && !failed.After(fetchEnd.Add(sockGrace)) {
+		warnings = append(warnings, "the sockets could not be sampled during the pull ("+sockErr.Error()+"): registry connections may be missing")
+	}
+	var recv int64
+	for _, c := range p.Conns {
+		recv += c.Recv
+	}
+	if recv < p.Bytes {
+		warnings = append(warnings, fmt.Sprintf("the registry connections seen received %d bytes, less than the pull's %d: "+
+			"connections that opened and closed between two samples, or to other hosts (a blob redirect), are missing", recv, p.Bytes))
+	}
+	if len(p.Conns) > 0 && len(p.Others) > 0 {
+		warnings = append(warnings, fmt.Sprintf("%d other downloads overlapped the pull: a registry connection is given whole to each pull it served, so one to the same registry may carry their bytes too", len(p.Others)))
+	}
+	return warnings
 }
 
 // later is the later of two instants.
