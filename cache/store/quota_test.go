@@ -34,7 +34,7 @@ func diskBytes(t testing.TB, root string) int64 {
 func TestQuotaEvictsLeastRecentlyUsed(t *testing.T) {
 	const mib = 1 << 20
 	root := t.TempDir()
-	s := openStore(t, root, Options{Quota: 3 * mib})
+	s := openStore(t, root, Options{AllowOrigins: loopback, Quota: 3 * mib})
 	stage := func(tenant string) (manifest.Artifact, []byte) {
 		body := randomBytes(mib)
 		a := artifact(origin.StartHTTP(t, "/blob", body, 0), body)
@@ -76,7 +76,7 @@ func TestQuotaEvictsLeastRecentlyUsed(t *testing.T) {
 func TestQuotaKeepsDownloadInFlight(t *testing.T) {
 	const mib = 1 << 20
 	root := t.TempDir()
-	s := openStore(t, root, Options{Quota: 2 * mib})
+	s := openStore(t, root, Options{AllowOrigins: loopback, Quota: 2 * mib})
 	slow := randomBytes(2 * mib)
 	so := origin.StartHTTP(t, "/blob", slow, 4*mib)
 	started := make(chan struct{})
@@ -114,7 +114,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
-	s := openStore(t, root, Options{})
+	s := openStore(t, root, Options{AllowOrigins: loopback})
 
 	big := randomBytes(12 * mib)
 	a := artifact(origin.StartHTTP(t, "/blob", big, 0), big)
