@@ -28,44 +28,52 @@ type fileLock struct {
 	name  string
 }
 
-// tryLock takes the lock on the download h in parts without waiting; ok is false when
+// tryLock takes the lock on the download h in parts without waiting; it returns nil when
 // another process holds it.
-func tryLock(parts *os.File, h string) (l *fileLock, ok bool, err error) {
-	for {
-		f, err := openAt(parts, lockName(h), unix.O_RDWR|unix.O_CREAT, 0o600)
-		if err != nil {
-			return nil, false, err
-		}
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-			f.Close()
-			if err == unix.EWOULDBLOCK {
-				return nil, false, nil
-			}
-			return nil, false, fmt.Errorf("lock %s: %w", f.Name(), err)
-		}
-		// The lock is good only on the file that still has the name.
-		var held, named unix.Stat_t
-		if unix.Fstat(int(f.Fd()), &held) == nil && held.Nlink > 0 &&
-			unix.Fstatat(int(parts.Fd()), lockName(h), &named, unix.AT_SYMLINK_NOFOLLOW) == nil &&
-			held.Dev == named.Dev && held.Ino == named.Ino {
-			return &fileLock{parts: parts, f: f, name: lockName(h)}, true, nil
-		}
-		f.Close()
-	}
+func tryLock(parts *os.File, h string) (*fileLock, error) {
+	return takeLock(context.Background(), parts, h, false)
 }
 
 // lockDownload waits until it holds the lock on the download h in parts.
 func lockDownload(ctx context.Context, parts *os.File, h string) (*fileLock, error) {
+	return takeLock(ctx, parts, h, true)
+}
+
+func takeLock(ctx context.Context, parts *os.File, h string, wait bool) (*fileLock, error) {
 	for {
-		l, ok, err := tryLock(parts, h)
-		if err != nil || ok {
-			return l, err
+		f, err := openAt(parts, lockName(h), unix.O_RDWR|unix.O_CREAT, 0o600)
+		if err != nil {
+			return nil, err
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(lockPollInterval):
+		for {
+			err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+			if err == nil {
+				break
+			}
+			if err != unix.EWOULDBLOCK {
+				f.Close()
+				return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+			}
+			if !wait {
+				f.Close()
+				return nil, nil
+			}
+			select {
+			case <-ctx.Done():
+				f.Close()
+				return nil, ctx.Err()
+			case <-time.After(lockPollInterval):
+			}
 		}
+		// The lock is good only on the file that still has the name: the holder it waited
+		// for removed it before letting go.
+		var held, named unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &held) == nil && held.Nlink > 0 &&
+			unix.Fstatat(int(parts.Fd()), lockName(h), &named, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+			held.Dev == named.Dev && held.Ino == named.Ino {
+			return &fileLock{parts: parts, f: f, name: lockName(h)}, nil
+		}
+		f.Close()
 	}
 }
 

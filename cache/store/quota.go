@@ -91,12 +91,9 @@ func (s *Store) evict(e entry) (bool, error) {
 	defer d.Close()
 	partial := strings.HasPrefix(e.dir, partialDir+"/")
 	if partial {
-		l, ok, err := tryLock(d, e.name)
-		if err != nil {
+		l, err := tryLock(d, e.name)
+		if err != nil || l == nil {
 			return false, err
-		}
-		if !ok {
-			return false, nil
 		}
 		defer l.unlock()
 	}

@@ -416,3 +416,47 @@ func TestLimiterSeesEveryByte(t *testing.T) {
 		t.Errorf("the limiter was asked for %d bytes, want %d", l.n.Load(), len(body))
 	}
 }
+
+// A manifest whose size is wrong for an intact file (0, or another number) is refused: the
+// file is kept, not thrown away and fetched in vain on every apply.
+func TestWrongSizeKeepsIntactFile(t *testing.T) {
+	body := randomBytes(1 << 20)
+	o := origin.StartHTTP(t, "/blob", body, 0)
+	root := t.TempDir()
+	s := openStore(t, root, Options{AllowOrigins: loopback})
+	a := artifact(o, body)
+	mustStage(t, s, "a", a)
+	p := blobPath(root, "a", body)
+	before, _ := os.Stat(p)
+	for _, opt := range []Options{{AllowOrigins: loopback}, {AllowOrigins: loopback, Verify: true}} {
+		s := openStore(t, root, opt)
+		for _, size := range []int64{a.Size + 1, a.Size - 1, 0} {
+			wrong := a
+			wrong.Size = size
+			_, err := s.Stage(context.Background(), "a", wrong, nil)
+			if !errors.Is(err, ErrInvalid) || errors.Is(err, ErrCorrupt) {
+				t.Errorf("Stage with size %d (verify %v): %v, want the size refused", size, opt.Verify, err)
+			}
+			if size > 0 {
+				if !strings.Contains(err.Error(), "intact") {
+					t.Errorf("the error %q does not say the file is intact", err)
+				}
+				if _, err := s.Lookup("a", a.Digest, size, false); !errors.Is(err, ErrInvalid) {
+					t.Errorf("Lookup with size %d: %v, want the size refused", size, err)
+				}
+			}
+		}
+	}
+	sameFile(t, p, body)
+	if after, _ := os.Stat(p); !os.SameFile(before, after) {
+		t.Error("the file was replaced")
+	}
+	if n := len(o.Requests()); n != 1 {
+		t.Errorf("the origin got %d requests, want the first only", n)
+	}
+	// A truncated file with a wrong size is still corrupt, and fetched again.
+	os.Truncate(p, 1000)
+	if _, err := s.Lookup("a", a.Digest, 999, false); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Lookup of a truncated file: %v, want corrupt", err)
+	}
+}
