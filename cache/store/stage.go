@@ -62,7 +62,9 @@ type Result struct {
 // what an earlier call or process left there (a Range request, with If-Range on the
 // origin's ETag or Last-Modified), is checked for size and sha256 while it is written, and
 // is synced, renamed into place and stamped only when it verifies. Quota is made by
-// evicting the least recently used files of any tenant first. progress, when set, is
+// evicting the least recently used files of any tenant first. A download that another
+// process (a `coldtrace warm` beside the agent) is making is waited for, and its file then
+// taken as found. progress, when set, is
 // called with the bytes present so far and the size.
 func (s *Store) Stage(ctx context.Context, tenant string, a manifest.Artifact, progress func(done, total int64)) (Result, error) {
 	start := time.Now()
