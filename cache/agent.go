@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -38,6 +39,10 @@ type Config struct {
 	// applied, to find bits rotted on the disk (store.Options.Verify); without it, a file
 	// unchanged since it was last hashed is trusted from its stamp.
 	Verify bool
+	// OriginAllow are the addresses that artifact downloads may connect to although the
+	// store refuses them by default (loopback, link-local, unspecified, multicast):
+	// store.Options.AllowOrigins.
+	OriginAllow []netip.Prefix
 	// PullRate, StageRate and WarmRate bound bytes per second (0: no limit); Images is how
 	// many images are pulled at once and WarmWorkers how many files are warmed at once.
 	PullRate, StageRate, WarmRate int64
@@ -62,7 +67,9 @@ func New(cfg Config, metrics *Metrics, progress *Progress) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.Open(cfg.StoreRoot, store.Options{Quota: cfg.Quota, Limiter: yielding{rate.New(cfg.StageRate), puller}, Verify: cfg.Verify})
+	st, err := store.Open(cfg.StoreRoot, store.Options{
+		Quota: cfg.Quota, Limiter: yielding{rate.New(cfg.StageRate), puller}, Verify: cfg.Verify, AllowOrigins: cfg.OriginAllow,
+	})
 	if err != nil {
 		puller.Close()
 		return nil, err

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"crypto/sha256"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,9 @@ import (
 	"github.com/coldtrace/coldtrace/internal/testenv"
 	"github.com/coldtrace/coldtrace/manifest"
 )
+
+// loopback lets the store fetch from the tests' origins, which it refuses by default.
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 
 // modelManifest lists one downloaded model file as an artifact, and its first 64 KiB as hot.
 func modelManifest(tenant string, o *origin.HTTP) *manifest.Manifest {
@@ -50,7 +54,7 @@ func TestApplyArtifacts(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	metrics := NewMetrics(reg)
 	root := filepath.Join(t.TempDir(), "store")
-	a, err := New(Config{Containerd: ctrd.Address, Namespace: "k8s.io", StoreRoot: root}, metrics, nil)
+	a, err := New(Config{Containerd: ctrd.Address, Namespace: "k8s.io", StoreRoot: root, OriginAllow: loopback}, metrics, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +160,7 @@ func TestApplyVerify(t *testing.T) {
 	m := modelManifest("team-a", o)
 	m.Spec.HotSet = nil
 	for _, verify := range []bool{false, false, true} {
-		a, err := New(Config{Containerd: ctrd.Address, Namespace: "k8s.io", StoreRoot: root, Verify: verify}, nil, nil)
+		a, err := New(Config{Containerd: ctrd.Address, Namespace: "k8s.io", StoreRoot: root, Verify: verify, OriginAllow: loopback}, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,7 +221,7 @@ func TestStageYieldsToPulls(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref := reg.Push(t, "test/big:v1", img)
-	a, err := New(Config{Containerd: ctrd.Address, Namespace: "k8s.io", StoreRoot: filepath.Join(t.TempDir(), "store")}, nil, nil)
+	a, err := New(Config{Containerd: ctrd.Address, Namespace: "k8s.io", StoreRoot: filepath.Join(t.TempDir(), "store"), OriginAllow: loopback}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("apiVersion: coldtrace.dev/v1alpha1\nkind: PrefetchManifest\nmetadata: {name: x}\nspec: {runs: 1}\n"))
 	f.Add([]byte("apiVersion: coldtrace.dev/v1alpha1\nkind: PrefetchManifest\nspec:\n  hotSet:\n  - path: ../../etc/shadow\n    ranges: [{off: 0, len: 4096}]\n    confidence: 1\n"))
 	f.Add([]byte("apiVersion: coldtrace.dev/v1alpha1\nkind: PrefetchManifest\nspec:\n  hotSet:\n  - path: /a\n    ranges: [{off: 0, len: 8192}, {off: 4096, len: 4096}]\n    confidence: 1\n"))
+	f.Add([]byte("apiVersion: coldtrace.dev/v1alpha1\nkind: PrefetchManifest\nmetadata: {name: x}\nspec:\n  artifacts:\n  - {path: /m, origin: 'http://h/m', size: 0}\n"))
 	f.Add([]byte("a: &a [*a, *a]\n"))
 	f.Add([]byte("\xff\xfe"))
 	f.Add([]byte(`{"ApiVersion":"coldtrace.dev/v1alpha1","kind":"PrefetchManifest","metadata":{"name":"x"}}`))

@@ -91,6 +91,8 @@ func TestRefused(t *testing.T) {
 		{"bad layer digest", "64 hex", func(m *Manifest) { m.Spec.HotSet[0].Layer = "sha256:abc" }},
 		{"upper-case digest", "64 hex", func(m *Manifest) { m.Spec.Workload.Digest = strings.ToUpper(dA) }},
 		{"md5 digest", "64 hex", func(m *Manifest) { m.Spec.Images[0].Digest = "md5:d41d8cd98f00b204e9800998ecf8427e" }},
+		{"artifact size 0", "must be positive", func(m *Manifest) { m.Spec.Artifacts[0].Size = 0 }},
+		{"artifact size negative", "must be positive", func(m *Manifest) { m.Spec.Artifacts[0].Size = -1 }},
 		{"artifact digest", "64 hex", func(m *Manifest) { m.Spec.Artifacts[0].Digest = dA + "0" }},
 		{"overlap", "overlaps", func(m *Manifest) { m.Spec.HotSet[1].Ranges = []Range{{0, 8192}, {4096, 4096}} }},
 		{"unsorted", "overlaps", func(m *Manifest) { m.Spec.HotSet[1].Ranges = []Range{{8192, 4096}, {0, 4096}} }},

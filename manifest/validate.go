@@ -138,8 +138,10 @@ func (a Artifact) validate() error {
 	if err := checkText("origin", a.Origin); err != nil {
 		return err
 	}
-	if a.Size < 0 {
-		return fmt.Errorf("negative size %d", a.Size)
+	// The size is checked against what the origin sends and the copy in the store; a file
+	// never has size 0 in a manifest (the advisor lists only files it saw written).
+	if a.Size <= 0 {
+		return fmt.Errorf("size %d: an artifact's size must be positive", a.Size)
 	}
 	if a.Digest != "" && !ValidDigest(a.Digest) {
 		return fmt.Errorf("digest %q is not sha256: and 64 hex digits", a.Digest)

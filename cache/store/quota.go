@@ -59,11 +59,14 @@ func (s *Store) reserve(key string, size int64) error {
 		if used <= q {
 			break
 		}
-		if err := s.evict(e); err != nil {
+		evicted, err := s.evict(e)
+		if err != nil {
 			delete(s.reserved, key)
 			return fmt.Errorf("store: evicting to make room: %w", err)
 		}
-		used -= e.size
+		if evicted {
+			used -= e.size
+		}
 	}
 	if used > q {
 		delete(s.reserved, key)
@@ -78,17 +81,27 @@ func (s *Store) release(key string) {
 	s.mu.Unlock()
 }
 
-func (s *Store) evict(e entry) error {
+// evict removes e; it leaves (and says so) a partial download that another process is
+// writing: busy and reserved only know this process's calls.
+func (s *Store) evict(e entry) (bool, error) {
 	d, err := openAt(s.dir, e.dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer d.Close()
+	partial := strings.HasPrefix(e.dir, partialDir+"/")
+	if partial {
+		l, err := tryLock(d, e.name)
+		if err != nil || l == nil {
+			return false, err
+		}
+		defer l.unlock()
+	}
 	// A pod that has the file open or mapped keeps it until it closes it.
 	if err := unlinkAt(d, e.name); err != nil {
-		return err
+		return false, err
 	}
-	if strings.HasPrefix(e.dir, partialDir+"/") {
+	if partial {
 		_ = unlinkAt(d, e.name+".json")
 	} else {
 		tenant, _, _ := strings.Cut(e.key, "/")
@@ -96,7 +109,7 @@ func (s *Store) evict(e entry) error {
 	}
 	s.stats.evictions.Add(1)
 	s.stats.evicted.Add(e.size)
-	return nil
+	return true, nil
 }
 
 // entries lists the published blobs and partial downloads of every tenant.

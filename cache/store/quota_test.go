@@ -1,14 +1,18 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -34,7 +38,7 @@ func diskBytes(t testing.TB, root string) int64 {
 func TestQuotaEvictsLeastRecentlyUsed(t *testing.T) {
 	const mib = 1 << 20
 	root := t.TempDir()
-	s := openStore(t, root, Options{Quota: 3 * mib})
+	s := openStore(t, root, Options{AllowOrigins: loopback, Quota: 3 * mib})
 	stage := func(tenant string) (manifest.Artifact, []byte) {
 		body := randomBytes(mib)
 		a := artifact(origin.StartHTTP(t, "/blob", body, 0), body)
@@ -76,7 +80,7 @@ func TestQuotaEvictsLeastRecentlyUsed(t *testing.T) {
 func TestQuotaKeepsDownloadInFlight(t *testing.T) {
 	const mib = 1 << 20
 	root := t.TempDir()
-	s := openStore(t, root, Options{Quota: 2 * mib})
+	s := openStore(t, root, Options{AllowOrigins: loopback, Quota: 2 * mib})
 	slow := randomBytes(2 * mib)
 	so := origin.StartHTTP(t, "/blob", slow, 4*mib)
 	started := make(chan struct{})
@@ -114,7 +118,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
-	s := openStore(t, root, Options{})
+	s := openStore(t, root, Options{AllowOrigins: loopback})
 
 	big := randomBytes(12 * mib)
 	a := artifact(origin.StartHTTP(t, "/blob", big, 0), big)
@@ -141,4 +145,50 @@ func TestDiskFull(t *testing.T) {
 	small := randomBytes(2 * mib)
 	r := mustStage(t, s, "a", artifact(origin.StartHTTP(t, "/blob", small, 0), small))
 	sameFile(t, r.Path, small)
+}
+
+// Eviction leaves a partial download that another process is writing: its calls in flight
+// are not this process's to know of.
+func TestQuotaKeepsOtherProcessDownload(t *testing.T) {
+	const mib = 1 << 20
+	slow := randomBytes(2 * mib)
+	o := origin.StartHTTP(t, "/blob", slow, mib)
+	root := t.TempDir()
+	args, _ := json.Marshal(helperArgs{Root: root, Tenant: "a", Artifact: artifact(o, slow)})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+string(args))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	partial := partialPath(root, "a", slow)
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
+		if fi, err := os.Stat(partial); err == nil && fi.Size() >= 256<<10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the helper wrote no 256 KiB within a minute")
+		}
+	}
+	before, _ := os.Stat(partial)
+
+	// Room for b only if the helper's partial file went.
+	s := openStore(t, root, Options{AllowOrigins: loopback, Quota: 2 * mib})
+	other := randomBytes(2 * mib)
+	_, err := s.Stage(context.Background(), "b", artifact(origin.StartHTTP(t, "/blob", other, 0), other), nil)
+	if !errors.Is(err, ErrFull) {
+		t.Errorf("Stage beside another process's download: %v, want the quota full", err)
+	}
+	if after, err := os.Stat(partial); err != nil || !os.SameFile(before, after) {
+		t.Errorf("the other process's partial file was removed: %v", err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the helper: %v\n%s", err, stderr.String())
+	}
+	sameFile(t, blobPath(root, "a", slow), slow)
+	if st := s.Stats(); st.Evictions != 0 {
+		t.Errorf("stats %+v, want no eviction", st)
+	}
 }

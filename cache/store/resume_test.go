@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 		if err := json.Unmarshal([]byte(v), &h); err != nil {
 			panic(err)
 		}
-		s, err := Open(h.Root, Options{})
+		s, err := Open(h.Root, Options{AllowOrigins: loopback})
 		if err == nil {
 			_, err = s.Stage(context.Background(), h.Tenant, h.Artifact, nil)
 		}
@@ -98,7 +98,7 @@ func checkResumed(t testing.TB, o *origin.HTTP, r Result, size, n int64) {
 func TestResumeAfterCancel(t *testing.T) {
 	body := randomBytes(4 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 16<<20)
-	s := openStore(t, t.TempDir(), Options{})
+	s := openStore(t, t.TempDir(), Options{AllowOrigins: loopback})
 	a := artifact(o, body)
 	n := stageUntil(t, s, "a", a, body, 1<<20)
 	if n < 1<<20 || n >= a.Size {
@@ -147,7 +147,7 @@ func TestResumeAfterKill(t *testing.T) {
 	absent(t, blobPath(root, "a", body))
 	n := fileSize(t, partial)
 
-	s := openStore(t, root, Options{})
+	s := openStore(t, root, Options{AllowOrigins: loopback})
 	r := mustStage(t, s, "a", a)
 	checkResumed(t, o, r, a.Size, n)
 	sameFile(t, r.Path, body)
@@ -158,7 +158,7 @@ func TestResumeRestarts(t *testing.T) {
 	t.Run("partial bytes wrong", func(t *testing.T) {
 		body := randomBytes(4 << 20)
 		o := origin.StartHTTP(t, "/blob", body, 16<<20)
-		s := openStore(t, t.TempDir(), Options{})
+		s := openStore(t, t.TempDir(), Options{AllowOrigins: loopback})
 		a := artifact(o, body)
 		n := stageUntil(t, s, "a", a, body, 1<<20)
 		p := partialPath(s.root, "a", body)
@@ -185,7 +185,7 @@ func TestResumeRestarts(t *testing.T) {
 	t.Run("range ignored", func(t *testing.T) {
 		body := randomBytes(4 << 20)
 		o := origin.StartHTTP(t, "/blob", body, 16<<20)
-		s := openStore(t, t.TempDir(), Options{})
+		s := openStore(t, t.TempDir(), Options{AllowOrigins: loopback})
 		a := artifact(o, body)
 		stageUntil(t, s, "a", a, body, 1<<20)
 		o.IgnoreRange(true)
@@ -201,7 +201,7 @@ func TestResumeRestarts(t *testing.T) {
 		// brings the whole new file, not its tail after the old head.
 		old, body := randomBytes(4<<20), randomBytes(4<<20)
 		o := origin.StartHTTP(t, "/blob", old, 16<<20)
-		s := openStore(t, t.TempDir(), Options{})
+		s := openStore(t, t.TempDir(), Options{AllowOrigins: loopback})
 		a := artifact(o, body)
 		stageUntil(t, s, "a", a, body, 1<<20)
 		o.SetBody(body)

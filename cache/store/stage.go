@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -61,7 +62,9 @@ type Result struct {
 // what an earlier call or process left there (a Range request, with If-Range on the
 // origin's ETag or Last-Modified), is checked for size and sha256 while it is written, and
 // is synced, renamed into place and stamped only when it verifies. Quota is made by
-// evicting the least recently used files of any tenant first. progress, when set, is
+// evicting the least recently used files of any tenant first. A download that another
+// process (a `coldtrace warm` beside the agent) is making is waited for, and its file then
+// taken as found. progress, when set, is
 // called with the bytes present so far and the size.
 func (s *Store) Stage(ctx context.Context, tenant string, a manifest.Artifact, progress func(done, total int64)) (Result, error) {
 	start := time.Now()
@@ -99,8 +102,8 @@ func (s *Store) stage(ctx context.Context, tenant string, a manifest.Artifact, p
 	if err := checkOrigin(a.Origin); err != nil {
 		return Result{}, err
 	}
-	if a.Size < 0 {
-		return Result{}, fmt.Errorf("store: %w: %s: negative size %d", ErrInvalid, a.Path, a.Size)
+	if a.Size <= 0 {
+		return Result{}, fmt.Errorf("store: %w: %s: size %d: an artifact needs its size, to check what the origin sends and to count it against the quota", ErrInvalid, a.Path, a.Size)
 	}
 	key := tenant + "/" + h
 	if err := s.lock(ctx, key); err != nil {
@@ -114,6 +117,25 @@ func (s *Store) stage(ctx context.Context, tenant string, a manifest.Artifact, p
 	}
 	defer blobs.Close()
 	r := Result{Path: filepath.Join(blobs.Name(), h)}
+	if err := s.check(tenant, blobs, h, a.Size, true); err == nil {
+		r.Action = Hit
+		return r, nil
+	} else if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrCorrupt) {
+		return r, fmt.Errorf("store: %w", err)
+	}
+	// Only the holder of the download's lock changes the file: another process (an agent
+	// and a `coldtrace warm`) may be fetching it now, and may have published it once the
+	// lock is ours.
+	parts, err := mkdirs(s.dir, partialsDir(tenant), 0o700)
+	if err != nil {
+		return r, fmt.Errorf("store: %w", err)
+	}
+	defer parts.Close()
+	fl, err := lockDownload(ctx, parts, h)
+	if err != nil {
+		return r, fmt.Errorf("store: %w", err)
+	}
+	defer fl.unlock()
 	switch err := s.check(tenant, blobs, h, a.Size, true); {
 	case err == nil:
 		r.Action = Hit
@@ -135,7 +157,7 @@ func (s *Store) stage(ctx context.Context, tenant string, a manifest.Artifact, p
 		return r, err
 	}
 	defer s.release(key)
-	if err := s.fetch(ctx, tenant, h, a, blobs, &r, progress); err != nil {
+	if err := s.fetch(ctx, tenant, h, a, parts, blobs, &r, progress); err != nil {
 		return r, err
 	}
 	if r.Action == Fetched && r.ResumedFrom > 0 {
@@ -188,24 +210,14 @@ type partialMeta struct {
 	LastModified string `json:"lastModified,omitempty"`
 }
 
-// fetch downloads the artifact into the tenant's partial file, verifies it and publishes it
-// in blobs.
-func (s *Store) fetch(ctx context.Context, tenant, h string, a manifest.Artifact, blobs *os.File, r *Result, progress func(done, total int64)) error {
-	parts, err := mkdirs(s.dir, partialsDir(tenant), 0o700)
-	if err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	defer parts.Close()
+// fetch downloads the artifact into the tenant's partial file in parts, verifies it and
+// publishes it in blobs. The caller holds the download's lock.
+func (s *Store) fetch(ctx context.Context, tenant, h string, a manifest.Artifact, parts, blobs *os.File, r *Result, progress func(done, total int64)) error {
 	f, err := openAt(parts, h, unix.O_RDWR|unix.O_CREAT, 0o600)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
 	defer f.Close()
-	// A lock on the partial file keeps two processes (an agent and a `coldtrace warm`) from
-	// writing it at once; the kernel drops it when its holder dies.
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return fmt.Errorf("store: %s: another process is staging it: %w", f.Name(), err)
-	}
 	d := &download{s: s, a: a, f: f, parts: parts, name: h, r: r, progress: progress}
 	d.loadMeta()
 	err = d.run(ctx)
@@ -321,9 +333,9 @@ func (d *download) run(ctx context.Context) error {
 	}
 	if got := hex.EncodeToString(sum.Sum(nil)); got != d.name {
 		if d.r.ResumedFrom > 0 {
-			return fmt.Errorf("%w (sha256:%s)", errBadPartial, got)
+			return errBadPartial
 		}
-		return fmt.Errorf("%w: the origin served %d bytes with sha256:%s", ErrCorrupt, off, got)
+		return fmt.Errorf("%w: what the origin served does not hash to the digest", ErrCorrupt)
 	}
 	return nil
 }
@@ -331,6 +343,9 @@ func (d *download) run(ctx context.Context) error {
 // get requests the artifact from off on and writes it into the partial file, hashing it into
 // sum; it returns the length of the partial file when done.
 func (d *download) get(ctx context.Context, off int64, sum hash.Hash) (int64, error) {
+	// Cancelled with errStalled when the origin stops sending.
+	ctx, stall := context.WithCancelCause(ctx)
+	defer stall(nil)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.a.Origin, nil)
 	if err != nil {
 		return off, err
@@ -347,11 +362,19 @@ func (d *download) get(ctx context.Context, off int64, sum hash.Hash) (int64, er
 			req.Header.Set("If-Range", v)
 		}
 	}
-	resp, err := d.s.opt.Client.Do(req)
+	resp, err := d.s.client.Do(req)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
+		}
+		// A refused address or redirect is the artifact's fault, not the network's.
+		var oe *net.OpError
+		if errors.As(err, &oe) && errors.Is(oe.Err, ErrInvalid) {
+			return off, oe.Err
+		}
+		if errors.Is(err, ErrInvalid) {
+			return off, err
 		}
 		return off, fmt.Errorf("origin unreachable: %w", err)
 	}
@@ -359,7 +382,7 @@ func (d *download) get(ctx context.Context, off int64, sum hash.Hash) (int64, er
 	switch {
 	case off > 0 && resp.StatusCode == http.StatusPartialContent:
 		if start, total, ok := contentRange(resp.Header.Get("Content-Range")); !ok || start != off || (total >= 0 && total != d.a.Size) {
-			return off, fmt.Errorf("origin answered bytes=%d- with Content-Range %q", off, resp.Header.Get("Content-Range"))
+			return off, fmt.Errorf("origin answered bytes=%d- with another range or size", off)
 		}
 	case resp.StatusCode == http.StatusOK:
 		if off > 0 {
@@ -368,7 +391,7 @@ func (d *download) get(ctx context.Context, off int64, sum hash.Hash) (int64, er
 			sum.Reset()
 		}
 		if resp.ContentLength >= 0 && resp.ContentLength != d.a.Size {
-			return off, fmt.Errorf("%w: the origin serves %d bytes, the manifest says %d", ErrCorrupt, resp.ContentLength, d.a.Size)
+			return off, fmt.Errorf("%w: the origin serves another size than the manifest says (%d bytes)", ErrCorrupt, d.a.Size)
 		}
 		if err := d.f.Truncate(0); err != nil {
 			return off, err
@@ -383,9 +406,10 @@ func (d *download) get(ctx context.Context, off int64, sum hash.Hash) (int64, er
 	if _, err := d.f.Seek(off, io.SeekStart); err != nil {
 		return off, err
 	}
+	body := newIdleReader(resp.Body, d.s.opt.IdleTimeout, stall)
 	buf := make([]byte, 256<<10)
 	for {
-		n, rerr := resp.Body.Read(buf)
+		n, rerr := body.Read(buf)
 		if n > 0 {
 			if off+int64(n) > d.a.Size {
 				return off, fmt.Errorf("%w: the origin sends more than the manifest's %d bytes", ErrCorrupt, d.a.Size)
@@ -409,11 +433,14 @@ func (d *download) get(ctx context.Context, off int64, sum hash.Hash) (int64, er
 			break
 		}
 		if rerr != nil {
+			if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
+				rerr = cause
+			}
 			return off, fmt.Errorf("download interrupted at %d of %d bytes (kept to resume): %w", off, d.a.Size, rerr)
 		}
 	}
 	if off != d.a.Size {
-		return off, fmt.Errorf("the origin ended at %d of %d bytes (kept to resume)", off, d.a.Size)
+		return off, fmt.Errorf("the origin ended before the manifest's %d bytes (kept to resume)", d.a.Size)
 	}
 	return off, nil
 }

@@ -24,7 +24,7 @@ func TestHitReadsNoContent(t *testing.T) {
 	body := randomBytes(8 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
-	s := openStore(t, root, Options{})
+	s := openStore(t, root, Options{AllowOrigins: loopback})
 	a := artifact(o, body)
 	mustStage(t, s, "a", a)
 
@@ -50,14 +50,14 @@ func TestHitReadsNoContent(t *testing.T) {
 	}
 
 	// Another process (a new Store on the root) trusts the stamp as well.
-	s2 := openStore(t, root, Options{})
+	s2 := openStore(t, root, Options{AllowOrigins: loopback})
 	if n := readBy(t, func() { mustStage(t, s2, "a", a) }); n > little {
 		t.Errorf("a hit in a new Store read %d bytes", n)
 	}
 
 	// Verify mode hashes every hit in full, and a verified Lookup; Lookup without verify
 	// checks the size only.
-	sv := openStore(t, root, Options{Verify: true})
+	sv := openStore(t, root, Options{AllowOrigins: loopback, Verify: true})
 	for i := range 2 {
 		if n := readBy(t, func() { mustStage(t, sv, "a", a) }); n < a.Size {
 			t.Errorf("verify mode, hit %d: read %d bytes, want all %d", i, n, a.Size)
@@ -84,7 +84,7 @@ func TestStampCatchesWriteInPlace(t *testing.T) {
 	body := randomBytes(4 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
-	s := openStore(t, root, Options{})
+	s := openStore(t, root, Options{AllowOrigins: loopback})
 	a := artifact(o, body)
 	mustStage(t, s, "a", a)
 	p := blobPath(root, "a", body)
@@ -124,7 +124,7 @@ func TestStampCatchesReplacement(t *testing.T) {
 	body := randomBytes(2 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
-	s := openStore(t, root, Options{})
+	s := openStore(t, root, Options{AllowOrigins: loopback})
 	a := artifact(o, body)
 	mustStage(t, s, "a", a)
 	p := blobPath(root, "a", body)
@@ -156,7 +156,7 @@ func TestStampCatchesHardLink(t *testing.T) {
 	body := randomBytes(2 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
-	s := openStore(t, root, Options{})
+	s := openStore(t, root, Options{AllowOrigins: loopback})
 	a := artifact(o, body)
 	mustStage(t, s, "a", a)
 	p := blobPath(root, "a", body)
@@ -186,7 +186,7 @@ func TestStampCatchesHardLink(t *testing.T) {
 func TestStampPlace(t *testing.T) {
 	const mib = 1 << 20
 	root := t.TempDir()
-	s := openStore(t, root, Options{Quota: 2 * mib})
+	s := openStore(t, root, Options{AllowOrigins: loopback, Quota: 2 * mib})
 	bodyA, bodyB := randomBytes(mib), randomBytes(mib+1)
 	a := artifact(origin.StartHTTP(t, "/blob", bodyA, 0), bodyA)
 	mustStage(t, s, "a", a)
@@ -210,11 +210,11 @@ func BenchmarkStageHit(b *testing.B) {
 	body := randomBytes(64 << 20)
 	root := b.TempDir()
 	a := artifact(origin.StartHTTP(b, "/blob", body, 0), body)
-	mustStage(b, openStore(b, root, Options{}), "a", a)
+	mustStage(b, openStore(b, root, Options{AllowOrigins: loopback}), "a", a)
 	for _, bc := range []struct {
 		name string
 		opt  Options
-	}{{"stamp", Options{}}, {"verify", Options{Verify: true}}} {
+	}{{"stamp", Options{AllowOrigins: loopback}}, {"verify", Options{AllowOrigins: loopback, Verify: true}}} {
 		b.Run(bc.name, func(b *testing.B) {
 			s := openStore(b, root, bc.opt)
 			before := testenv.Rchar(b, 0)

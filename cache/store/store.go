@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,8 +38,8 @@ var (
 	ErrUnsafe = errors.New("unsafe path in the store")
 	// ErrFull: the disk or the quota has no room for the file.
 	ErrFull = errors.New("no room")
-	// ErrInvalid: the artifact cannot be staged as given: no digest, no origin URL, a bad
-	// tenant name.
+	// ErrInvalid: the artifact cannot be staged as given: no digest, no origin URL, no size
+	// or a wrong one, a bad tenant name, an origin at an address the store refuses.
 	ErrInvalid = errors.New("invalid artifact")
 )
 
@@ -52,9 +53,15 @@ type Options struct {
 	// Quota bounds the bytes of all tenants' files and partial downloads together;
 	// 0 means no quota (the disk is the limit).
 	Quota int64
-	// Client fetches from origins; nil means a plain http.Client (no timeout: the
-	// context given to Stage bounds a download).
-	Client *http.Client
+	// AllowOrigins are the addresses that downloads may connect to although the store
+	// refuses them by default: loopback, link-local (the cloud metadata service at
+	// 169.254.169.254), unspecified and multicast. The policy is checked on every
+	// connection, after name resolution, redirects included.
+	AllowOrigins []netip.Prefix
+	// IdleTimeout aborts a download that receives no body bytes for that long, keeping
+	// its partial file to resume; 0 means DefaultIdleTimeout. Dials and TLS handshakes
+	// time out after 30 s, and an origin has 60 s to answer with its headers.
+	IdleTimeout time.Duration
 	// Limiter, when set, paces downloads.
 	Limiter Limiter
 	// Verify hashes a present file in full on every hit (and verified Lookup), to find bits
@@ -68,9 +75,10 @@ type Options struct {
 // Store is an artifact store under one root directory. Its methods are safe for concurrent
 // use; two Stage calls for the same tenant and digest run one after the other.
 type Store struct {
-	root string
-	dir  *os.File // the root; every path is resolved beneath it
-	opt  Options
+	root   string
+	dir    *os.File // the root; every path is resolved beneath it
+	opt    Options
+	client *http.Client
 
 	mu sync.Mutex
 	// busy holds the tenant/hex keys that a call is staging: a second call for the same
@@ -117,10 +125,10 @@ func Open(root string, opt Options) (*Store, error) {
 		}
 		f.Close()
 	}
-	if opt.Client == nil {
-		opt.Client = &http.Client{}
+	if opt.IdleTimeout <= 0 {
+		opt.IdleTimeout = DefaultIdleTimeout
 	}
-	return &Store{root: root, dir: dir, opt: opt, busy: map[string]chan struct{}{}, reserved: map[string]int64{}}, nil
+	return &Store{root: root, dir: dir, opt: opt, client: newClient(opt.AllowOrigins), busy: map[string]chan struct{}{}, reserved: map[string]int64{}}, nil
 }
 
 // Close releases the store's root directory.
@@ -145,7 +153,8 @@ func (s *Store) Dir(tenant string) (string, error) {
 // its size is size (a negative size skips the check) and, when verify is set, its sha256 is
 // digest: known from its stamp when it is unchanged since it was last hashed, else (and
 // always, with Options.Verify) read in full. Otherwise it returns an error wrapping
-// ErrNotFound, ErrCorrupt or ErrUnsafe. A lookup counts as a use for the
+// ErrNotFound, ErrCorrupt or ErrUnsafe, or ErrInvalid when the file is intact and size is
+// not its size. A lookup counts as a use for the
 // least-recently-used eviction.
 func (s *Store) Lookup(tenant, digest string, size int64, verify bool) (string, error) {
 	h, err := checkKey(tenant, digest)
@@ -170,6 +179,10 @@ func (s *Store) Lookup(tenant, digest string, size int64, verify bool) (string, 
 // any) and, when verify is set, whether its content hashes to h: known from its stamp, or
 // read in full when the stamp does not match or the store always verifies. A file found
 // intact is touched as used, and stamped again when its content is known good.
+//
+// A size that differs is never taken as proof of corruption by itself: the file is hashed,
+// and when it is intact the size asked for is wrong (ErrInvalid), so that a wrong size in a
+// manifest does not throw a good file away on every apply.
 func (s *Store) check(tenant string, dir *os.File, h string, size int64, verify bool) error {
 	f, err := openAt(dir, h, unix.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
@@ -180,25 +193,30 @@ func (s *Store) check(tenant string, dir *os.File, h string, size int64, verify 
 	}
 	defer f.Close()
 	fi, err := f.Stat()
-	switch {
-	case err != nil:
+	if err != nil {
 		return err
-	case !fi.Mode().IsRegular():
-		return fmt.Errorf("%s: %w: a %v, not a regular file", f.Name(), ErrUnsafe, fi.Mode().Type())
-	case size >= 0 && fi.Size() != size:
-		return fmt.Errorf("%s: %w: %d bytes, want %d", f.Name(), ErrCorrupt, fi.Size(), size)
 	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s: %w: a %v, not a regular file", f.Name(), ErrUnsafe, fi.Mode().Type())
+	}
+	sizeOK := size < 0 || fi.Size() == size
 	good := s.stamped(tenant, h, fi.Sys().(*syscall.Stat_t))
-	if verify && (!good || s.opt.Verify) {
+	if (verify || !sizeOK) && (!good || s.opt.Verify) {
 		sum := sha256.New()
 		if _, err := io.Copy(sum, f); err != nil {
 			return fmt.Errorf("%s: %w", f.Name(), err)
 		}
 		if got := hex.EncodeToString(sum.Sum(nil)); got != h {
 			s.dropStamp(tenant, h)
+			if !sizeOK {
+				return fmt.Errorf("%s: %w: %d bytes, want %d, and its content has sha256:%s", f.Name(), ErrCorrupt, fi.Size(), size, got)
+			}
 			return fmt.Errorf("%s: %w: its content has sha256:%s", f.Name(), ErrCorrupt, got)
 		}
 		good = true
+	}
+	if !sizeOK {
+		return fmt.Errorf("%s: %w: the file is intact (its %d bytes hash to sha256:%s), so the artifact's size %d is wrong; the file is kept", f.Name(), ErrInvalid, fi.Size(), h, size)
 	}
 	s.use(tenant, h, f, good)
 	return nil

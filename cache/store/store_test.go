@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,9 @@ import (
 	"github.com/coldtrace/coldtrace/internal/origin"
 	"github.com/coldtrace/coldtrace/manifest"
 )
+
+// loopback is the allow-list the tests' origins need: the store refuses loopback by default.
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 
 func randomBytes(n int) []byte {
 	b := make([]byte, n)
@@ -77,7 +81,7 @@ func sameFile(t testing.TB, path string, body []byte) {
 }
 
 func TestValidation(t *testing.T) {
-	s := openStore(t, t.TempDir(), Options{})
+	s := openStore(t, t.TempDir(), Options{AllowOrigins: loopback})
 	good := manifest.Artifact{Path: "/m", Origin: "http://127.0.0.1:1/m", Size: 1, Digest: digestOf([]byte("x"))}
 	for _, tc := range []struct {
 		name   string
@@ -99,7 +103,8 @@ func TestValidation(t *testing.T) {
 		{"no origin", "a", func(a *manifest.Artifact) { a.Origin = "" }, "no URL"},
 		{"file URL", "a", func(a *manifest.Artifact) { a.Origin = "file:///etc/passwd" }, "no URL"},
 		{"no host", "a", func(a *manifest.Artifact) { a.Origin = "http:///m" }, "no URL"},
-		{"negative size", "a", func(a *manifest.Artifact) { a.Size = -1 }, "negative size"},
+		{"negative size", "a", func(a *manifest.Artifact) { a.Size = -1 }, "needs its size"},
+		{"no size", "a", func(a *manifest.Artifact) { a.Size = 0 }, "needs its size"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := good
@@ -133,7 +138,7 @@ func TestStageThenHit(t *testing.T) {
 	body := randomBytes(3<<20 + 17)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
-	s := openStore(t, root, Options{})
+	s := openStore(t, root, Options{AllowOrigins: loopback})
 	a := artifact(o, body)
 
 	var last int64
@@ -191,7 +196,7 @@ func TestCorruptBlobRefetched(t *testing.T) {
 	body := randomBytes(1 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
-	s := openStore(t, root, Options{})
+	s := openStore(t, root, Options{AllowOrigins: loopback})
 	a := artifact(o, body)
 	mustStage(t, s, "a", a)
 
@@ -234,7 +239,7 @@ func TestOriginDown(t *testing.T) {
 	body := randomBytes(1 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
-	s := openStore(t, root, Options{})
+	s := openStore(t, root, Options{AllowOrigins: loopback})
 	a := artifact(o, body)
 	mustStage(t, s, "a", a)
 	o.Close()
@@ -257,7 +262,7 @@ func TestOriginWrongContent(t *testing.T) {
 	body := randomBytes(1 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
-	s := openStore(t, root, Options{})
+	s := openStore(t, root, Options{AllowOrigins: loopback})
 	a := artifact(o, body)
 	o.SetBody(randomBytes(len(body)))
 	_, err := s.Stage(context.Background(), "a", a, nil)
@@ -280,7 +285,7 @@ func TestTenantIsolation(t *testing.T) {
 	body := randomBytes(1 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
-	s := openStore(t, root, Options{})
+	s := openStore(t, root, Options{AllowOrigins: loopback})
 	a := artifact(o, body)
 	mustStage(t, s, "a", a)
 
@@ -318,7 +323,7 @@ func TestSymlinksRefused(t *testing.T) {
 	body := randomBytes(64 << 10)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
-	s := openStore(t, root, Options{})
+	s := openStore(t, root, Options{AllowOrigins: loopback})
 	a := artifact(o, body)
 	mustStage(t, s, "b", a)
 	h := fmt.Sprintf("%x", sha256.Sum256(body))
@@ -374,7 +379,7 @@ func TestSymlinksRefused(t *testing.T) {
 func TestConcurrentStageFetchesOnce(t *testing.T) {
 	body := randomBytes(2 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 8<<20)
-	s := openStore(t, t.TempDir(), Options{})
+	s := openStore(t, t.TempDir(), Options{AllowOrigins: loopback})
 	a := artifact(o, body)
 	results := make(chan Result, 2)
 	for range 2 {
@@ -405,9 +410,53 @@ func (l *countingLimiter) Wait(ctx context.Context, n int) error {
 func TestLimiterSeesEveryByte(t *testing.T) {
 	body := randomBytes(1<<20 + 3)
 	l := &countingLimiter{}
-	s := openStore(t, t.TempDir(), Options{Limiter: l})
+	s := openStore(t, t.TempDir(), Options{AllowOrigins: loopback, Limiter: l})
 	mustStage(t, s, "a", artifact(origin.StartHTTP(t, "/blob", body, 0), body))
 	if l.n.Load() != int64(len(body)) {
 		t.Errorf("the limiter was asked for %d bytes, want %d", l.n.Load(), len(body))
+	}
+}
+
+// A manifest whose size is wrong for an intact file (0, or another number) is refused: the
+// file is kept, not thrown away and fetched in vain on every apply.
+func TestWrongSizeKeepsIntactFile(t *testing.T) {
+	body := randomBytes(1 << 20)
+	o := origin.StartHTTP(t, "/blob", body, 0)
+	root := t.TempDir()
+	s := openStore(t, root, Options{AllowOrigins: loopback})
+	a := artifact(o, body)
+	mustStage(t, s, "a", a)
+	p := blobPath(root, "a", body)
+	before, _ := os.Stat(p)
+	for _, opt := range []Options{{AllowOrigins: loopback}, {AllowOrigins: loopback, Verify: true}} {
+		s := openStore(t, root, opt)
+		for _, size := range []int64{a.Size + 1, a.Size - 1, 0} {
+			wrong := a
+			wrong.Size = size
+			_, err := s.Stage(context.Background(), "a", wrong, nil)
+			if !errors.Is(err, ErrInvalid) || errors.Is(err, ErrCorrupt) {
+				t.Errorf("Stage with size %d (verify %v): %v, want the size refused", size, opt.Verify, err)
+			}
+			if size > 0 {
+				if !strings.Contains(err.Error(), "intact") {
+					t.Errorf("the error %q does not say the file is intact", err)
+				}
+				if _, err := s.Lookup("a", a.Digest, size, false); !errors.Is(err, ErrInvalid) {
+					t.Errorf("Lookup with size %d: %v, want the size refused", size, err)
+				}
+			}
+		}
+	}
+	sameFile(t, p, body)
+	if after, _ := os.Stat(p); !os.SameFile(before, after) {
+		t.Error("the file was replaced")
+	}
+	if n := len(o.Requests()); n != 1 {
+		t.Errorf("the origin got %d requests, want the first only", n)
+	}
+	// A truncated file with a wrong size is still corrupt, and fetched again.
+	os.Truncate(p, 1000)
+	if _, err := s.Lookup("a", a.Digest, 999, false); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Lookup of a truncated file: %v, want corrupt", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -32,7 +33,11 @@ manifest (written by coldtrace advise -o, a file or an http(s) URL) it
      again when a cached copy is corrupt; a pod mounts STORE/tenants/TENANT read-only and
      finds each file at sha256/HEX. A file already there is hashed again only when its
      inode changed since it was last hashed (written, replaced, linked); --verify hashes
-     every one, to find bits rotted on the disk;
+     every one, to find bits rotted on the disk. Downloads time out when an origin does
+     not connect within 30 s, answer within 60 s or send nothing for 60 s (the partial
+     file is kept, and the next run resumes it). They never connect to loopback,
+     link-local (the cloud metadata service), unspecified or multicast addresses, nor
+     follow a redirect there, unless --origin-allow names them;
   3. reads the hot byte ranges of the image layers and staged artifacts into the page
      cache, in the order the workload first needs them, and checks with mincore how much
      is resident.
@@ -71,6 +76,7 @@ func cacheFlags() []cli.Flag {
 		&cli.StringFlag{Name: "hosts-dir", Usage: "registry hosts `DIR` with mirrors and TLS settings, like /etc/containerd/certs.d"},
 		&cli.StringFlag{Name: "store", Value: "/var/lib/coldtrace/artifacts", Usage: "the artifact store's `DIR`"},
 		&cli.StringFlag{Name: "quota", Usage: "the artifact store's size limit in `BYTES` (least recently used files are evicted; default: none)"},
+		&cli.StringSliceFlag{Name: "origin-allow", Usage: "let artifact downloads connect to addresses in `CIDR` (repeatable), which are refused by default: loopback, link-local (the cloud metadata service at 169.254.169.254), unspecified and multicast; redirects are checked too"},
 		&cli.BoolFlag{Name: "verify", Usage: "hash every artifact already in the store in full, to find bits rotted on the disk; without it, a file whose inode (size, links, mtime, ctime) is unchanged since it was last hashed is trusted without being read"},
 		&cli.StringFlag{Name: "pull-rate", Usage: "limit image pulls to `BYTES` per second (default: none)"},
 		&cli.StringFlag{Name: "stage-rate", Usage: "limit artifact downloads to `BYTES` per second (default: none)"},
@@ -95,6 +101,13 @@ func cacheConfig(c *cli.Context) (cache.Config, error) {
 			return cfg, err
 		}
 		*f.to = n
+	}
+	for _, v := range c.StringSlice("origin-allow") {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return cfg, cli.Exit(fmt.Sprintf("--origin-allow %q: want an address range such as 127.0.0.0/8 or fd00::/8: %v", v, err), 2)
+		}
+		cfg.OriginAllow = append(cfg.OriginAllow, p.Masked())
 	}
 	return cfg, nil
 }

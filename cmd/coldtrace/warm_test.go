@@ -88,7 +88,7 @@ func TestWarmHalvesColdStart(t *testing.T) {
 	dropCaches(t)
 	warm := func() string {
 		t.Helper()
-		b, err := exec.Command(bin, "warm", "--containerd", node.Address, "--plain-http", "--store", store, mpath).CombinedOutput()
+		b, err := exec.Command(bin, "warm", "--containerd", node.Address, "--plain-http", "--store", store, "--origin-allow", "127.0.0.0/8", mpath).CombinedOutput()
 		if err != nil {
 			t.Fatalf("warm: %v\n%s", err, b)
 		}
@@ -264,7 +264,7 @@ func TestAgentManifests(t *testing.T) {
 	}
 	store := filepath.Join(dir, "store")
 	cmd := exec.Command(build(t), "agent", "--containerd", ctrd.Address, "--namespace", "default", "--data-dir", dir,
-		"--manifests", filepath.Join(dir, "manifests"), "--store", store, "--metrics-address", "127.0.0.1:0")
+		"--manifests", filepath.Join(dir, "manifests"), "--store", store, "--origin-allow", "127.0.0.0/8", "--metrics-address", "127.0.0.1:0")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -342,7 +342,7 @@ func TestWarmKilledResumes(t *testing.T) {
 	store := filepath.Join(dir, "store")
 	blob := filepath.Join(store, "tenants", "default", "sha256", strings.TrimPrefix(o.Digest(), "sha256:"))
 	bin := build(t)
-	warm := exec.Command(bin, "warm", "--containerd", ctrd.Address, "--store", store, mpath)
+	warm := exec.Command(bin, "warm", "--containerd", ctrd.Address, "--store", store, "--origin-allow", "127.0.0.0/8", mpath)
 	if err := warm.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +357,7 @@ func TestWarmKilledResumes(t *testing.T) {
 	if _, err := os.Stat(blob); err == nil {
 		t.Fatal("a killed warm published its file")
 	}
-	b, err := exec.Command(bin, "warm", "--containerd", ctrd.Address, "--store", store, mpath).CombinedOutput()
+	b, err := exec.Command(bin, "warm", "--containerd", ctrd.Address, "--store", store, "--origin-allow", "127.0.0.0/8", mpath).CombinedOutput()
 	if err != nil {
 		t.Fatalf("warm again: %v\n%s", err, b)
 	}
@@ -378,5 +378,19 @@ func TestWarmKilledResumes(t *testing.T) {
 	}
 	if b, err := exec.Command(bin, "lookup", "--store", store, "--tenant", "team-b", o.Digest()).CombinedOutput(); err == nil {
 		t.Errorf("lookup for another tenant found %q", b)
+	}
+}
+
+// TestWarmOriginAllow: a bad --origin-allow is bad usage, and --help explains the flag.
+func TestWarmOriginAllow(t *testing.T) {
+	bin := build(t)
+	dir := t.TempDir()
+	b, err := exec.Command(bin, "warm", "--store", filepath.Join(dir, "store"), "--origin-allow", "localhost", filepath.Join(dir, "m.yaml")).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(b), "--origin-allow") {
+		t.Errorf("warm --origin-allow localhost: %v, %q, want exit 2 naming the flag", err, b)
+	}
+	if b, _ := exec.Command(bin, "warm", "--help").CombinedOutput(); !strings.Contains(string(b), "--origin-allow") || !strings.Contains(string(b), "169.254.169.254") {
+		t.Errorf("warm --help does not explain --origin-allow:\n%s", b)
 	}
 }
