@@ -194,7 +194,7 @@ func (a *Agent) rejoin(ctx context.Context, lost time.Time) (int, error) {
 			continue
 		}
 		if !pending {
-			a.noteCreate(ctx, l.ID, l.Image, l.Created)
+			a.noteCreate(l.ID, l.Image, l.Created)
 		}
 		a.mu.Lock()
 		if l.Started {
@@ -209,7 +209,7 @@ func (a *Agent) rejoin(ctx context.Context, lost time.Time) (int, error) {
 
 func (a *Agent) handle(ctx context.Context, ev containerd.Event) {
 	if ev.Kind == containerd.ContainerCreated {
-		a.noteCreate(ctx, ev.ContainerID, ev.Image, ev.At) // before the task's create is handled
+		a.noteCreate(ev.ContainerID, ev.Image, ev.At)
 		return
 	}
 	a.mu.Lock()
@@ -234,7 +234,7 @@ func (a *Agent) startRecording(ctx context.Context, ev containerd.Event) {
 	if a.byID[ev.ContainerID] != nil {
 		return
 	}
-	r, err := a.track(ev)
+	r, err := a.track(ctx, ev)
 	if err != nil {
 		fmt.Fprintf(a.opts.Log, "coldtrace: container %s is not recorded: %v\n", ev.ContainerID, err)
 		return
@@ -245,10 +245,14 @@ func (a *Agent) startRecording(ctx context.Context, ev containerd.Event) {
 
 // track starts tracing a container whose task was just created, called with a.mu held.
 // The init process waits for start then, so tracking its cgroup now, before anything
-// slower, is what lets the trace see the workload from its first instruction.
-func (a *Agent) track(ev containerd.Event) (*recording, error) {
+// slower, is what lets the trace see the workload from its first instruction. The
+// container's events wait in the ring buffer meanwhile: dispatching them takes a.mu.
+func (a *Agent) track(ctx context.Context, ev containerd.Event) (*recording, error) {
 	cg, err := containerd.ProcessCgroup(int(ev.PID))
 	if err != nil {
+		return nil, err
+	}
+	if err := a.probes.TrackCgroup(cg.ID); err != nil {
 		return nil, err
 	}
 	r := &recording{id: ev.ContainerID, cgroup: cg, initPID: ev.PID, tracked: time.Now(),
@@ -258,19 +262,19 @@ func (a *Agent) track(ev containerd.Event) (*recording, error) {
 	if !createSeen {
 		r.create.at = ev.At
 	}
+	// The slower part: a few calls to containerd, bounded so that the events do not wait long.
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	r.pull, r.pullWarnings = a.recentPull(pctx, r.create)
+	cancel()
 	// Time zero is the earlier of the pull request and the create.
 	r.zero = r.create.at
-	if c.pull != nil && c.pull.Start.Before(r.zero) {
-		r.zero = c.pull.Start
+	if r.pull != nil && r.pull.Start.Before(r.zero) {
+		r.zero = r.pull.Start
 	}
 	delete(a.created, ev.ContainerID)
 	r.col, r.uprobeErrs = recorder.NewCollector(monotonicAt(r.zero), a.probes, a.opts.DevicePatterns)
 	r.lostBefore, _ = a.probes.Lost()
 	a.byID[r.id], a.byCgroup[cg.ID] = r, r
-	if err := a.probes.TrackCgroup(cg.ID); err != nil {
-		a.forget(r)
-		return nil, err
-	}
 	return r, nil
 }
 

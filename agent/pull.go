@@ -7,12 +7,11 @@ import (
 	"github.com/coldtrace/coldtrace/collector/containerd"
 )
 
-// created is what the agent knows of a container before its task: when it was created,
-// and the pull of its image when the image arrived shortly before.
+// created is what the agent knows of a container before its task: when it was created
+// and from which image.
 type created struct {
-	at           time.Time
-	pull         *containerd.Pulled
-	pullWarnings []string
+	at    time.Time
+	image string
 	// rejoin: the agent was not subscribed to containerd's events when the container's
 	// task was created and started.
 	rejoin bool
@@ -23,19 +22,22 @@ func (c created) rejoined() created {
 	return c
 }
 
-// noteCreate remembers a container's create, and looks for the recent pull of its image
-// in containerd's content store and the agent's log of ingests. It runs before the task's
-// create is handled, so that the trace can begin at the pull.
-func (a *Agent) noteCreate(ctx context.Context, id, image string, at time.Time) {
-	c := created{at: at}
-	if image != "" {
-		var err error
-		c.pull, c.pullWarnings, err = a.client.RecentPull(ctx, a.ingests, image, at, a.opts.PullWindow)
-		if err != nil {
-			c.pullWarnings = append(c.pullWarnings, "looking for the pull of the container's image: "+err.Error())
-		}
-	}
+// noteCreate remembers a container's create. It asks containerd nothing: the event loop
+// must be free for the task's create that follows (see track).
+func (a *Agent) noteCreate(id, image string, at time.Time) {
 	a.mu.Lock()
-	a.created[id] = c
+	a.created[id] = created{at: at, image: image}
 	a.mu.Unlock()
+}
+
+// recentPull looks for the pull of the container's image that preceded its create.
+func (a *Agent) recentPull(ctx context.Context, c created) (*containerd.Pulled, []string) {
+	if c.image == "" {
+		return nil, nil
+	}
+	p, warnings, err := a.client.RecentPull(ctx, a.ingests, c.image, c.at, a.opts.PullWindow)
+	if err != nil {
+		warnings = append(warnings, "looking for the pull of the container's image: "+err.Error())
+	}
+	return p, warnings
 }

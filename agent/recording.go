@@ -26,15 +26,17 @@ type recording struct {
 	cgroup  containerd.Cgroup
 	initPID uint32
 	// create is the container's create (its task's when the agent did not see the
-	// create) and the pull of its image. zero is time zero: the earlier of the pull's
-	// request and the create.
-	create     created
-	zero       time.Time
-	createSeen bool
-	tracked    time.Time
-	col        *collector.Collector
-	uprobeErrs chan string
-	lostBefore uint64
+	// create), pull the recent pull of its image. zero is time zero: the earlier of the
+	// pull's request and the create.
+	create       created
+	pull         *containerd.Pulled
+	pullWarnings []string
+	zero         time.Time
+	createSeen   bool
+	tracked      time.Time
+	col          *collector.Collector
+	uprobeErrs   chan string
+	lostBefore   uint64
 
 	// Guarded by Agent.mu.
 	pids      map[uint32]bool // the container's processes seen so far
@@ -102,13 +104,13 @@ func (a *Agent) record(ctx context.Context, r *recording) {
 		meta.Workload = trace.Workload{ContainerID: r.id}
 	}
 	meta.Activity = map[trace.PhaseName][]trace.Interval{}
-	if p := r.create.pull; p != nil {
+	if p := r.pull; p != nil {
 		a.client.NameIngests(context.WithoutCancel(ctx), p.Others, p.Ref)
 		meta.Warnings = append(meta.Warnings, a.ingests.RegistryConns(context.WithoutCancel(ctx), p)...)
 		meta.Pull, meta.Conns = p.Trace(r.zero), p.TraceConns(r.zero)
 		meta.Activity = recorder.PullActivity(p, r.zero)
 	}
-	meta.Warnings = append(meta.Warnings, r.create.pullWarnings...)
+	meta.Warnings = append(meta.Warnings, r.pullWarnings...)
 	createStart := r.create.at.Sub(r.zero)
 	meta.Activity[trace.PhaseCreate] = []trace.Interval{{Start: createStart, End: max(r.col.FirstExec(), createStart)}}
 	t := recorder.Assemble(a.probes, r.col, meta)
