@@ -707,7 +707,14 @@ int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned l
 		return 0;
 	struct fault_ctx c = { .addr = address };
 	struct task_struct *task = bpf_get_current_task_btf();
-	if (bpf_find_vma(task, address, fault_vma, &c, 0) || !c.file)
+	long err = bpf_find_vma(task, address, fault_vma, &c, 0);
+	/* With interrupts off, as here, bpf_find_vma unlocks the mm from an irq_work and
+	 * refuses (-EBUSY) while the previous one is pending: a fault right after another on
+	 * this CPU. The event then goes without its file (dev and ino 0), and user space
+	 * finds the mapping among the process's mmaps. */
+	if (err == -16 /* EBUSY */)
+		c.file = true;
+	else if (err || !c.file)
 		return 0;
 	struct event_fault *e;
 	if (!reserve(e, EV_FAULT, pid, (__u32)id))

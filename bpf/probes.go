@@ -113,7 +113,7 @@ func Load(cfg Config) (*Probes, error) {
 	if err := spec.Variables["sample_ns"].Set(uint64(cfg.SampleInterval)); err != nil {
 		return nil, err
 	}
-	if err := spec.Variables["fault_around_bytes"].Set(faultAroundBytes()); err != nil {
+	if err := spec.Variables["fault_around_bytes"].Set(FaultAroundBytes()); err != nil {
 		return nil, err
 	}
 	if err := spec.Variables["wakeup_bytes"].Set(uint64(min(cfg.RingBufferBytes/4, 256<<10))); err != nil {
@@ -262,8 +262,8 @@ func ensureTracefs() {
 	_ = unix.Mount("nodev", "/sys/kernel/tracing", "tracefs", 0, "")
 }
 
-// faultAroundBytes is the kernel's fault-around window (debugfs shows it when mounted).
-func faultAroundBytes() uint64 {
+// FaultAroundBytes is the kernel's fault-around window (debugfs shows it when mounted).
+func FaultAroundBytes() uint64 {
 	b, err := os.ReadFile("/sys/kernel/debug/fault_around_bytes")
 	if err == nil {
 		var n uint64

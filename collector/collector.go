@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -52,6 +53,16 @@ type proc struct {
 	cwd   string
 	fds   map[int32]fdInfo
 	execd bool // its Exec is an exec we saw, not the zero of a process known by other events
+	// maps are its file mappings, newest last: where a fault whose mapping the kernel
+	// could not look up (see bpf's page_fault) is found.
+	maps []mapping
+}
+
+// mapping is an mmap of a regular file.
+type mapping struct {
+	addr, len uint64
+	off       int64
+	file      fileKey
 }
 
 type fileState struct {
@@ -94,6 +105,8 @@ type Collector struct {
 	ready   *trace.Ready
 	events  uint64
 	errors  uint64
+	// faultAround is the kernel's fault-around window, for faults resolved here.
+	faultAround uint64
 }
 
 // New returns an empty collector whose time zero is start (CLOCK_MONOTONIC ns).
@@ -109,6 +122,8 @@ func New(start uint64, opts Options) *Collector {
 		conns:   map[uint64]*connState{},
 		devices: map[uint64]string{},
 		ioctls:  map[ioctlKey]*trace.IoctlStat{},
+
+		faultAround: bpf.FaultAroundBytes(),
 	}
 }
 
@@ -190,9 +205,16 @@ func (c *Collector) Handle(raw []byte) error {
 		c.mmap((*bpf.EventMmap)(ptr))
 	case bpf.EvFault:
 		e := (*bpf.EventFault)(ptr)
-		f := c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, -1)
+		key, off, n := fileKey{e.Dev, e.Ino}, e.Off, e.Len
+		if key == (fileKey{}) {
+			var ok bool
+			if key, off, n, ok = c.faultWindow(c.proc(e.H.Pid), e.Addr); !ok {
+				break
+			}
+		}
+		f := c.file(key, e.H.Pid, -1)
 		at := c.rel(e.H.Ts)
-		f.faults = append(f.faults, trace.Range{Off: e.Off, Len: e.Len, First: at, Last: at, Via: trace.AccessMmap})
+		f.faults = append(f.faults, trace.Range{Off: off, Len: n, First: at, Last: at, Via: trace.AccessMmap})
 	case bpf.EvCacheMiss:
 		e := (*bpf.EventCacheMiss)(ptr)
 		f := c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, -1)
@@ -247,12 +269,14 @@ func (c *Collector) fork(e *bpf.EventFork) {
 	for fd, info := range parent.fds {
 		child.fds[fd] = info
 	}
+	child.maps = slices.Clone(parent.maps)
 }
 
 func (c *Collector) exec(e *bpf.EventExec) {
 	p := c.proc(e.H.Pid)
 	p.Exec = c.rel(e.H.Ts)
 	p.execd = true
+	p.maps = nil
 	p.Comm = bpf.CString(e.Comm[:])
 	p.Exe = c.resolve(p, atFDCWD, bpf.CString(e.Filename[:]))
 	p.Cgroup = e.H.Cgroup
@@ -367,10 +391,30 @@ func (c *Collector) read(e *bpf.EventRead) {
 	f.ReadTime += trace.Duration(e.Busy)
 }
 
+// faultWindow finds the file mapping of addr among p's mmaps and the fault-around window
+// the kernel maps around it, as bpf's fault_vma computes it: the window-aligned block of
+// addresses that holds addr, cut to the mapping. A mapping unmapped since is not known to
+// be gone (munmap is not traced); the newest one holding addr wins.
+func (c *Collector) faultWindow(p *proc, addr uint64) (key fileKey, off, n int64, ok bool) {
+	for i := len(p.maps) - 1; i >= 0; i-- {
+		m := p.maps[i]
+		if addr < m.addr || addr >= m.addr+m.len {
+			continue
+		}
+		win := addr &^ (c.faultAround - 1)
+		start, end := max(win, m.addr), min(win+c.faultAround, m.addr+m.len)
+		return m.file, m.off + int64(start-m.addr), int64(end - start), true
+	}
+	return fileKey{}, 0, 0, false
+}
+
 func (c *Collector) mmap(e *bpf.EventMmap) {
 	switch e.Mode & sIFMT {
 	case sIFREG:
 		c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, e.Fd).Mmaps++
+		p := c.proc(e.H.Pid)
+		// The kernel maps whole pages.
+		p.maps = append(p.maps, mapping{addr: e.Addr, len: (e.Len + 4095) &^ 4095, off: e.Off, file: fileKey{e.Dev, e.Ino}})
 	case sIFCHR:
 		if _, ok := c.devices[e.Rdev]; ok {
 			c.gpu.Mmaps++

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -228,5 +229,40 @@ func TestDriverVersion(t *testing.T) {
 		if got := driverVersion(in); got != want {
 			t.Errorf("driverVersion(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestFaultWithoutVMA: a fault the kernel could not look up (bpf_find_vma busy: dev and
+// ino 0) is found among the process's mappings, and gets the fault-around window the
+// kernel maps, cut to the mapping; one outside every file mapping is dropped.
+func TestFaultWithoutVMA(t *testing.T) {
+	c := New(t0, Options{})
+	c.faultAround = 64 << 10
+	const base = 0x7f0000000000 + 52<<10 // 12 KiB before a 64 KiB boundary
+	mm := bpf.EventMmap{H: hdr(bpf.EvMmap, 10, time.Millisecond), Addr: base, Len: 200 << 10, Off: 4096,
+		Dev: 8, Ino: 77, Mode: sIFREG, Fd: 3}
+	fork := bpf.EventFork{H: hdr(bpf.EvFork, 10, 2*time.Millisecond), Child: 11}
+	fault := func(pid uint32, addr uint64) []byte {
+		return bpf.Encode(&bpf.EventFault{H: hdr(bpf.EvFault, pid, 3*time.Millisecond), Addr: addr})
+	}
+	handle(t, c, openEv(10, 0, -100, 3, "/models/w.bin", 77, sIFREG, 1<<20), bpf.Encode(&mm), bpf.Encode(&fork),
+		fault(10, base),           // the mapping's first 12 KiB, up to the boundary
+		fault(11, base+20<<10),    // the child, through the inherited mapping: the next 64 KiB
+		fault(10, base+199<<10),   // the last window, cut at the mapping's end
+		fault(10, 0x7e0000000000)) // no file mapping there
+	tr := c.Trace(Meta{End: t0 + uint64(time.Second)})
+	var got []trace.Range
+	for _, f := range tr.Files {
+		if f.Ino == 77 {
+			for _, r := range f.Ranges {
+				got = append(got, trace.Range{Off: r.Off, Len: r.Len})
+			}
+		}
+	}
+	// File offsets: base is file offset 4096; the boundary is 12 KiB on; the mapping ends
+	// 200 KiB on, its last window starting at the boundary at 140 KiB.
+	want := []trace.Range{{Off: 4096, Len: 76 << 10}, {Off: 4096 + 140<<10, Len: 60 << 10}}
+	if !slices.Equal(got, want) {
+		t.Errorf("ranges %v, want %v", got, want)
 	}
 }
