@@ -88,16 +88,19 @@ func Run(ctx context.Context, hot []manifest.HotEntry, opt RunOptions) (*Report,
 
 	rep := &Report{Entries: make([]EntryResult, len(hot))}
 	wopt := Options{Limit: rate.New(opt.Rate)}
-	next := make(chan int)
+	type task struct {
+		slot  int
+		began time.Duration // when it was handed out: in order, unlike the workers' clocks
+	}
+	next := make(chan task)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for slot := range next {
-				began := time.Since(start)
-				rep.Entries[slot] = warmEntry(ctx, hot[order[slot]], opt, wopt)
-				rep.Entries[slot].Started = began
+			for k := range next {
+				rep.Entries[k.slot] = warmEntry(ctx, hot[order[k.slot]], opt, wopt)
+				rep.Entries[k.slot].Started = k.began
 			}
 		}()
 	}
@@ -106,7 +109,7 @@ func Run(ctx context.Context, hot []manifest.HotEntry, opt RunOptions) (*Report,
 	sent := 0
 	for ; sent < len(order); sent++ {
 		select {
-		case next <- sent:
+		case next <- task{sent, time.Since(start)}:
 			continue
 		case <-ctx.Done():
 		}
