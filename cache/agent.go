@@ -156,7 +156,7 @@ func (a *Agent) pull(ctx context.Context, tenant string, m *manifest.Manifest) (
 				return
 			}
 			bar := a.progress.Start(ActionPrepull, img.Ref, img.Size)
-			r, err := a.puller.Pull(ctx, img.Ref, img.Digest)
+			r, err := a.puller.Pull(ctx, img.Ref, img.Digest, bar.Set)
 			switch {
 			case err != nil:
 				it.Result, it.Detail = ResultFailed, err.Error()

@@ -19,6 +19,8 @@ type resolver struct {
 	remotes.Resolver
 	limit *rate.Limiter
 	y     *yielder
+	// progress, when set, is told the bytes received so far, after each read.
+	progress func(received int64)
 
 	mu      sync.Mutex
 	bytes   int64
@@ -118,7 +120,11 @@ func (b *reader) Read(p []byte) (int, error) {
 	b.got += int64(n)
 	b.r.mu.Lock()
 	b.r.bytes += int64(n)
+	total := b.r.bytes
 	b.r.mu.Unlock()
+	if b.r.progress != nil && n > 0 {
+		b.r.progress(total)
+	}
 	if err != nil && err != io.EOF {
 		err = fmt.Errorf("blob %s: received %d of %d bytes: %w", b.desc.Digest, b.got, b.desc.Size, err)
 	}

@@ -117,7 +117,7 @@ type Result struct {
 // image already there with that digest and unpacked is left alone, without a request to
 // the registry. Otherwise it is fetched (under the limits) and unpacked, and stored as
 // "registry/repo@sha256:...".
-func (p *Puller) Pull(ctx context.Context, ref, dgst string) (*Result, error) {
+func (p *Puller) Pull(ctx context.Context, ref, dgst string, progress func(received int64)) (*Result, error) {
 	name, err := canonical(ref, dgst)
 	if err != nil {
 		return nil, err
@@ -153,6 +153,7 @@ func (p *Puller) Pull(ctx context.Context, ref, dgst string) (*Result, error) {
 		Resolver: docker.NewResolver(docker.ResolverOptions{Hosts: config.ConfigureHosts(ctx, hosts)}),
 		limit:    p.limit,
 		y:        p.y,
+		progress: progress,
 	}
 	_, err = p.c.Pull(ctx, r.Name,
 		client.WithResolver(res),

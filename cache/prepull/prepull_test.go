@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,8 +86,9 @@ func TestYieldToForeignPull(t *testing.T) {
 		err error
 	}
 	done := make(chan pulled, 1)
+	var reported atomic.Int64 // what the progress callback was told last
 	go func() {
-		r, err := p.Pull(context.Background(), big.ref, big.digest)
+		r, err := p.Pull(context.Background(), big.ref, big.digest, func(n int64) { reported.Store(n) })
 		done <- pulled{r, err}
 	}()
 
@@ -154,6 +156,9 @@ func TestYieldToForeignPull(t *testing.T) {
 			t.Fatal(got.err)
 		}
 		t.Logf("agent: %d bytes in %v, yielded %v", got.r.Bytes, got.r.End.Sub(got.r.Start), got.r.Yielded)
+		if n := reported.Load(); n != got.r.Bytes {
+			t.Errorf("progress reported %d bytes last, the pull received %d", n, got.r.Bytes)
+		}
 		if got.r.Present || got.r.Bytes < big.size || got.r.Yielded < window/2 {
 			t.Errorf("agent's pull: %+v, want %d bytes or more fetched and a pause of about %v", got.r, big.size, window)
 		}
@@ -196,7 +201,7 @@ func TestPresentLimitsAndErrors(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res[i], errs[i] = p.Pull(ctx, ref[0], ref[1])
+			res[i], errs[i] = p.Pull(ctx, ref[0], ref[1], nil)
 		}()
 	}
 	wg.Wait()
@@ -222,7 +227,7 @@ func TestPresentLimitsAndErrors(t *testing.T) {
 	d.Ctr(t, "-n", ns, "images", "pull", "--plain-http", c.ref)
 	before := reg.Total()
 	for _, im := range []image{a, c} {
-		r, err := p.Pull(ctx, im.ref, im.digest)
+		r, err := p.Pull(ctx, im.ref, im.digest, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -242,7 +247,7 @@ func TestPresentLimitsAndErrors(t *testing.T) {
 	defer q.Close()
 	// containerd shares blobs between namespaces, so nothing need be fetched; the image is
 	// unpacked there all the same.
-	if r, err := q.Pull(ctx, c.ref, c.digest); err != nil || r.Present {
+	if r, err := q.Pull(ctx, c.ref, c.digest, nil); err != nil || r.Present {
 		t.Errorf("pull into another namespace: %+v, %v; want it pulled", r, err)
 	}
 	otx := namespaces.WithNamespace(ctx, "other")
@@ -252,7 +257,7 @@ func TestPresentLimitsAndErrors(t *testing.T) {
 
 	reg.Stop()
 	fresh := pushImageTo(t, "test/d")
-	_, err = p.Pull(ctx, fresh, "sha256:"+strings.Repeat("a", 64))
+	_, err = p.Pull(ctx, fresh, "sha256:"+strings.Repeat("a", 64), nil)
 	if err == nil {
 		t.Fatal("pull from a dead registry succeeded")
 	}
