@@ -65,7 +65,13 @@ func (b *Bar) Set(done int64) {
 	b.p.mu.Lock()
 	defer b.p.mu.Unlock()
 	b.done = done
-	if now := b.p.now(); b.p.tty || now.Sub(b.p.logged) >= b.p.every {
+	// Redrawn at most ten times a second on a terminal, once every Every in a log: a pull
+	// reports each 32 KiB.
+	every := b.p.every
+	if b.p.tty {
+		every = 100 * time.Millisecond
+	}
+	if now := b.p.now(); now.Sub(b.p.logged) >= every {
 		b.p.logged = now
 		b.p.redraw()
 	}
