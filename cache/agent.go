@@ -276,9 +276,15 @@ func (a *Agent) warm(ctx context.Context, tenant string, m *manifest.Manifest, i
 		opt.LayerDir = layers.Dir
 	}
 	bar := a.progress.Start(ActionWarm, fmt.Sprintf("%d hot files", len(hot)), hotBytes(hot))
+	opt.Progress = bar.Set
 	rep, _ := pagecache.Run(ctx, hot, opt)
-	bar.Set(rep.Bytes)
-	bar.Finish(fmt.Sprintf("%d warmed, %d skipped", len(rep.Entries)-rep.Skipped, rep.Skipped))
+	resident := 0
+	for _, r := range rep.Entries {
+		if r.Err == nil && r.Bytes == 0 && r.Cached > 0 {
+			resident++
+		}
+	}
+	bar.Finish(fmt.Sprintf("%d read, %d already in the page cache, %d skipped", len(rep.Entries)-rep.Skipped-resident, resident, rep.Skipped))
 	items := make([]Item, 0, len(rep.Entries))
 	for _, r := range rep.Entries {
 		name := r.Path

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coldtrace/coldtrace/cache/rate"
@@ -27,6 +28,9 @@ type RunOptions struct {
 	// CacheRoot is the only directory whose files entries without a layer (host paths)
 	// may name; they are skipped without it.
 	CacheRoot string
+	// Progress, when set, is told the bytes of the ranges done so far (read, or found in
+	// the page cache) after each entry, from the workers.
+	Progress func(done int64)
 }
 
 // EntryResult is what Run did with one hot-set entry.
@@ -94,13 +98,18 @@ func Run(ctx context.Context, hot []manifest.HotEntry, opt RunOptions) (*Report,
 	}
 	next := make(chan task)
 	var wg sync.WaitGroup
+	var done atomic.Int64
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for k := range next {
-				rep.Entries[k.slot] = warmEntry(ctx, hot[order[k.slot]], opt, wopt)
-				rep.Entries[k.slot].Started = k.began
+				r := warmEntry(ctx, hot[order[k.slot]], opt, wopt)
+				r.Started = k.began
+				rep.Entries[k.slot] = r
+				if n := done.Add(r.Bytes + r.Cached); opt.Progress != nil {
+					opt.Progress(n)
+				}
 			}
 		}()
 	}
