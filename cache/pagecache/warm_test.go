@@ -3,6 +3,7 @@ package pagecache
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,9 +26,7 @@ const page = manifest.PageSize
 // and drops its pages from the page cache.
 func coldFile(t testing.TB, size int64) string {
 	t.Helper()
-	if os.Getpagesize() != page {
-		t.Skipf("page size %d, the test assumes %d", os.Getpagesize(), page)
-	}
+	testenv.Require(t, fmt.Sprintf("%d-byte pages", page), os.Getpagesize() == page, fmt.Sprintf("the page size is %d", os.Getpagesize()))
 	// t.TempDir may be on tmpfs, whose pages cannot be dropped; the package directory is on disk.
 	dir, err := os.MkdirTemp(".", "cold-")
 	if err != nil {
@@ -59,9 +58,8 @@ func drop(t testing.TB, p string) {
 		t.Fatal(err)
 	}
 	var st unix.Statfs_t
-	if err := unix.Fstatfs(int(f.Fd()), &st); err == nil && st.Type == unix.TMPFS_MAGIC {
-		t.Skip("the test file is on tmpfs: its pages cannot be dropped")
-	}
+	onTmpfs := unix.Fstatfs(int(f.Fd()), &st) == nil && st.Type == unix.TMPFS_MAGIC
+	testenv.Require(t, "a disk-backed file system for the test files", !onTmpfs, "they are on tmpfs, whose pages cannot be dropped")
 }
 
 // pagesIn is the test's own mincore over a separate mapping of the whole file: one bool a page.

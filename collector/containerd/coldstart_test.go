@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/coldtrace/coldtrace/internal/ctrtest"
+	"github.com/coldtrace/coldtrace/internal/testenv"
 )
 
 // TestColdStartImage pulls the full-size test image of a cold start (busybox, 2,000 small
@@ -20,9 +21,7 @@ import (
 // The rate is what this test's client keeps up with on two busy cores: unloaded, it
 // receives and stores about 100 MiB/s.
 func TestColdStartImage(t *testing.T) {
-	if testing.Short() {
-		t.Skip("pulls 258 MiB; run without -short")
-	}
+	testenv.Require(t, "a run without -short", !testing.Short(), "the test pulls 258 MiB")
 	const rate = 32 << 20
 	e := setup(t, rate)
 	ctx := context.Background()
