@@ -10,8 +10,7 @@ import (
 )
 
 // Limiter is a token bucket of bytes. A caller takes what it needs and sleeps off the debt,
-// so concurrent callers share the rate; the burst is 100 ms of the rate. A nil Limiter
-// does not limit.
+// so concurrent callers share the rate. A nil Limiter does not limit.
 type Limiter struct {
 	mu     sync.Mutex
 	rate   float64 // bytes per second
@@ -20,13 +19,17 @@ type Limiter struct {
 	last   time.Time
 }
 
-// New returns a limiter of bytesPerSec, or nil (no limit) when bytesPerSec <= 0.
-func New(bytesPerSec int64) *Limiter {
+// New returns a limiter of bytesPerSec whose burst is 100 ms of the rate, or nil (no
+// limit) when bytesPerSec <= 0.
+func New(bytesPerSec int64) *Limiter { return NewBurst(bytesPerSec, bytesPerSec/10) }
+
+// NewBurst returns a limiter of bytesPerSec that saves up at most burst bytes while idle,
+// or nil (no limit) when bytesPerSec <= 0. It starts empty.
+func NewBurst(bytesPerSec, burst int64) *Limiter {
 	if bytesPerSec <= 0 {
 		return nil
 	}
-	r := float64(bytesPerSec)
-	return &Limiter{rate: r, burst: r / 10, last: time.Now()}
+	return &Limiter{rate: float64(bytesPerSec), burst: float64(burst), last: time.Now()}
 }
 
 // Wait takes n bytes from the bucket, sleeping while it is in debt; it returns ctx's error

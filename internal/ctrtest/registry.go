@@ -1,6 +1,7 @@
 package ctrtest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log"
@@ -12,12 +13,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/coldtrace/coldtrace/cache/rate"
 )
 
 // RegistryOptions configures StartRegistry.
@@ -57,7 +59,7 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	}
 	r := &Registry{Host: ln.Addr().String(), served: map[string]int64{}, failAfter: -1}
 	if opts.Rate > 0 {
-		r.bucket = &bucket{rate: float64(opts.Rate), burst: max(2*chunk, float64(opts.Rate)/4)}
+		r.bucket = &bucket{rate: opts.Rate, burst: max(2*chunk, opts.Rate/4)}
 	}
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	r.srv = &http.Server{
@@ -198,18 +200,16 @@ func (r *Registry) count(digest string, n int) {
 	r.total += int64(n)
 }
 
-// bucket is a token bucket shared by all blob responses. Tokens may go negative: a writer
-// takes what it needs and sleeps off the debt, so waiting writers share the rate fairly.
-// The burst, 250 ms of the rate, lets the sender catch up after the receiver stalled, as
-// the buffers of a real link do; tokens only accrue while a blob is being sent, so that a
-// transfer does not start with a burst saved up while idle.
+// bucket meters all blob responses together, as one link: writers take what they need
+// from one limiter and sleep off the debt, so waiting writers share the rate fairly. The
+// burst, 250 ms of the rate, lets the sender catch up after the receiver stalled, as the
+// buffers of a real link do; the limiter is made anew, empty, when a blob starts on an idle
+// link, so that a transfer does not start with a burst saved up while idle.
 type bucket struct {
-	mu     sync.Mutex
-	rate   float64 // tokens (bytes) per second
-	burst  float64
-	tokens float64
-	last   time.Time
-	active int
+	mu          sync.Mutex
+	rate, burst int64
+	active      int
+	l           *rate.Limiter
 }
 
 // busy counts blob responses in flight; the first one starts the bucket empty.
@@ -217,20 +217,14 @@ func (b *bucket) busy(d int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.active == 0 {
-		b.tokens, b.last = 0, time.Now()
+		b.l = rate.NewBurst(b.rate, b.burst)
 	}
 	b.active += d
 }
 
 func (b *bucket) wait(n int) {
 	b.mu.Lock()
-	now := time.Now()
-	b.tokens = min(b.burst, b.tokens+b.rate*now.Sub(b.last).Seconds())
-	b.last = now
-	b.tokens -= float64(n)
-	debt := time.Duration(-b.tokens / b.rate * float64(time.Second))
+	l := b.l
 	b.mu.Unlock()
-	if debt > 0 {
-		time.Sleep(debt)
-	}
+	l.Wait(context.Background(), n)
 }
