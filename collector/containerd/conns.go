@@ -134,12 +134,7 @@ func (c *countedConn) Close() error {
 // TraceConns are the pull's registry connections as trace connections, with times since
 // zero.
 func (p *Pulled) TraceConns(zero time.Time) []trace.Conn {
-	since := func(t time.Time) trace.Duration {
-		if t.IsZero() {
-			return 0
-		}
-		return t.Sub(zero)
-	}
+	since := func(t time.Time) trace.Duration { return sinceZero(zero, t) }
 	out := make([]trace.Conn, 0, len(p.Conns))
 	for _, c := range p.Conns {
 		tc := trace.Conn{

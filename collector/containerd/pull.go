@@ -71,14 +71,18 @@ type Pulled struct {
 	fetchEnd time.Time
 }
 
+// sinceZero is t as a trace time, since zero; a zero t (a moment that did not happen)
+// stays 0.
+func sinceZero(zero, t time.Time) trace.Duration {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Sub(zero)
+}
+
 // Trace converts the pull for a trace whose time zero is zero.
 func (p *Pulled) Trace(zero time.Time) *trace.Pull {
-	since := func(t time.Time) trace.Duration {
-		if t.IsZero() {
-			return 0
-		}
-		return t.Sub(zero)
-	}
+	since := func(t time.Time) trace.Duration { return sinceZero(zero, t) }
 	tp := &trace.Pull{Ref: p.Ref, Registry: p.Registry, Start: since(p.Start), End: since(p.End)}
 	for _, l := range p.Layers {
 		tp.Layers = append(tp.Layers, trace.Layer{
