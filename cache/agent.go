@@ -15,8 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/containerd/v2/client"
-
 	"github.com/coldtrace/coldtrace/cache/pagecache"
 	"github.com/coldtrace/coldtrace/cache/prepull"
 	"github.com/coldtrace/coldtrace/cache/rate"
@@ -54,7 +52,6 @@ type Agent struct {
 	cfg      Config
 	store    *store.Store
 	puller   *prepull.Puller
-	client   *client.Client
 	metrics  *Metrics
 	progress *Progress
 }
@@ -74,13 +71,7 @@ func New(cfg Config, metrics *Metrics, progress *Progress) (*Agent, error) {
 		puller.Close()
 		return nil, err
 	}
-	c, err := client.New(cfg.Containerd, client.WithDefaultNamespace(cfg.Namespace))
-	if err != nil {
-		st.Close()
-		puller.Close()
-		return nil, fmt.Errorf("connect to containerd at %s: %w", cfg.Containerd, err)
-	}
-	return &Agent{cfg: cfg, store: st, puller: puller, client: c, metrics: metrics, progress: progress}, nil
+	return &Agent{cfg: cfg, store: st, puller: puller, metrics: metrics, progress: progress}, nil
 }
 
 // yielding limits artifact downloads to a rate and pauses them while another client pulls
@@ -99,7 +90,7 @@ func (y yielding) Wait(ctx context.Context, n int) error {
 
 // Close releases containerd's connections and the store.
 func (a *Agent) Close() error {
-	return errors.Join(a.puller.Close(), a.client.Close(), a.store.Close())
+	return errors.Join(a.puller.Close(), a.store.Close())
 }
 
 // Apply makes the manifest's workload warm for tenant: its images pulled, its artifacts in
@@ -262,9 +253,9 @@ func (a *Agent) warm(ctx context.Context, tenant string, m *manifest.Manifest, i
 			continue
 		}
 		if layers == nil {
-			layers, err = pagecache.ImageLayers(ctx, a.client, name, containerd.DefaultSnapshotter)
+			layers, err = pagecache.ImageLayers(ctx, a.puller.Client(), name, containerd.DefaultSnapshotter)
 		} else {
-			err = layers.Add(ctx, a.client, name)
+			err = layers.Add(ctx, a.puller.Client(), name)
 		}
 		if err != nil {
 			// The entries of this image's layers are skipped as unknown layers.

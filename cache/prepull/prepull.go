@@ -97,6 +97,10 @@ func New(address, namespace string, opt Options) (*Puller, error) {
 // Close closes the connection.
 func (p *Puller) Close() error { return p.c.Close() }
 
+// Client is the puller's containerd connection, in its namespace, for other work on the
+// images it pulls (finding their layers' snapshots).
+func (p *Puller) Client() *client.Client { return p.c }
+
 // Result is one image's pre-pull.
 type Result struct {
 	// Name is the image's name in containerd: "registry/repo@sha256:...".
