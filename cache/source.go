@@ -117,18 +117,12 @@ func readFile(p, tenant string, lim manifest.Limits) Found {
 	return f
 }
 
+// parse reads a manifest from r (manifest.Read: at most the limit) and the SHA-256 of the
+// bytes it read, by which a change is noticed.
 func parse(r io.Reader, lim manifest.Limits) (*manifest.Manifest, [sha256.Size]byte, error) {
-	max := lim.MaxBytes
-	if max <= 0 {
-		max = manifest.DefaultMaxBytes
-	}
-	data, err := io.ReadAll(io.LimitReader(r, max+1))
-	if err != nil {
-		return nil, [sha256.Size]byte{}, err
-	}
-	sum := sha256.Sum256(data)
-	m, err := manifest.Parse(data, lim)
-	return m, sum, err
+	h := sha256.New()
+	m, err := manifest.Read(io.TeeReader(r, h), lim)
+	return m, [sha256.Size]byte(h.Sum(nil)), err
 }
 
 // Fetch reads the manifest at an http or https URL with hc (nil: a client with a minute's
