@@ -1,11 +1,13 @@
 package agent
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/coldtrace/coldtrace/collector/containerd"
 	"github.com/coldtrace/coldtrace/trace"
 )
 
@@ -28,7 +30,23 @@ func TestAgentSurvivesContainerdRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	mark = n.log.waitFor(t, "resubscribed to containerd's events", mark)
-	if err := n.run(after, "/data/b.txt"); err != nil {
+	// Created, then started once the agent tracks it: ctr run starts a task right after
+	// creating it, and right after a restart containerd's events can come later than a
+	// container this fast listens (seen: 16 ms from the task's create, against about 3 ms
+	// otherwise), and a recording can only begin at the task's create event.
+	cl, err := containerd.New(n.ctrd.Address, namespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ct, err := cl.Create(context.Background(), n.id(after), n.ref, containerd.CreateOptions{
+		Args: []string{"sh", "-c", "cat /data/b.txt > /dev/null; exec httpd -f -p 8080"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.Delete(context.Background())
+	mark = n.log.waitFor(t, "recording container "+n.id(after), mark)
+	if err := ct.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 
