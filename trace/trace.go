@@ -324,7 +324,9 @@ type Pull struct {
 // PullOverlap is another pull on the node that downloaded while this pull did, as
 // containerd's content ingests showed it (polled every 100 ms).
 type PullOverlap struct {
-	// Ref is the other image, when containerd had it by the end of the recording.
+	// Ref is the other image: its reference when containerd had the image by the end of
+	// the recording, else, while that pull still ran, "host/repo@sha256:..." from its
+	// manifest's labels (the registry's host without its port).
 	Ref       string `json:"ref,omitempty"`
 	Namespace string `json:"namespace"` // the containerd namespace it pulled into
 	// Blobs are the digests of the blobs it downloaded during the overlap.

@@ -285,3 +285,54 @@ func TestPullFresh(t *testing.T) {
 func uniqueID(prefix string) string {
 	return fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), time.Now().UnixNano())
 }
+
+// TestNameIngests names another pull's blob while that pull still downloads it (by the
+// repository and digest its manifest's labels give), once it created its image (by its
+// tag), and never as the recording's own image.
+func TestNameIngests(t *testing.T) {
+	e := setup(t, 1<<20)
+	ctx := context.Background()
+	data, _ := ctrtest.Safetensors(3<<20, 2)
+	l := layer(t, ctrtest.File{Path: "/w.safetensors", Data: data})
+	ref, img := push(t, e.reg, "test/other:v1", l)
+	blob, _ := digestOf(t, l)
+	top, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := func(own string) string {
+		in := []Ingest{{Namespace: "default", Digest: blob}}
+		e.c.NameIngests(ctx, in, own)
+		return in[0].Image
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.c.Pull(ctx, ref, PullOptions{PlainHTTP: true})
+		done <- err
+	}()
+	// The layer's ingest is active: the pull has its manifest, not yet its image.
+	for active := false; !active; time.Sleep(20 * time.Millisecond) {
+		sts, err := e.c.c.ContentStore().ListStatuses(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range sts {
+			active = active || ingestDigest(st).String() == blob
+		}
+	}
+	// The label names the registry by its host, without the port.
+	host, _, _ := strings.Cut(e.reg.Host, ":")
+	if got, want := name(""), host+"/test/other@"+top.String(); got != want {
+		t.Errorf("during the pull the blob is named %q, want %q", got, want)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := name(""); got != ref {
+		t.Errorf("after the pull the blob is named %q, want %q", got, ref)
+	}
+	if got := name(ref); got != "" {
+		t.Errorf("the recording's own image names the blob %q", got)
+	}
+}

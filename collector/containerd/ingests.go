@@ -242,17 +242,80 @@ func (w *ingestWatch) others(ours func(digest.Digest) bool, from, to time.Time) 
 
 // NameIngests sets the Image of each ingest whose blob an image of its namespace other
 // than own holds (a blob two images share is the other's). Call it late (at the end of a
-// recording): the other pull creates its image only once all its blobs are in.
+// recording): the other pull creates its image only once all its blobs are in. A blob of
+// a pull still running is named by digest instead, "host/repo@sha256:...", from the labels
+// that pull put on its manifests (which give the registry's host without its port).
 func (c *Client) NameIngests(ctx context.Context, ingests []Ingest, own string) {
-	byNS := map[string]map[string]string{} // namespace -> digest -> image
+	type names struct{ images, pulling map[string]string } // digest -> reference
+	byNS := map[string]*names{}
 	for i, in := range ingests {
-		owners, ok := byNS[in.Namespace]
+		ctx := namespaces.WithNamespace(ctx, in.Namespace)
+		n, ok := byNS[in.Namespace]
 		if !ok {
-			owners = c.blobOwners(namespaces.WithNamespace(ctx, in.Namespace), own)
-			byNS[in.Namespace] = owners
+			n = &names{images: c.blobOwners(ctx, own)}
+			byNS[in.Namespace] = n
 		}
-		ingests[i].Image = owners[in.Digest]
+		ingests[i].Image = n.images[in.Digest]
+		if ingests[i].Image == "" && in.Digest != "" {
+			if n.pulling == nil {
+				n.pulling = c.pulling(ctx, own)
+			}
+			ingests[i].Image = n.pulling[in.Digest]
+		}
 	}
+}
+
+// Labels a pull puts on the blobs it fetches (containerd's images and remotes/docker
+// packages): a manifest or index names its children's digests before they are fetched,
+// and every blob the repositories it came from, per registry host.
+const (
+	childLabel    = "containerd.io/gc.ref.content."
+	referrerLabel = "containerd.io/gc.ref.content.referrer."
+	sourceLabel   = "containerd.io/distribution.source."
+)
+
+// pulling maps each blob that a manifest in ctx's content store lists to a reference by
+// digest to its top manifest (an index, or the manifest itself): "host/repo@sha256:...",
+// which pulls exactly that image. The image own is left out. Labels only: no blob is read.
+func (c *Client) pulling(ctx context.Context, own string) map[string]string {
+	var skip string
+	if img, err := c.c.ImageService().Get(ctx, own); err == nil {
+		skip = img.Target.Digest.String()
+	}
+	parents := map[string][]string{} // child digest -> the manifests and indexes that list it
+	source := map[string]string{}    // digest -> host/repo
+	c.c.ContentStore().Walk(ctx, func(info content.Info) error {
+		for k, v := range info.Labels {
+			switch {
+			case strings.HasPrefix(k, referrerLabel):
+			case strings.HasPrefix(k, childLabel):
+				parents[v] = append(parents[v], info.Digest.String())
+			case strings.HasPrefix(k, sourceLabel):
+				repo, _, _ := strings.Cut(v, ",")
+				source[info.Digest.String()] = strings.TrimPrefix(k, sourceLabel) + "/" + repo
+			}
+		}
+		return nil
+	}) // what it could walk is named; the rest stays unknown
+	names := map[string]string{}
+	// up climbs from d to the top manifests above blob: a layer's manifest, that
+	// manifest's index; bounded, as labels could loop.
+	var up func(blob, d string, depth int)
+	up = func(blob, d string, depth int) {
+		if ps := parents[d]; len(ps) > 0 && depth < 3 {
+			for _, p := range ps {
+				up(blob, p, depth+1)
+			}
+			return
+		}
+		if src, ok := source[d]; ok && d != blob && d != skip && names[blob] == "" {
+			names[blob] = src + "@" + d
+		}
+	}
+	for blob := range parents {
+		up(blob, blob, 0)
+	}
+	return names
 }
 
 // blobOwners maps every blob of every image of ctx's namespace but skip to the image, as

@@ -110,6 +110,15 @@ func (r *Registry) Push(t testing.TB, repoTag string, img v1.Image) string {
 	return ref
 }
 
+// PullingName is how coldtrace names a pull, still running, of the image pushed as
+// repoTag with manifest digest top (collector/containerd.NameIngests): by digest, with the
+// registry's host but not its port, as containerd's labels give it.
+func (r *Registry) PullingName(repoTag, top string) string {
+	host, _, _ := strings.Cut(r.Host, ":")
+	repo, _, _ := strings.Cut(repoTag, ":")
+	return host + "/" + repo + "@" + top
+}
+
 func (r *Registry) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
