@@ -66,8 +66,7 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
 /* Set by the loader before load. */
 const volatile __u64 sample_ns = 1000000;       /* socket byte samples: at most one per ms */
-const volatile __u64 fault_around_bytes = 65536; /* the kernel's fault-around window */
-const volatile __u64 wakeup_bytes = 262144;      /* wake the reader once this much is queued */
+const volatile __u64 wakeup_bytes = 262144; /* wake the reader once this much is queued */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -158,11 +157,12 @@ struct {
 	__type(value, __u64); /* rdev */
 } devfds SEC(".maps");
 
-/* The open run of page-cache insertions per process. */
+/* The open run of page-cache insertions per process: folios of one order, one after
+ * another in one file. */
 struct miss_run {
 	__u64 dev, ino, index, pages, ts;
 	__u32 tid;
-	__u32 _pad;
+	__u32 order; /* of every folio in the run */
 };
 
 struct {
@@ -674,7 +674,7 @@ EXIT(mmap)
 struct fault_ctx {
 	__u64 addr;
 	__u64 dev, ino;
-	__s64 off, len;
+	__u64 vm_start, vm_end, vm_off;
 	bool file;
 };
 
@@ -684,16 +684,12 @@ static long fault_vma(struct task_struct *task, struct vm_area_struct *vma, void
 	struct file *f = vma->vm_file;
 	if (!f)
 		return 0;
-	__u64 win = c->addr & ~(fault_around_bytes - 1);
-	__u64 start = win < vma->vm_start ? vma->vm_start : win;
-	__u64 end = win + fault_around_bytes;
-	if (end > vma->vm_end)
-		end = vma->vm_end;
 	struct inode *inode = f->f_inode;
 	c->dev = inode->i_sb->s_dev;
 	c->ino = inode->i_ino;
-	c->off = (start - vma->vm_start) + (vma->vm_pgoff << PAGE_SHIFT);
-	c->len = end - start;
+	c->vm_start = vma->vm_start;
+	c->vm_end = vma->vm_end;
+	c->vm_off = vma->vm_pgoff << PAGE_SHIFT;
 	c->file = true;
 	return 0;
 }
@@ -721,9 +717,10 @@ int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned l
 		return 0;
 	e->dev = c.dev;
 	e->ino = c.ino;
-	e->off = c.off;
-	e->len = c.len;
 	e->addr = address;
+	e->vm_start = c.vm_start;
+	e->vm_end = c.vm_end;
+	e->vm_off = c.vm_off;
 	submit(e);
 	return 0;
 }
@@ -826,6 +823,7 @@ static __always_inline void emit_miss(struct miss_run *m, __u32 pid)
 	e->ino = m->ino;
 	e->index = m->index;
 	e->pages = m->pages;
+	e->order = m->order;
 	submit(e);
 }
 
@@ -839,19 +837,22 @@ int cache_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	__u64 dev = ctx->s_dev, ino = ctx->i_ino, index = ctx->index;
 	if (!reading(dev, ino))
 		return 0;
-	__u64 pages = 1;
+	/* The folio's order: a large folio can be mapped by one PMD, so that the accesses
+	 * after the fault that mapped it fault no more (see the collector). */
+	__u32 order = 0;
 	if (bpf_core_field_exists(ctx->order))
-		pages = 1ULL << (BPF_CORE_READ(ctx, order) & 31);
+		order = BPF_CORE_READ(ctx, order) & 31;
+	__u64 pages = 1ULL << order;
 
 	struct miss_run *m = bpf_map_lookup_elem(&misses, &pid);
-	if (m && m->dev == dev && m->ino == ino && m->index + m->pages == index) {
+	if (m && m->dev == dev && m->ino == ino && m->index + m->pages == index && m->order == order) {
 		m->pages += pages;
 		return 0;
 	}
 	if (m)
 		emit_miss(m, pid);
 	struct miss_run n = { .dev = dev, .ino = ino, .index = index, .pages = pages,
-			      .ts = bpf_ktime_get_ns(), .tid = (__u32)id };
+			      .ts = bpf_ktime_get_ns(), .tid = (__u32)id, .order = order };
 	bpf_map_update_elem(&misses, &pid, &n, BPF_ANY);
 	return 0;
 }

@@ -106,24 +106,29 @@ struct event_mmap {
 	__u32 flags;
 };
 
-/* A user page fault on a file mapping: the pages it can have mapped in (the fault-around
- * window around the address, clipped to the mapping), as offsets in the file. */
+/* A user page fault on a file mapping, and the mapping: its addresses and the file
+ * offset at its start (user space computes which pages the fault maps in). dev and ino
+ * are 0 where the kernel could not look the mapping up. */
 struct event_fault {
 	struct hdr h;
 	__u64 dev;
 	__u64 ino;
-	__s64 off;
-	__s64 len;
 	__u64 addr;
+	__u64 vm_start;
+	__u64 vm_end;
+	__u64 vm_off;
 };
 
-/* Consecutive pages of one file added to the page cache: reads from storage. */
+/* Consecutive pages of one file added to the page cache as folios of one order: reads
+ * from storage. */
 struct event_cache_miss {
 	struct hdr h;
 	__u64 dev;
 	__u64 ino;
 	__u64 index; /* first page */
 	__u64 pages;
+	__u32 order; /* of each of their folios */
+	__u32 _pad;
 };
 
 struct event_conn {

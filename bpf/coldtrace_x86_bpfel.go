@@ -36,6 +36,8 @@ type coldtraceEventCacheMiss struct {
 	Ino   uint64
 	Index uint64
 	Pages uint64
+	Order uint32
+	Pad   uint32
 }
 
 type coldtraceEventCall struct {
@@ -86,13 +88,14 @@ type coldtraceEventExit struct {
 }
 
 type coldtraceEventFault struct {
-	_    structs.HostLayout
-	H    coldtraceHdr
-	Dev  uint64
-	Ino  uint64
-	Off  int64
-	Len  int64
-	Addr uint64
+	_       structs.HostLayout
+	H       coldtraceHdr
+	Dev     uint64
+	Ino     uint64
+	Addr    uint64
+	VmStart uint64
+	VmEnd   uint64
+	VmOff   uint64
 }
 
 type coldtraceEventFork struct {
@@ -241,7 +244,7 @@ type coldtraceMissRun struct {
 	Pages uint64
 	Ts    uint64
 	Tid   uint32
-	Pad   uint32
+	Order uint32
 }
 
 type coldtraceReadBatch struct {
@@ -391,7 +394,6 @@ const (
 	coldtraceVarEvSock              = "_ev_sock"
 	coldtraceVarEvType              = "_ev_type"
 	coldtraceVarEvWrite             = "_ev_write"
-	coldtraceVarFaultAroundBytes    = "fault_around_bytes"
 	coldtraceVarSampleNs            = "sample_ns"
 	coldtraceVarWakeupBytes         = "wakeup_bytes"
 )
@@ -528,26 +530,25 @@ type coldtraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type coldtraceVariableSpecs struct {
-	EvCacheMiss      *ebpf.VariableSpec `ebpf:"_ev_cache_miss"`
-	EvCall           *ebpf.VariableSpec `ebpf:"_ev_call"`
-	EvChdir          *ebpf.VariableSpec `ebpf:"_ev_chdir"`
-	EvConn           *ebpf.VariableSpec `ebpf:"_ev_conn"`
-	EvExec           *ebpf.VariableSpec `ebpf:"_ev_exec"`
-	EvExit           *ebpf.VariableSpec `ebpf:"_ev_exit"`
-	EvFault          *ebpf.VariableSpec `ebpf:"_ev_fault"`
-	EvFork           *ebpf.VariableSpec `ebpf:"_ev_fork"`
-	EvIoctl          *ebpf.VariableSpec `ebpf:"_ev_ioctl"`
-	EvListen         *ebpf.VariableSpec `ebpf:"_ev_listen"`
-	EvMmap           *ebpf.VariableSpec `ebpf:"_ev_mmap"`
-	EvOpen           *ebpf.VariableSpec `ebpf:"_ev_open"`
-	EvPayload        *ebpf.VariableSpec `ebpf:"_ev_payload"`
-	EvRead           *ebpf.VariableSpec `ebpf:"_ev_read"`
-	EvSock           *ebpf.VariableSpec `ebpf:"_ev_sock"`
-	EvType           *ebpf.VariableSpec `ebpf:"_ev_type"`
-	EvWrite          *ebpf.VariableSpec `ebpf:"_ev_write"`
-	FaultAroundBytes *ebpf.VariableSpec `ebpf:"fault_around_bytes"`
-	SampleNs         *ebpf.VariableSpec `ebpf:"sample_ns"`
-	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	EvCacheMiss *ebpf.VariableSpec `ebpf:"_ev_cache_miss"`
+	EvCall      *ebpf.VariableSpec `ebpf:"_ev_call"`
+	EvChdir     *ebpf.VariableSpec `ebpf:"_ev_chdir"`
+	EvConn      *ebpf.VariableSpec `ebpf:"_ev_conn"`
+	EvExec      *ebpf.VariableSpec `ebpf:"_ev_exec"`
+	EvExit      *ebpf.VariableSpec `ebpf:"_ev_exit"`
+	EvFault     *ebpf.VariableSpec `ebpf:"_ev_fault"`
+	EvFork      *ebpf.VariableSpec `ebpf:"_ev_fork"`
+	EvIoctl     *ebpf.VariableSpec `ebpf:"_ev_ioctl"`
+	EvListen    *ebpf.VariableSpec `ebpf:"_ev_listen"`
+	EvMmap      *ebpf.VariableSpec `ebpf:"_ev_mmap"`
+	EvOpen      *ebpf.VariableSpec `ebpf:"_ev_open"`
+	EvPayload   *ebpf.VariableSpec `ebpf:"_ev_payload"`
+	EvRead      *ebpf.VariableSpec `ebpf:"_ev_read"`
+	EvSock      *ebpf.VariableSpec `ebpf:"_ev_sock"`
+	EvType      *ebpf.VariableSpec `ebpf:"_ev_type"`
+	EvWrite     *ebpf.VariableSpec `ebpf:"_ev_write"`
+	SampleNs    *ebpf.VariableSpec `ebpf:"sample_ns"`
+	WakeupBytes *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // coldtraceObjects contains all objects after they have been loaded into the kernel.
@@ -611,26 +612,25 @@ func (m *coldtraceMaps) Close() error {
 //
 // It can be passed to loadColdtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type coldtraceVariables struct {
-	EvCacheMiss      *ebpf.Variable `ebpf:"_ev_cache_miss"`
-	EvCall           *ebpf.Variable `ebpf:"_ev_call"`
-	EvChdir          *ebpf.Variable `ebpf:"_ev_chdir"`
-	EvConn           *ebpf.Variable `ebpf:"_ev_conn"`
-	EvExec           *ebpf.Variable `ebpf:"_ev_exec"`
-	EvExit           *ebpf.Variable `ebpf:"_ev_exit"`
-	EvFault          *ebpf.Variable `ebpf:"_ev_fault"`
-	EvFork           *ebpf.Variable `ebpf:"_ev_fork"`
-	EvIoctl          *ebpf.Variable `ebpf:"_ev_ioctl"`
-	EvListen         *ebpf.Variable `ebpf:"_ev_listen"`
-	EvMmap           *ebpf.Variable `ebpf:"_ev_mmap"`
-	EvOpen           *ebpf.Variable `ebpf:"_ev_open"`
-	EvPayload        *ebpf.Variable `ebpf:"_ev_payload"`
-	EvRead           *ebpf.Variable `ebpf:"_ev_read"`
-	EvSock           *ebpf.Variable `ebpf:"_ev_sock"`
-	EvType           *ebpf.Variable `ebpf:"_ev_type"`
-	EvWrite          *ebpf.Variable `ebpf:"_ev_write"`
-	FaultAroundBytes *ebpf.Variable `ebpf:"fault_around_bytes"`
-	SampleNs         *ebpf.Variable `ebpf:"sample_ns"`
-	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	EvCacheMiss *ebpf.Variable `ebpf:"_ev_cache_miss"`
+	EvCall      *ebpf.Variable `ebpf:"_ev_call"`
+	EvChdir     *ebpf.Variable `ebpf:"_ev_chdir"`
+	EvConn      *ebpf.Variable `ebpf:"_ev_conn"`
+	EvExec      *ebpf.Variable `ebpf:"_ev_exec"`
+	EvExit      *ebpf.Variable `ebpf:"_ev_exit"`
+	EvFault     *ebpf.Variable `ebpf:"_ev_fault"`
+	EvFork      *ebpf.Variable `ebpf:"_ev_fork"`
+	EvIoctl     *ebpf.Variable `ebpf:"_ev_ioctl"`
+	EvListen    *ebpf.Variable `ebpf:"_ev_listen"`
+	EvMmap      *ebpf.Variable `ebpf:"_ev_mmap"`
+	EvOpen      *ebpf.Variable `ebpf:"_ev_open"`
+	EvPayload   *ebpf.Variable `ebpf:"_ev_payload"`
+	EvRead      *ebpf.Variable `ebpf:"_ev_read"`
+	EvSock      *ebpf.Variable `ebpf:"_ev_sock"`
+	EvType      *ebpf.Variable `ebpf:"_ev_type"`
+	EvWrite     *ebpf.Variable `ebpf:"_ev_write"`
+	SampleNs    *ebpf.Variable `ebpf:"sample_ns"`
+	WakeupBytes *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // coldtracePrograms contains all programs after they have been loaded into the kernel.

@@ -168,7 +168,7 @@ func (p *Probes) Drain() ([][]byte, error) {
 	var m coldtraceMissRun
 	it = p.coll.Maps["misses"].Iterate()
 	for it.Next(&pid, &m) {
-		ev := EventCacheMiss{Dev: m.Dev, Ino: m.Ino, Index: m.Index, Pages: m.Pages}
+		ev := EventCacheMiss{Dev: m.Dev, Ino: m.Ino, Index: m.Index, Pages: m.Pages, Order: m.Order}
 		ev.H = Header{Type: EvCacheMiss, Pid: pid, Tid: m.Tid, Ts: m.Ts}
 		out = append(out, append([]byte(nil), Encode(&ev)...))
 	}

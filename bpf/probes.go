@@ -113,9 +113,6 @@ func Load(cfg Config) (*Probes, error) {
 	if err := spec.Variables["sample_ns"].Set(uint64(cfg.SampleInterval)); err != nil {
 		return nil, err
 	}
-	if err := spec.Variables["fault_around_bytes"].Set(FaultAroundBytes()); err != nil {
-		return nil, err
-	}
 	if err := spec.Variables["wakeup_bytes"].Set(uint64(min(cfg.RingBufferBytes/4, 256<<10))); err != nil {
 		return nil, err
 	}

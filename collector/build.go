@@ -1,6 +1,8 @@
 package collector
 
 import (
+	"cmp"
+	"slices"
 	"sort"
 	"time"
 
@@ -92,7 +94,7 @@ func (c *Collector) Trace(m Meta) *trace.Trace {
 // finishFile coalesces a file's ranges and counts.
 func (c *Collector) finishFile(f *fileState) trace.File {
 	out := f.File
-	faults := clip(coalesce(f.faults), f.Size)
+	faults := clip(coalesce(c.faultRanges(f)), f.Size)
 	for _, r := range faults {
 		out.MappedBytes += r.Len
 	}
@@ -102,6 +104,35 @@ func (c *Collector) finishFile(f *fileState) trace.File {
 		out.CacheMisses += int64(m.pages)
 		if at := c.rel(m.at); i == 0 || at < out.CacheMissAt {
 			out.CacheMissAt = at
+		}
+	}
+	return out
+}
+
+// faultRanges are the pages f's faults mapped: the fault-around window, and where the
+// faulting page came into the page cache in a large folio that lies within the mapping,
+// the whole folio. Linux 6.18 maps all of it at once (with one PMD where it is that large
+// and aligned), and the accesses to the rest of it fault no more. Large folios cached
+// before the recording are not seen; on older kernels, which map only the window, the
+// folio overstates.
+func (c *Collector) faultRanges(f *fileState) []trace.Range {
+	runs := slices.Clone(f.misses)
+	slices.SortFunc(runs, func(a, b missRun) int { return cmp.Compare(a.index, b.index) })
+	out := make([]trace.Range, len(f.faults))
+	for i, ft := range f.faults {
+		out[i] = ft.Range
+		pg := uint64(ft.page) / c.page
+		// The last run that starts at or before the page.
+		j := sort.Search(len(runs), func(j int) bool { return runs[j].index > pg }) - 1
+		if j < 0 || pg >= runs[j].index+runs[j].pages || runs[j].order == 0 {
+			continue
+		}
+		size := int64(c.page << runs[j].order)
+		start := ft.page &^ (size - 1)
+		if start >= ft.lo && start+size <= ft.hi {
+			end := max(start+size, out[i].End())
+			out[i].Off = min(start, out[i].Off)
+			out[i].Len = end - out[i].Off
 		}
 	}
 	return out

@@ -68,13 +68,22 @@ type mapping struct {
 type fileState struct {
 	trace.File
 	reads   []trace.Range // as they arrived, coalesced at the end
-	faults  []trace.Range
+	faults  []fault
 	misses  []missRun
 	writers map[uint32]writer // by pid
 }
 
+// fault is a page fault's fault-around window; page is the file offset of the faulting
+// page, and [lo, hi) the file offsets its mapping covers.
+type fault struct {
+	trace.Range
+	page, lo, hi int64
+}
+
+// missRun is a run of pages added to the page cache as folios of one order.
 type missRun struct {
 	index, pages uint64
+	order        uint32
 	at           uint64
 }
 
@@ -105,8 +114,8 @@ type Collector struct {
 	ready   *trace.Ready
 	events  uint64
 	errors  uint64
-	// faultAround is the kernel's fault-around window, for faults resolved here.
-	faultAround uint64
+	// faultAround is the kernel's fault-around window; page the page size.
+	faultAround, page uint64
 }
 
 // New returns an empty collector whose time zero is start (CLOCK_MONOTONIC ns).
@@ -124,6 +133,7 @@ func New(start uint64, opts Options) *Collector {
 		ioctls:  map[ioctlKey]*trace.IoctlStat{},
 
 		faultAround: bpf.FaultAroundBytes(),
+		page:        uint64(os.Getpagesize()),
 	}
 }
 
@@ -205,20 +215,20 @@ func (c *Collector) Handle(raw []byte) error {
 		c.mmap((*bpf.EventMmap)(ptr))
 	case bpf.EvFault:
 		e := (*bpf.EventFault)(ptr)
-		key, off, n := fileKey{e.Dev, e.Ino}, e.Off, e.Len
-		if key == (fileKey{}) {
+		m := mapping{addr: e.VmStart, len: e.VmEnd - e.VmStart, off: int64(e.VmOff), file: fileKey{e.Dev, e.Ino}}
+		if m.file == (fileKey{}) {
 			var ok bool
-			if key, off, n, ok = c.faultWindow(c.proc(e.H.Pid), e.Addr); !ok {
+			if m, ok = c.proc(e.H.Pid).mappingAt(e.Addr); !ok {
 				break
 			}
 		}
-		f := c.file(key, e.H.Pid, -1)
-		at := c.rel(e.H.Ts)
-		f.faults = append(f.faults, trace.Range{Off: off, Len: n, First: at, Last: at, Via: trace.AccessMmap})
+		if e.Addr >= m.addr && e.Addr < m.addr+m.len {
+			c.fault(e.H.Pid, m, e.Addr, e.H.Ts)
+		}
 	case bpf.EvCacheMiss:
 		e := (*bpf.EventCacheMiss)(ptr)
 		f := c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, -1)
-		f.misses = append(f.misses, missRun{index: e.Index, pages: e.Pages, at: e.H.Ts})
+		f.misses = append(f.misses, missRun{index: e.Index, pages: e.Pages, order: e.Order, at: e.H.Ts})
 	case bpf.EvConn:
 		c.conn((*bpf.EventConn)(ptr))
 	case bpf.EvSock:
@@ -391,21 +401,28 @@ func (c *Collector) read(e *bpf.EventRead) {
 	f.ReadTime += trace.Duration(e.Busy)
 }
 
-// faultWindow finds the file mapping of addr among p's mmaps and the fault-around window
-// the kernel maps around it, as bpf's fault_vma computes it: the window-aligned block of
-// addresses that holds addr, cut to the mapping. A mapping unmapped since is not known to
-// be gone (munmap is not traced); the newest one holding addr wins.
-func (c *Collector) faultWindow(p *proc, addr uint64) (key fileKey, off, n int64, ok bool) {
+// mappingAt finds the file mapping of addr among p's mmaps. A mapping unmapped since is
+// not known to be gone (munmap is not traced); the newest one holding addr wins.
+func (p *proc) mappingAt(addr uint64) (mapping, bool) {
 	for i := len(p.maps) - 1; i >= 0; i-- {
-		m := p.maps[i]
-		if addr < m.addr || addr >= m.addr+m.len {
-			continue
+		if m := p.maps[i]; addr >= m.addr && addr < m.addr+m.len {
+			return m, true
 		}
-		win := addr &^ (c.faultAround - 1)
-		start, end := max(win, m.addr), min(win+c.faultAround, m.addr+m.len)
-		return m.file, m.off + int64(start-m.addr), int64(end - start), true
 	}
-	return fileKey{}, 0, 0, false
+	return mapping{}, false
+}
+
+// fault notes a page fault at addr in m: the fault-around window the kernel maps around
+// it, the window-aligned block of addresses that holds addr, cut to the mapping.
+func (c *Collector) fault(pid uint32, m mapping, addr, ts uint64) {
+	win := addr &^ (c.faultAround - 1)
+	start, end := max(win, m.addr), min(win+c.faultAround, m.addr+m.len)
+	at := c.rel(ts)
+	f := c.file(m.file, pid, -1)
+	f.faults = append(f.faults, fault{
+		Range: trace.Range{Off: m.off + int64(start-m.addr), Len: int64(end - start), First: at, Last: at, Via: trace.AccessMmap},
+		page:  m.off + int64(addr&^(c.page-1)-m.addr), lo: m.off, hi: m.off + int64(m.len),
+	})
 }
 
 func (c *Collector) mmap(e *bpf.EventMmap) {

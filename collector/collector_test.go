@@ -204,8 +204,7 @@ func BenchmarkIngest(b *testing.B) {
 		at := time.Duration(i) * time.Microsecond
 		evs = append(evs, openEv(10, at, atFDCWD, 3, "lib/python3/module.py", uint64(i), sIFREG, 4096))
 		evs = append(evs, readEv(10, at, 3, uint64(i), 0, 4096))
-		f := bpf.EventFault{H: hdr(bpf.EvFault, 10, at), Dev: 8, Ino: 5000, Off: int64(i) * 65536, Len: 65536}
-		evs = append(evs, bpf.Encode(&f))
+		evs = append(evs, faultEv(10, at, 8, 5000, uint64(i)*65536, 65536))
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -230,6 +229,14 @@ func TestDriverVersion(t *testing.T) {
 			t.Errorf("driverVersion(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// faultEv is a fault at the first page of a mapping of [off, off+n) of a file, at a
+// 64 KiB-aligned address, so that the fault-around window is the mapping's first 64 KiB.
+func faultEv(pid uint32, at time.Duration, dev, ino, off, n uint64) []byte {
+	const addr = 0x7f0000000000
+	return bpf.Encode(&bpf.EventFault{H: hdr(bpf.EvFault, pid, at), Dev: dev, Ino: ino, Addr: addr,
+		VmStart: addr, VmEnd: addr + n, VmOff: off})
 }
 
 // TestFaultWithoutVMA: a fault the kernel could not look up (bpf_find_vma busy: dev and
@@ -262,6 +269,43 @@ func TestFaultWithoutVMA(t *testing.T) {
 	// File offsets: base is file offset 4096; the boundary is 12 KiB on; the mapping ends
 	// 200 KiB on, its last window starting at the boundary at 140 KiB.
 	want := []trace.Range{{Off: 4096, Len: 76 << 10}, {Off: 4096 + 140<<10, Len: 60 << 10}}
+	if !slices.Equal(got, want) {
+		t.Errorf("ranges %v, want %v", got, want)
+	}
+}
+
+// TestFaultMapsLargeFolio: a fault whose page came into the page cache in a large folio
+// maps the whole folio where it lies within the mapping (Linux 6.18), and only the
+// fault-around window where it does not.
+func TestFaultMapsLargeFolio(t *testing.T) {
+	c := New(t0, Options{})
+	c.faultAround, c.page = 64<<10, 4096
+	const base = 0x7f0000000000 // 2 MiB-aligned
+	ms := time.Millisecond
+	fault := func(addr, start, end, off uint64) []byte {
+		return bpf.Encode(&bpf.EventFault{H: hdr(bpf.EvFault, 10, 2*ms), Dev: 8, Ino: 77, Addr: addr,
+			VmStart: start, VmEnd: end, VmOff: off})
+	}
+	miss := func(index, pages uint64, order uint32) []byte {
+		return bpf.Encode(&bpf.EventCacheMiss{H: hdr(bpf.EvCacheMiss, 10, 3*ms), Dev: 8, Ino: 77, Index: index, Pages: pages, Order: order})
+	}
+	handle(t, c, openEv(10, ms, atFDCWD, 3, "/models/w.bin", 77, sIFREG, 16<<20),
+		// A 2 MiB folio (order 9) under the first fault: all of it.
+		fault(base+12<<10, base, base+8<<20, 0), miss(0, 512, 9),
+		// 256 KiB folios (order 6): the one under the fault at 4 MiB + 300 KiB.
+		fault(base+4<<20+300<<10, base, base+8<<20, 0), miss(1024, 256, 6),
+		// Order-0 pages: the window only.
+		fault(base+6<<20, base, base+8<<20, 0), miss(1536, 16, 0),
+		// A mapping that starts 1 MiB into a 2 MiB folio: the window only.
+		fault(base+64<<10, base, base+1<<20, 9<<20), miss(2048, 1024, 9))
+	tr := c.Trace(Meta{End: t0 + uint64(time.Second)})
+	var got []trace.Range
+	for _, f := range tr.Files {
+		for _, r := range f.Ranges {
+			got = append(got, trace.Range{Off: r.Off, Len: r.Len})
+		}
+	}
+	want := []trace.Range{{Off: 0, Len: 2 << 20}, {Off: 4<<20 + 256<<10, Len: 256 << 10}, {Off: 6 << 20, Len: 64 << 10}, {Off: 9<<20 + 64<<10, Len: 64 << 10}}
 	if !slices.Equal(got, want) {
 		t.Errorf("ranges %v, want %v", got, want)
 	}

@@ -42,12 +42,11 @@ func TestResolveLayers(t *testing.T) {
 
 	c := New(t0, Options{})
 	ms := time.Millisecond
-	fault := bpf.EventFault{H: hdr(bpf.EvFault, 10, 3*ms), Dev: dev, Ino: ino, Off: 8192, Len: 8192}
 	miss := bpf.EventCacheMiss{H: hdr(bpf.EvCacheMiss, 10, 3*ms), Dev: dev, Ino: ino, Index: 2, Pages: 2}
 	handle(t, c,
 		openEv(10, ms, atFDCWD, 3, "/models/model.safetensors", 77, sIFREG, 64<<10),
 		readEv(10, 2*ms, 3, 77, 0, 4096),
-		bpf.Encode(&fault), bpf.Encode(&miss),
+		faultEv(10, 3*ms, dev, ino, 8192, 8192), bpf.Encode(&miss),
 		openEv(10, 4*ms, atFDCWD, 4, "/etc/hosts", 78, sIFREG, 100),
 		openEv(10, 4*ms, atFDCWD, 5, "/tmp/gone", 79, sIFREG, 100),
 	)
@@ -127,8 +126,8 @@ func TestResolveLayersInterpreter(t *testing.T) {
 	ldDev, ldIno := key("lib/ld.so")
 	exeDev, exeIno := key("bin/app")
 	handle(t, c, bpf.Encode(&exec),
-		bpf.Encode(&bpf.EventFault{H: hdr(bpf.EvFault, 10, time.Millisecond), Dev: ldDev, Ino: ldIno, Off: 0, Len: 4096}),
-		bpf.Encode(&bpf.EventFault{H: hdr(bpf.EvFault, 10, time.Millisecond), Dev: exeDev, Ino: exeIno, Off: 0, Len: 4096}))
+		faultEv(10, time.Millisecond, ldDev, ldIno, 0, 4096),
+		faultEv(10, time.Millisecond, exeDev, exeIno, 0, 4096))
 	c.ResolveLayers(layerOf)
 	tr := c.Trace(Meta{End: t0 + uint64(10*time.Millisecond), Outcome: trace.OutcomeExited})
 

@@ -164,6 +164,16 @@ func TestWarmHalvesColdStart(t *testing.T) {
 	t.Logf("page-cache misses after warm: %d pages; the hot set has %d", misses, hotPages)
 	if misses*100 > hotPages {
 		t.Errorf("page-cache misses after warm: %d pages of a hot set of %d: want under 1%%", misses, hotPages)
+		for _, f := range warmed.Files {
+			if f.CacheMisses > 0 {
+				t.Logf("%s: %d misses, %d bytes read, %d mapped", f.Path, f.CacheMisses, f.BytesRead, f.MappedBytes)
+			}
+		}
+		for _, e := range m.Spec.HotSet {
+			if e.Bytes() > 64<<10 {
+				t.Logf("hot set: %s, %d bytes in %d ranges", e.Path, e.Bytes(), len(e.Ranges))
+			}
+		}
 	}
 }
 
