@@ -62,11 +62,20 @@ type Agent struct {
 	wg       sync.WaitGroup
 	done     chan error
 
+	// cgroupMount is the cgroup v2 mount point; watched the cgroups below which new
+	// cgroups are tracked from their creation (see watch and bpf's cgroup_mkdir).
+	cgroupMount string
+
 	mu       sync.Mutex
 	created  map[string]created // containers without a task yet
 	byID     map[string]*recording
 	byCgroup map[uint64]*recording
 	byPID    map[uint32]*recording
+	watched  map[uint64]bool
+	// early are the cgroups the kernel tracked as they were created, whose container no
+	// recording has claimed yet, by cgroup id and by process.
+	early    map[uint64]*earlyCgroup
+	earlyPID map[uint32]*earlyCgroup
 	// Waiters of catchUp: those taken at the reader's last empty ring are released at its
 	// next one, which comes after they asked.
 	waiting, caughtUp []chan struct{}
@@ -92,7 +101,9 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 		opts: opts, client: client, probes: probes, warnings: warnings, done: make(chan error, 1),
 		created: map[string]created{}, byID: map[string]*recording{},
 		byCgroup: map[uint64]*recording{}, byPID: map[uint32]*recording{},
+		watched: map[uint64]bool{}, early: map[uint64]*earlyCgroup{}, earlyPID: map[uint32]*earlyCgroup{},
 	}
+	a.watchCgroups()
 	if a.opts.PullWindow == 0 {
 		a.opts.PullWindow = DefaultPullWindow
 	}
@@ -275,6 +286,10 @@ func (a *Agent) track(ctx context.Context, ev containerd.Event) (*recording, err
 	r.col, r.uprobeErrs = recorder.NewCollector(monotonicAt(r.zero), a.probes, a.opts.DevicePatterns)
 	r.lostBefore, _ = a.probes.Lost()
 	a.byID[r.id], a.byCgroup[cg.ID] = r, r
+	if e := a.early[cg.ID]; e != nil {
+		a.claim(r, e)
+	}
+	a.watchParentOf(cg)
 	return r, nil
 }
 
@@ -310,6 +325,7 @@ func (a *Agent) read() error {
 			a.mu.Lock()
 			release := a.caughtUp
 			a.caughtUp, a.waiting = a.waiting, nil
+			a.expireEarly()
 			a.mu.Unlock()
 			for _, ch := range release {
 				close(ch)
@@ -333,10 +349,19 @@ func (a *Agent) dispatch(raw []byte) {
 	h := (*bpf.Header)(ptr)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	r := a.route(typ, h)
-	if r == nil {
+	if typ == bpf.EvCgroup {
+		a.noteEarly((*bpf.EventCgroup)(ptr).Id)
 		return
 	}
+	if r := a.route(typ, h); r != nil {
+		a.deliver(r, typ, h, raw)
+	} else {
+		a.hold(typ, h, raw)
+	}
+}
+
+// deliver hands an event to its recording, called with a.mu held.
+func (a *Agent) deliver(r *recording, typ uint32, h *bpf.Header, raw []byte) {
 	r.col.Handle(raw)
 	switch {
 	case typ == bpf.EvExec && h.Pid == r.initPID:

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -34,6 +35,7 @@ type node struct {
 	layers      []string // the layers' digests
 	dataDir     string
 	log         *logWriter // the agent's
+	agent       *Agent
 	// suffix makes container ids unique: containerd 1.6 keeps runc's state under the
 	// host-wide /run/containerd/runc/NAMESPACE/ID, shared with every other test's daemon.
 	suffix string
@@ -111,6 +113,7 @@ func (n *node) startAgent(t *testing.T) (stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.agent = a
 	stop = sync.OnceFunc(func() {
 		cancel()
 		if err := a.Wait(); err != nil {
@@ -162,11 +165,7 @@ func (n *node) trace(t *testing.T, id string) *trace.Trace {
 // cgroupID is the v2 cgroup id of a running container.
 func cgroupID(t *testing.T, id string) uint64 {
 	t.Helper()
-	mnt, _, err := containerd.Cgroup2Mount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cg, err := containerd.CgroupAt(filepath.Join(mnt, namespace, id))
+	cg, err := containerd.CgroupAt(cgroupDir(t, id))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,4 +331,67 @@ func TestAgentContainerCreatedBefore(t *testing.T) {
 	if !slices.ContainsFunc(tr.Warnings, func(w string) bool { return strings.Contains(w, "created before the agent watched") }) {
 		t.Errorf("warnings %q do not say that time zero is the task's create", tr.Warnings)
 	}
+}
+
+// TestAgentTracksFromCgroupCreation holds the agent back (its lock, which its event
+// handler and its event reader both take) while ctr creates and starts a container that
+// reads a file and execs a server: the container's whole start is over before the agent
+// hears of it. The trace must still hold all of it from the init process's exec, as the
+// kernel tracked the container's cgroup when runc created it.
+func TestAgentTracksFromCgroupCreation(t *testing.T) {
+	n := startNode(t)
+	n.startAgent(t)
+	// A first container shows the agent where this containerd puts containers' cgroups
+	// (/k8s.io: on a new node it appears with the first container).
+	if err := n.run("first", "/data/b.txt"); err != nil {
+		t.Fatal(err)
+	}
+	n.trace(t, "first")
+
+	n.agent.mu.Lock()
+	err := n.run("held", "/data/a.txt")
+	var server int
+	if err == nil {
+		server, err = waitForComm(cgroupDir(t, n.id("held")), "httpd")
+	}
+	n.agent.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := n.trace(t, "held")
+	if tr.Outcome != trace.OutcomeReady || tr.Incomplete || len(tr.Warnings) > 0 {
+		t.Errorf("outcome %s (%s), incomplete %v, warnings %v", tr.Outcome, tr.Error, tr.Incomplete, tr.Warnings)
+	}
+	// The server is the container's init process, which exec'd the shell and then
+	// (busybox running its applet) itself again.
+	if !slices.ContainsFunc(tr.Processes, func(p trace.Process) bool { return p.PID == server && p.Exec > 0 }) {
+		t.Errorf("processes %+v: the server (pid %d) and its exec are missing", tr.Processes, server)
+	}
+	if !slices.ContainsFunc(tr.Files, func(f trace.File) bool { return f.Path == "/data/a.txt" && f.BytesRead == 3000 }) {
+		t.Errorf("the read of /data/a.txt (3000 bytes) is not in the trace")
+	}
+	t.Logf("%d processes, %d files, ready after %v", len(tr.Processes), len(tr.Files), tr.Duration)
+}
+
+// cgroupDir is the cgroup v2 directory of a container.
+func cgroupDir(t *testing.T, id string) string {
+	t.Helper()
+	mnt, _, err := containerd.Cgroup2Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(mnt, namespace, id)
+}
+
+// waitForComm waits until a process of the cgroup is named comm, and returns its pid.
+func waitForComm(dir, comm string) (int, error) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		for _, pid := range strings.Fields(string(b)) {
+			if c, _ := os.ReadFile("/proc/" + pid + "/comm"); strings.TrimSpace(string(c)) == comm {
+				return strconv.Atoi(pid)
+			}
+		}
+	}
+	return 0, fmt.Errorf("no %s in %s after 10s", comm, dir)
 }

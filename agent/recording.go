@@ -37,6 +37,7 @@ type recording struct {
 	col          *collector.Collector
 	uprobeErrs   chan string
 	lostBefore   uint64
+	earlyDropped int // events of the cgroup before the recording that were not kept
 
 	// Guarded by Agent.mu.
 	pids      map[uint32]bool // the container's processes seen so far
@@ -170,10 +171,13 @@ func (a *Agent) stop(r *recording, meta *collector.Meta) (late bool) {
 	if r.create.rejoin {
 		meta.Warnings = append(meta.Warnings, "the agent was resubscribing to containerd's events when the container's task was created: it joined late")
 	}
+	if r.earlyDropped > 0 {
+		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d events of the container's first moments, before the agent knew the container, were dropped", r.earlyDropped))
+	}
 	if !r.execSeen {
 		meta.Warnings = append(meta.Warnings, "the agent joined after the container's start: what ran before is missing")
 	}
-	return !r.execSeen || r.create.rejoin
+	return !r.execSeen || r.create.rejoin || r.earlyDropped > 0
 }
 
 // write stores a trace atomically under the data directory.

@@ -95,6 +95,15 @@ struct {
 	__type(value, __u8);
 } tracked_cgroups SEC(".maps");
 
+/* Cgroups (v2 ids) under which the container runtime creates containers' cgroups: a
+ * cgroup created below one is tracked from its creation (see cgroup_mkdir). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u64);
+	__type(value, __u8);
+} watched_cgroups SEC(".maps");
+
 /* Syscall arguments saved at entry for the exit handler, per thread. A thread is inside one
  * syscall at a time, so one slot serves every syscall we follow. */
 struct args {
@@ -725,6 +734,38 @@ int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned l
 	return 0;
 }
 
+/* A container's cgroup is tracked as it is created, before its first process runs: the
+ * runtime starts a container right after creating it, and user space hears of the create
+ * only later. Only cgroup v2 ids are tracked (bpf_get_current_cgroup_id's); hierarchy 0 is
+ * v2's. Ancestors are looked up to a depth of 8 (kubepods/burstable/pod/container). */
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
+{
+	if (cgrp->root->hierarchy_id != 0)
+		return 0;
+	struct cgroup *c = cgrp;
+	for (int i = 0; i < 8; i++) {
+		struct cgroup_subsys_state *parent = c->self.parent;
+		if (!parent)
+			return 0;
+		c = parent->cgroup;
+		__u64 id = c->kn->id;
+		if (!bpf_map_lookup_elem(&watched_cgroups, &id))
+			continue;
+		__u64 cg = cgrp->kn->id;
+		__u8 one = 1;
+		bpf_map_update_elem(&tracked_cgroups, &cg, &one, BPF_ANY);
+		__u64 pid_tgid = bpf_get_current_pid_tgid();
+		struct event_cgroup *e;
+		if (reserve(e, EV_CGROUP, pid_tgid >> 32, (__u32)pid_tgid)) {
+			e->id = cg;
+			submit(e);
+		}
+		return 0;
+	}
+	return 0;
+}
+
 /* Writes add pages to the page cache too, and those are not reads from storage. A page
  * added while the thread is inside a syscall counts only if that syscall is a read of the
  * very file; outside syscalls, it is a page fault reading a mapping. Write syscalls leave
@@ -1265,4 +1306,5 @@ const struct event_call *_ev_call __attribute__((unused));
 const struct event_chdir *_ev_chdir __attribute__((unused));
 const struct event_payload *_ev_payload __attribute__((unused));
 const struct event_write *_ev_write __attribute__((unused));
+const struct event_cgroup *_ev_cgroup __attribute__((unused));
 const enum event_type *_ev_type __attribute__((unused));

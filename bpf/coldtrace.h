@@ -25,6 +25,7 @@ enum event_type {
 	EV_CHDIR,
 	EV_PAYLOAD,
 	EV_WRITE,
+	EV_CGROUP,
 };
 
 /* Why a socket event was sent. */
@@ -117,6 +118,12 @@ struct event_fault {
 	__u64 vm_start;
 	__u64 vm_end;
 	__u64 vm_off;
+};
+
+/* A cgroup created under a watched one, and tracked from then on. */
+struct event_cgroup {
+	struct hdr h;
+	__u64 id; /* its v2 id */
 };
 
 /* Consecutive pages of one file added to the page cache as folios of one order: reads

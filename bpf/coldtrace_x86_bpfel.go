@@ -48,6 +48,12 @@ type coldtraceEventCall struct {
 	Ret    int64
 }
 
+type coldtraceEventCgroup struct {
+	_  structs.HostLayout
+	H  coldtraceHdr
+	Id uint64
+}
+
 type coldtraceEventChdir struct {
 	_    structs.HostLayout
 	H    coldtraceHdr
@@ -209,6 +215,7 @@ const (
 	coldtraceEventTypeEV_CHDIR      coldtraceEventType = 14
 	coldtraceEventTypeEV_PAYLOAD    coldtraceEventType = 15
 	coldtraceEventTypeEV_WRITE      coldtraceEventType = 16
+	coldtraceEventTypeEV_CGROUP     coldtraceEventType = 17
 )
 
 type coldtraceEventWrite struct {
@@ -313,10 +320,12 @@ const (
 	coldtraceMapSocks               = "socks"
 	coldtraceMapTrackedCgroups      = "tracked_cgroups"
 	coldtraceMapTrackedPids         = "tracked_pids"
+	coldtraceMapWatchedCgroups      = "watched_cgroups"
 	coldtraceMapWrites              = "writes"
 	coldtraceProgCacheAdd           = "cache_add"
 	coldtraceProgCallEnter          = "call_enter"
 	coldtraceProgCallExit           = "call_exit"
+	coldtraceProgCgroupMkdir        = "cgroup_mkdir"
 	coldtraceProgEnterAccept        = "enter_accept"
 	coldtraceProgEnterAccept4       = "enter_accept4"
 	coldtraceProgEnterChdir         = "enter_chdir"
@@ -379,6 +388,7 @@ const (
 	coldtraceProgSysExit            = "sys_exit"
 	coldtraceVarEvCacheMiss         = "_ev_cache_miss"
 	coldtraceVarEvCall              = "_ev_call"
+	coldtraceVarEvCgroup            = "_ev_cgroup"
 	coldtraceVarEvChdir             = "_ev_chdir"
 	coldtraceVarEvConn              = "_ev_conn"
 	coldtraceVarEvExec              = "_ev_exec"
@@ -443,6 +453,7 @@ type coldtraceProgramSpecs struct {
 	CacheAdd           *ebpf.ProgramSpec `ebpf:"cache_add"`
 	CallEnter          *ebpf.ProgramSpec `ebpf:"call_enter"`
 	CallExit           *ebpf.ProgramSpec `ebpf:"call_exit"`
+	CgroupMkdir        *ebpf.ProgramSpec `ebpf:"cgroup_mkdir"`
 	EnterAccept        *ebpf.ProgramSpec `ebpf:"enter_accept"`
 	EnterAccept4       *ebpf.ProgramSpec `ebpf:"enter_accept4"`
 	EnterChdir         *ebpf.ProgramSpec `ebpf:"enter_chdir"`
@@ -523,6 +534,7 @@ type coldtraceMapSpecs struct {
 	Socks          *ebpf.MapSpec `ebpf:"socks"`
 	TrackedCgroups *ebpf.MapSpec `ebpf:"tracked_cgroups"`
 	TrackedPids    *ebpf.MapSpec `ebpf:"tracked_pids"`
+	WatchedCgroups *ebpf.MapSpec `ebpf:"watched_cgroups"`
 	Writes         *ebpf.MapSpec `ebpf:"writes"`
 }
 
@@ -532,6 +544,7 @@ type coldtraceMapSpecs struct {
 type coldtraceVariableSpecs struct {
 	EvCacheMiss *ebpf.VariableSpec `ebpf:"_ev_cache_miss"`
 	EvCall      *ebpf.VariableSpec `ebpf:"_ev_call"`
+	EvCgroup    *ebpf.VariableSpec `ebpf:"_ev_cgroup"`
 	EvChdir     *ebpf.VariableSpec `ebpf:"_ev_chdir"`
 	EvConn      *ebpf.VariableSpec `ebpf:"_ev_conn"`
 	EvExec      *ebpf.VariableSpec `ebpf:"_ev_exec"`
@@ -585,6 +598,7 @@ type coldtraceMaps struct {
 	Socks          *ebpf.Map `ebpf:"socks"`
 	TrackedCgroups *ebpf.Map `ebpf:"tracked_cgroups"`
 	TrackedPids    *ebpf.Map `ebpf:"tracked_pids"`
+	WatchedCgroups *ebpf.Map `ebpf:"watched_cgroups"`
 	Writes         *ebpf.Map `ebpf:"writes"`
 }
 
@@ -604,6 +618,7 @@ func (m *coldtraceMaps) Close() error {
 		m.Socks,
 		m.TrackedCgroups,
 		m.TrackedPids,
+		m.WatchedCgroups,
 		m.Writes,
 	)
 }
@@ -614,6 +629,7 @@ func (m *coldtraceMaps) Close() error {
 type coldtraceVariables struct {
 	EvCacheMiss *ebpf.Variable `ebpf:"_ev_cache_miss"`
 	EvCall      *ebpf.Variable `ebpf:"_ev_call"`
+	EvCgroup    *ebpf.Variable `ebpf:"_ev_cgroup"`
 	EvChdir     *ebpf.Variable `ebpf:"_ev_chdir"`
 	EvConn      *ebpf.Variable `ebpf:"_ev_conn"`
 	EvExec      *ebpf.Variable `ebpf:"_ev_exec"`
@@ -640,6 +656,7 @@ type coldtracePrograms struct {
 	CacheAdd           *ebpf.Program `ebpf:"cache_add"`
 	CallEnter          *ebpf.Program `ebpf:"call_enter"`
 	CallExit           *ebpf.Program `ebpf:"call_exit"`
+	CgroupMkdir        *ebpf.Program `ebpf:"cgroup_mkdir"`
 	EnterAccept        *ebpf.Program `ebpf:"enter_accept"`
 	EnterAccept4       *ebpf.Program `ebpf:"enter_accept4"`
 	EnterChdir         *ebpf.Program `ebpf:"enter_chdir"`
@@ -707,6 +724,7 @@ func (p *coldtracePrograms) Close() error {
 		p.CacheAdd,
 		p.CallEnter,
 		p.CallExit,
+		p.CgroupMkdir,
 		p.EnterAccept,
 		p.EnterAccept4,
 		p.EnterChdir,

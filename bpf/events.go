@@ -24,6 +24,7 @@ type (
 	EventChdir     = coldtraceEventChdir
 	EventPayload   = coldtraceEventPayload
 	EventWrite     = coldtraceEventWrite
+	EventCgroup    = coldtraceEventCgroup
 )
 
 // Event types (hdr.type).
@@ -44,6 +45,7 @@ const (
 	EvChdir     = uint32(coldtraceEventTypeEV_CHDIR)
 	EvPayload   = uint32(coldtraceEventTypeEV_PAYLOAD)
 	EvWrite     = uint32(coldtraceEventTypeEV_WRITE)
+	EvCgroup    = uint32(coldtraceEventTypeEV_CGROUP)
 )
 
 // Socket event reasons.
@@ -67,7 +69,7 @@ var sizes = map[uint32]uintptr{
 	EvSock: unsafe.Sizeof(EventSock{}), EvListen: unsafe.Sizeof(EventListen{}),
 	EvIoctl: unsafe.Sizeof(EventIoctl{}), EvCall: unsafe.Sizeof(EventCall{}),
 	EvChdir: unsafe.Sizeof(EventChdir{}), EvPayload: unsafe.Sizeof(EventPayload{}),
-	EvWrite: unsafe.Sizeof(EventWrite{}),
+	EvWrite: unsafe.Sizeof(EventWrite{}), EvCgroup: unsafe.Sizeof(EventCgroup{}),
 }
 
 // openPathAt is where an open event's path starts. The kernel sends an open event only up

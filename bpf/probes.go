@@ -75,6 +75,7 @@ var loses = map[string]string{
 	"exit_openat":   "files opened with openat(2)",
 	"enter_openat2": "files opened with openat2(2)",
 	"exit_openat2":  "files opened with openat2(2)",
+	"cgroup_mkdir":  "containers are traced from containerd's task-create event, not from their cgroup's creation: a container started at once can run untraced meanwhile",
 }
 
 func losesFor(prog string) string {
@@ -282,6 +283,12 @@ func (p *Probes) TrackPID(pid uint32) error {
 // TrackCgroup adds a cgroup (by its v2 id) to the traced set.
 func (p *Probes) TrackCgroup(id uint64) error {
 	return p.coll.Maps["tracked_cgroups"].Put(id, uint8(1))
+}
+
+// WatchCgroup has every cgroup created below this one (by v2 id, up to 8 levels down)
+// traced from its creation, announced by an EvCgroup event.
+func (p *Probes) WatchCgroup(id uint64) error {
+	return p.coll.Maps["watched_cgroups"].Put(id, uint8(1))
 }
 
 // UntrackCgroup removes a cgroup from the traced set.

@@ -201,6 +201,7 @@ func (c *Collector) Handle(raw []byte) error {
 		e := (*bpf.EventExit)(ptr)
 		p := c.proc(e.H.Pid)
 		p.Exit = c.rel(e.H.Ts)
+		p.joined(e.H.Cgroup)
 		p.ExitCode = int(e.Code)
 	case bpf.EvOpen:
 		e := bpf.OpenHeader(raw)
@@ -267,8 +268,18 @@ func (c *Collector) Handle(raw []byte) error {
 	return nil
 }
 
+// joined notes the cgroup of a process known only by events it sent from its own
+// context (a fork's parent, an exit): one that joined the traced set without a traced fork
+// or exec.
+func (p *proc) joined(cgroup uint64) {
+	if p.Cgroup == 0 {
+		p.Cgroup = cgroup
+	}
+}
+
 func (c *Collector) fork(e *bpf.EventFork) {
 	parent := c.proc(e.H.Pid)
+	parent.joined(e.H.Cgroup)
 	child := c.proc(e.Child)
 	child.PPID = int(e.H.Pid)
 	child.Fork = c.rel(e.H.Ts)

@@ -1,0 +1,139 @@
+package agent
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coldtrace/coldtrace/bpf"
+	"github.com/coldtrace/coldtrace/collector/containerd"
+)
+
+// A container runtime creates a container's cgroup, then its task, then starts it; the
+// kubelet asks for the start as soon as the create returns, and containerd's event for
+// the create reaches the agent later. So the kernel tracks every cgroup created below a
+// watched one (where the runtime puts containers) at once, and the agent keeps what such a
+// cgroup's processes do until the task-create event names the container.
+
+// earlyCgroup is a cgroup tracked at its creation that no recording has claimed yet.
+type earlyCgroup struct {
+	id      uint64
+	created time.Time
+	events  [][]byte
+	dropped int // events beyond earlyMax
+}
+
+// An unclaimed cgroup is untracked after earlyGrace (it was no container's, or the event
+// never came); it keeps at most earlyMax events meanwhile.
+const (
+	earlyGrace = 30 * time.Second
+	earlyMax   = 1 << 16
+)
+
+// watchCgroups watches where containerd puts containers' cgroups with the cgroupfs
+// driver (/NAMESPACE) and the kubelet its pods' (kubepods, kubepods.slice), where those
+// exist; watchParentOf adds the place of each container recorded.
+func (a *Agent) watchCgroups() {
+	mnt, _, err := containerd.Cgroup2Mount()
+	if err != nil {
+		fmt.Fprintf(a.opts.Log, "coldtrace: containers are tracked from their task's create event only: %v\n", err)
+		return
+	}
+	a.cgroupMount = mnt
+	for _, dir := range []string{a.opts.Namespace, "kubepods", "kubepods.slice"} {
+		if cg, err := containerd.CgroupAt(filepath.Join(mnt, dir)); err == nil {
+			a.watch1(cg)
+		}
+	}
+}
+
+// watchParentOf watches the top-level cgroup that holds a container's, called with a.mu
+// held.
+func (a *Agent) watchParentOf(cg containerd.Cgroup) {
+	rel, err := filepath.Rel(a.cgroupMount, cg.Path)
+	if a.cgroupMount == "" || err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+		return
+	}
+	top, _, nested := strings.Cut(rel, string(filepath.Separator))
+	if !nested {
+		return // a container cgroup at the top: watching the root would track every cgroup
+	}
+	if parent, err := containerd.CgroupAt(filepath.Join(a.cgroupMount, top)); err == nil && !a.watched[parent.ID] {
+		a.watch1(parent)
+	}
+}
+
+func (a *Agent) watch1(cg containerd.Cgroup) {
+	if err := a.probes.WatchCgroup(cg.ID); err != nil {
+		fmt.Fprintf(a.opts.Log, "coldtrace: watching cgroup %s: %v\n", cg.Path, err)
+		return
+	}
+	a.watched[cg.ID] = true
+}
+
+// noteEarly notes a cgroup the kernel began tracking at its creation, called with a.mu
+// held.
+func (a *Agent) noteEarly(id uint64) {
+	if a.byCgroup[id] == nil && a.early[id] == nil {
+		a.early[id] = &earlyCgroup{id: id, created: time.Now()}
+	}
+}
+
+// hold keeps an event of an early cgroup, called with a.mu held. Like route, it goes by
+// the event's cgroup, or its process for socket events.
+func (a *Agent) hold(typ uint32, h *bpf.Header, raw []byte) {
+	var e *earlyCgroup
+	if typ != bpf.EvSock && typ != bpf.EvConn {
+		if e = a.early[h.Cgroup]; e != nil {
+			a.earlyPID[h.Pid] = e
+		}
+	} else {
+		e = a.earlyPID[h.Pid]
+	}
+	switch {
+	case e == nil:
+	case len(e.events) >= earlyMax:
+		e.dropped++
+	default:
+		e.events = append(e.events, slices.Clone(raw)) // the ring reuses raw's buffer
+	}
+}
+
+// claim hands a new recording the events its cgroup sent before the recording began,
+// called with a.mu held.
+func (a *Agent) claim(r *recording, e *earlyCgroup) {
+	a.dropEarly(e)
+	for _, raw := range e.events {
+		typ, ptr, err := bpf.Decode(raw)
+		if err != nil {
+			continue
+		}
+		h := (*bpf.Header)(ptr)
+		if a.route(typ, h) == r {
+			a.deliver(r, typ, h, raw)
+		}
+	}
+	r.earlyDropped = e.dropped
+}
+
+// expireEarly untracks the early cgroups that no container claimed within earlyGrace,
+// called with a.mu held.
+func (a *Agent) expireEarly() {
+	for _, e := range a.early {
+		if time.Since(e.created) > earlyGrace {
+			a.probes.UntrackCgroup(e.id)
+			a.dropEarly(e)
+		}
+	}
+}
+
+func (a *Agent) dropEarly(e *earlyCgroup) {
+	delete(a.early, e.id)
+	for pid, pe := range a.earlyPID {
+		if pe == e {
+			delete(a.earlyPID, pid)
+		}
+	}
+}
