@@ -63,7 +63,7 @@ type Agent struct {
 	done     chan error
 
 	// cgroupMount is the cgroup v2 mount point; watched the cgroups below which new
-	// cgroups are tracked from their creation (see watch and bpf's cgroup_mkdir).
+	// cgroups are tracked from their creation (see watchCgroups and bpf's cgroup_mkdir).
 	cgroupMount string
 
 	mu       sync.Mutex
@@ -73,9 +73,12 @@ type Agent struct {
 	byPID    map[uint32]*recording
 	watched  map[uint64]bool
 	// early are the cgroups the kernel tracked as they were created, whose container no
-	// recording has claimed yet, by cgroup id and by process.
-	early    map[uint64]*earlyCgroup
-	earlyPID map[uint32]*earlyCgroup
+	// recording has claimed yet, by cgroup id and by process; earlyEvents counts the
+	// events they hold, expired when expireEarly last looked.
+	early       map[uint64]*earlyCgroup
+	earlyPID    map[uint32]*earlyCgroup
+	earlyEvents int
+	expired     time.Time
 	// Waiters of catchUp: those taken at the reader's last empty ring are released at its
 	// next one, which comes after they asked.
 	waiting, caughtUp []chan struct{}
@@ -357,6 +360,7 @@ func (a *Agent) dispatch(raw []byte) {
 		a.deliver(r, typ, h, raw)
 	} else {
 		a.hold(typ, h, raw)
+		a.expireEarly() // also while the ring never empties
 	}
 }
 

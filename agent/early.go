@@ -26,15 +26,16 @@ type earlyCgroup struct {
 }
 
 // An unclaimed cgroup is untracked after earlyGrace (it was no container's, or the event
-// never came); it keeps at most earlyMax events meanwhile.
+// never came), looked for at most every expireEvery; the early cgroups keep at most
+// earlyMax events in all meanwhile.
 const (
-	earlyGrace = 30 * time.Second
-	earlyMax   = 1 << 16
+	earlyGrace  = 30 * time.Second
+	expireEvery = time.Second
+	earlyMax    = 1 << 16
 )
 
-// watchCgroups watches where containerd puts containers' cgroups with the cgroupfs
-// driver (/NAMESPACE) and the kubelet its pods' (kubepods, kubepods.slice), where those
-// exist; watchParentOf adds the place of each container recorded.
+// watchCgroups watches the top-level cgroups where containers of the namespace go (see
+// containerCgroupTop) that exist; watchParentOf adds each when its first container comes.
 func (a *Agent) watchCgroups() {
 	mnt, _, err := containerd.Cgroup2Mount()
 	if err != nil {
@@ -43,22 +44,33 @@ func (a *Agent) watchCgroups() {
 	}
 	a.cgroupMount = mnt
 	for _, dir := range []string{a.opts.Namespace, "kubepods", "kubepods.slice"} {
+		if !a.containerCgroupTop(dir) {
+			continue
+		}
 		if cg, err := containerd.CgroupAt(filepath.Join(mnt, dir)); err == nil {
 			a.watch1(cg)
 		}
 	}
 }
 
-// watchParentOf watches the top-level cgroup that holds a container's, called with a.mu
-// held.
+// containerCgroupTop says whether a top-level cgroup is one under which only containers
+// of the namespace go: /NAMESPACE (containerd's cgroupfs layout) and, for the kubelet's
+// namespace, kubepods (cgroupfs) or kubepods.slice (systemd). Not system.slice, where
+// systemd's cgroup driver puts other runtimes' containers among every service.
+func (a *Agent) containerCgroupTop(dir string) bool {
+	return dir == a.opts.Namespace || a.opts.Namespace == "k8s.io" && (dir == "kubepods" || dir == "kubepods.slice")
+}
+
+// watchParentOf watches the top-level cgroup that holds a container's, if it is one of
+// the namespace's, called with a.mu held.
 func (a *Agent) watchParentOf(cg containerd.Cgroup) {
 	rel, err := filepath.Rel(a.cgroupMount, cg.Path)
-	if a.cgroupMount == "" || err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+	if a.cgroupMount == "" || err != nil {
 		return
 	}
 	top, _, nested := strings.Cut(rel, string(filepath.Separator))
-	if !nested {
-		return // a container cgroup at the top: watching the root would track every cgroup
+	if !nested || !a.containerCgroupTop(top) {
+		return
 	}
 	if parent, err := containerd.CgroupAt(filepath.Join(a.cgroupMount, top)); err == nil && !a.watched[parent.ID] {
 		a.watch1(parent)
@@ -94,10 +106,11 @@ func (a *Agent) hold(typ uint32, h *bpf.Header, raw []byte) {
 	}
 	switch {
 	case e == nil:
-	case len(e.events) >= earlyMax:
+	case a.earlyEvents >= earlyMax:
 		e.dropped++
 	default:
 		e.events = append(e.events, slices.Clone(raw)) // the ring reuses raw's buffer
+		a.earlyEvents++
 	}
 }
 
@@ -119,8 +132,12 @@ func (a *Agent) claim(r *recording, e *earlyCgroup) {
 }
 
 // expireEarly untracks the early cgroups that no container claimed within earlyGrace,
-// called with a.mu held.
+// called with a.mu held, as often as the agent likes: it looks at most every expireEvery.
 func (a *Agent) expireEarly() {
+	if len(a.early) == 0 || time.Since(a.expired) < expireEvery {
+		return
+	}
+	a.expired = time.Now()
 	for _, e := range a.early {
 		if time.Since(e.created) > earlyGrace {
 			a.probes.UntrackCgroup(e.id)
@@ -131,6 +148,7 @@ func (a *Agent) expireEarly() {
 
 func (a *Agent) dropEarly(e *earlyCgroup) {
 	delete(a.early, e.id)
+	a.earlyEvents -= len(e.events)
 	for pid, pe := range a.earlyPID {
 		if pe == e {
 			delete(a.earlyPID, pid)

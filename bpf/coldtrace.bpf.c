@@ -752,15 +752,17 @@ int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
 		__u64 id = c->kn->id;
 		if (!bpf_map_lookup_elem(&watched_cgroups, &id))
 			continue;
+		/* Tracked only if user space hears of it, which untracks it if no container
+		 * claims it: with the ring full, the container is tracked at its event. */
+		__u64 pid_tgid = bpf_get_current_pid_tgid();
+		struct event_cgroup *e;
+		if (!reserve(e, EV_CGROUP, pid_tgid >> 32, (__u32)pid_tgid))
+			return 0;
 		__u64 cg = cgrp->kn->id;
 		__u8 one = 1;
 		bpf_map_update_elem(&tracked_cgroups, &cg, &one, BPF_ANY);
-		__u64 pid_tgid = bpf_get_current_pid_tgid();
-		struct event_cgroup *e;
-		if (reserve(e, EV_CGROUP, pid_tgid >> 32, (__u32)pid_tgid)) {
-			e->id = cg;
-			submit(e);
-		}
+		e->id = cg;
+		submit(e);
 		return 0;
 	}
 	return 0;

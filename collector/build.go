@@ -109,15 +109,16 @@ func (c *Collector) finishFile(f *fileState) trace.File {
 	return out
 }
 
-// faultRanges are the pages f's faults mapped: the fault-around window, and where the
-// faulting page came into the page cache in a large folio that lies within the mapping,
-// the whole folio. Linux 6.18 maps all of it at once (with one PMD where it is that large
-// and aligned), and the accesses to the rest of it fault no more. Large folios cached
-// before the recording are not seen; on older kernels, which map only the window, the
-// folio overstates.
+// faultRanges are the pages f's faults mapped: the fault-around window, or more where
+// the faulting page came into the page cache in a large folio. Linux 6.18 maps such a
+// folio whole at the fault when it lies within the mapping, within the file and within
+// one page table (one PMD's span of addresses; a folio that size is then mapped by the
+// PMD), and the accesses to the rest of it fault no more; older kernels do so only for a
+// folio a PMD maps. Large folios cached before the recording are not seen.
 func (c *Collector) faultRanges(f *fileState) []trace.Range {
 	runs := slices.Clone(f.misses)
 	slices.SortFunc(runs, func(a, b missRun) int { return cmp.Compare(a.index, b.index) })
+	span := c.page * c.page / 8 // what one page table (one PMD entry) maps
 	out := make([]trace.Range, len(f.faults))
 	for i, ft := range f.faults {
 		out[i] = ft.Range
@@ -127,10 +128,15 @@ func (c *Collector) faultRanges(f *fileState) []trace.Range {
 		if j < 0 || pg >= runs[j].index+runs[j].pages || runs[j].order == 0 {
 			continue
 		}
-		size := int64(c.page << runs[j].order)
-		start := ft.page &^ (size - 1)
-		if start >= ft.lo && start+size <= ft.hi {
-			end := max(start+size, out[i].End())
+		size := c.page << runs[j].order
+		start := ft.page &^ int64(size-1)
+		addr := ft.vmStart + uint64(start-ft.lo) // where the folio is mapped
+		switch {
+		case start < ft.lo || start+int64(size) > ft.hi || (f.Size > 0 && start+int64(size) > f.Size):
+		case addr/span != (addr+size-1)/span:
+		case size < span && !c.wholeFolios:
+		default:
+			end := max(start+int64(size), out[i].End())
 			out[i].Off = min(start, out[i].Off)
 			out[i].Len = end - out[i].Off
 		}

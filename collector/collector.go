@@ -74,10 +74,11 @@ type fileState struct {
 }
 
 // fault is a page fault's fault-around window; page is the file offset of the faulting
-// page, and [lo, hi) the file offsets its mapping covers.
+// page, [lo, hi) the file offsets its mapping covers and vmStart the address of lo.
 type fault struct {
 	trace.Range
 	page, lo, hi int64
+	vmStart      uint64
 }
 
 // missRun is a run of pages added to the page cache as folios of one order.
@@ -114,8 +115,10 @@ type Collector struct {
 	ready   *trace.Ready
 	events  uint64
 	errors  uint64
-	// faultAround is the kernel's fault-around window; page the page size.
+	// faultAround is the kernel's fault-around window; page the page size. wholeFolios
+	// says that the kernel maps a large folio whole at a fault (Linux 6.18).
 	faultAround, page uint64
+	wholeFolios       bool
 }
 
 // New returns an empty collector whose time zero is start (CLOCK_MONOTONIC ns).
@@ -134,6 +137,7 @@ func New(start uint64, opts Options) *Collector {
 
 		faultAround: bpf.FaultAroundBytes(),
 		page:        uint64(os.Getpagesize()),
+		wholeFolios: kernelAtLeast(6, 18),
 	}
 }
 
@@ -432,7 +436,7 @@ func (c *Collector) fault(pid uint32, m mapping, addr, ts uint64) {
 	f := c.file(m.file, pid, -1)
 	f.faults = append(f.faults, fault{
 		Range: trace.Range{Off: m.off + int64(start-m.addr), Len: int64(end - start), First: at, Last: at, Via: trace.AccessMmap},
-		page:  m.off + int64(addr&^(c.page-1)-m.addr), lo: m.off, hi: m.off + int64(m.len),
+		page:  m.off + int64(addr&^(c.page-1)-m.addr), lo: m.off, hi: m.off + int64(m.len), vmStart: m.addr,
 	})
 }
 

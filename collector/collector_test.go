@@ -275,11 +275,10 @@ func TestFaultWithoutVMA(t *testing.T) {
 }
 
 // TestFaultMapsLargeFolio: a fault whose page came into the page cache in a large folio
-// maps the whole folio where it lies within the mapping (Linux 6.18), and only the
-// fault-around window where it does not.
+// maps the whole folio where it lies within the mapping and within one page table's span
+// of addresses (Linux 6.18), only the fault-around window where it does not; before 6.18
+// only a folio that a PMD maps.
 func TestFaultMapsLargeFolio(t *testing.T) {
-	c := New(t0, Options{})
-	c.faultAround, c.page = 64<<10, 4096
 	const base = 0x7f0000000000 // 2 MiB-aligned
 	ms := time.Millisecond
 	fault := func(addr, start, end, off uint64) []byte {
@@ -289,7 +288,7 @@ func TestFaultMapsLargeFolio(t *testing.T) {
 	miss := func(index, pages uint64, order uint32) []byte {
 		return bpf.Encode(&bpf.EventCacheMiss{H: hdr(bpf.EvCacheMiss, 10, 3*ms), Dev: 8, Ino: 77, Index: index, Pages: pages, Order: order})
 	}
-	handle(t, c, openEv(10, ms, atFDCWD, 3, "/models/w.bin", 77, sIFREG, 16<<20),
+	events := [][]byte{openEv(10, ms, atFDCWD, 3, "/models/w.bin", 77, sIFREG, 16<<20),
 		// A 2 MiB folio (order 9) under the first fault: all of it.
 		fault(base+12<<10, base, base+8<<20, 0), miss(0, 512, 9),
 		// 256 KiB folios (order 6): the one under the fault at 4 MiB + 300 KiB.
@@ -297,16 +296,30 @@ func TestFaultMapsLargeFolio(t *testing.T) {
 		// Order-0 pages: the window only.
 		fault(base+6<<20, base, base+8<<20, 0), miss(1536, 16, 0),
 		// A mapping that starts 1 MiB into a 2 MiB folio: the window only.
-		fault(base+64<<10, base, base+1<<20, 9<<20), miss(2048, 1024, 9))
-	tr := c.Trace(Meta{End: t0 + uint64(time.Second)})
-	var got []trace.Range
-	for _, f := range tr.Files {
-		for _, r := range f.Ranges {
-			got = append(got, trace.Range{Off: r.Off, Len: r.Len})
-		}
+		fault(base+64<<10, base, base+1<<20, 9<<20), miss(2048, 1024, 9),
+		// A 2 MiB folio mapped at an address 1 MiB past a page table's start: it would
+		// span two page tables, so the window only.
+		fault(base+1<<20+64<<10, base+1<<20, base+4<<20, 12<<20), miss(3072, 512, 9),
 	}
-	want := []trace.Range{{Off: 0, Len: 2 << 20}, {Off: 4<<20 + 256<<10, Len: 256 << 10}, {Off: 6 << 20, Len: 64 << 10}, {Off: 9<<20 + 64<<10, Len: 64 << 10}}
-	if !slices.Equal(got, want) {
-		t.Errorf("ranges %v, want %v", got, want)
+	ranges := func(whole bool) []trace.Range {
+		c := New(t0, Options{})
+		c.faultAround, c.page, c.wholeFolios = 64<<10, 4096, whole
+		handle(t, c, events...)
+		var got []trace.Range
+		for _, f := range c.Trace(Meta{End: t0 + uint64(time.Second)}).Files {
+			for _, r := range f.Ranges {
+				got = append(got, trace.Range{Off: r.Off, Len: r.Len})
+			}
+		}
+		return got
+	}
+	window := []trace.Range{{Off: 6 << 20, Len: 64 << 10}, {Off: 9<<20 + 64<<10, Len: 64 << 10}, {Off: 12<<20 + 64<<10, Len: 64 << 10}}
+	want := append([]trace.Range{{Off: 0, Len: 2 << 20}, {Off: 4<<20 + 256<<10, Len: 256 << 10}}, window...)
+	if got := ranges(true); !slices.Equal(got, want) {
+		t.Errorf("Linux 6.18: ranges %v, want %v", got, want)
+	}
+	want = append([]trace.Range{{Off: 0, Len: 2 << 20}, {Off: 4<<20 + 256<<10, Len: 64 << 10}}, window...)
+	if got := ranges(false); !slices.Equal(got, want) {
+		t.Errorf("before 6.18: ranges %v, want %v", got, want)
 	}
 }

@@ -300,7 +300,7 @@ func TestNameIngests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := func(own string) string {
+	name := func(own, blob string) string {
 		in := []Ingest{{Namespace: "default", Digest: blob}}
 		e.c.NameIngests(ctx, in, own)
 		return in[0].Image
@@ -323,16 +323,18 @@ func TestNameIngests(t *testing.T) {
 	}
 	// The label names the registry by its host, without the port.
 	host, _, _ := strings.Cut(e.reg.Host, ":")
-	if got, want := name(""), host+"/test/other@"+top.String(); got != want {
-		t.Errorf("during the pull the blob is named %q, want %q", got, want)
+	for _, d := range []string{blob, top.String()} { // the layer, and the manifest itself
+		if got, want := name("", d), host+"/test/other@"+top.String(); got != want {
+			t.Errorf("during the pull %s is named %q, want %q", d, got, want)
+		}
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if got := name(""); got != ref {
+	if got := name("", blob); got != ref {
 		t.Errorf("after the pull the blob is named %q, want %q", got, ref)
 	}
-	if got := name(ref); got != "" {
+	if got := name(ref, blob); got != "" {
 		t.Errorf("the recording's own image names the blob %q", got)
 	}
 }

@@ -241,7 +241,8 @@ func (w *ingestWatch) others(ours func(digest.Digest) bool, from, to time.Time) 
 }
 
 // NameIngests sets the Image of each ingest whose blob an image of its namespace other
-// than own holds (a blob two images share is the other's). Call it late (at the end of a
+// than own (the recording's, in the client's namespace) holds (a blob two images share is
+// the other's). Call it late (at the end of a
 // recording): the other pull creates its image only once all its blobs are in. A blob of
 // a pull still running is named by digest instead, "host/repo@sha256:...", from the labels
 // that pull put on its manifests (which give the registry's host without its port).
@@ -250,15 +251,19 @@ func (c *Client) NameIngests(ctx context.Context, ingests []Ingest, own string) 
 	byNS := map[string]*names{}
 	for i, in := range ingests {
 		ctx := namespaces.WithNamespace(ctx, in.Namespace)
+		skip := ""
+		if in.Namespace == c.namespace {
+			skip = own
+		}
 		n, ok := byNS[in.Namespace]
 		if !ok {
-			n = &names{images: c.blobOwners(ctx, own)}
+			n = &names{images: c.blobOwners(ctx, skip)}
 			byNS[in.Namespace] = n
 		}
 		ingests[i].Image = n.images[in.Digest]
 		if ingests[i].Image == "" && in.Digest != "" {
 			if n.pulling == nil {
-				n.pulling = c.pulling(ctx, own)
+				n.pulling = c.pulling(ctx, skip)
 			}
 			ingests[i].Image = n.pulling[in.Digest]
 		}
@@ -274,9 +279,10 @@ const (
 	sourceLabel   = "containerd.io/distribution.source."
 )
 
-// pulling maps each blob that a manifest in ctx's content store lists to a reference by
-// digest to its top manifest (an index, or the manifest itself): "host/repo@sha256:...",
-// which pulls exactly that image. The image own is left out. Labels only: no blob is read.
+// pulling maps each manifest in ctx's content store, and each blob one lists, to a name
+// by digest of its top manifest (an index, or the manifest itself): "host/repo@sha256:...".
+// The digest pins the image; the host is the label's, without the registry's port. The
+// image own is left out. Labels only: no blob is read.
 func (c *Client) pulling(ctx context.Context, own string) map[string]string {
 	var skip string
 	if img, err := c.c.ImageService().Get(ctx, own); err == nil {
@@ -291,12 +297,22 @@ func (c *Client) pulling(ctx context.Context, own string) map[string]string {
 			case strings.HasPrefix(k, childLabel):
 				parents[v] = append(parents[v], info.Digest.String())
 			case strings.HasPrefix(k, sourceLabel):
+				// The first repository of the first host, whatever the labels' order.
 				repo, _, _ := strings.Cut(v, ",")
-				source[info.Digest.String()] = strings.TrimPrefix(k, sourceLabel) + "/" + repo
+				src, d := strings.TrimPrefix(k, sourceLabel)+"/"+repo, info.Digest.String()
+				if cur, ok := source[d]; !ok || src < cur {
+					source[d] = src
+				}
 			}
 		}
 		return nil
 	}) // what it could walk is named; the rest stays unknown
+	manifests := map[string]bool{} // the digests that list others
+	for _, ps := range parents {
+		for _, p := range ps {
+			manifests[p] = true
+		}
+	}
 	names := map[string]string{}
 	// up climbs from d to the top manifests above blob: a layer's manifest, that
 	// manifest's index; bounded, as labels could loop.
@@ -308,12 +324,15 @@ func (c *Client) pulling(ctx context.Context, own string) map[string]string {
 			}
 			return
 		}
-		if src, ok := source[d]; ok && d != blob && d != skip && names[blob] == "" {
+		if src, ok := source[d]; ok && d != skip && (d != blob || manifests[d]) && names[blob] == "" {
 			names[blob] = src + "@" + d
 		}
 	}
 	for blob := range parents {
 		up(blob, blob, 0)
+	}
+	for m := range manifests {
+		up(m, m, 0)
 	}
 	return names
 }
