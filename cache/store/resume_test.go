@@ -161,13 +161,7 @@ func TestResumeRestarts(t *testing.T) {
 		s := openStore(t, t.TempDir(), Options{AllowOrigins: loopback})
 		a := artifact(o, body)
 		n := stageUntil(t, s, "a", a, body, 1<<20)
-		p := partialPath(s.root, "a", body)
-		f, err := os.OpenFile(p, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.WriteAt([]byte{body[1000] ^ 1}, 1000)
-		f.Close()
+		writeByte(t, partialPath(s.root, "a", body), 1000, body[1000]^1)
 		r := mustStage(t, s, "a", a)
 		// The remainder, then the whole file again once the digest did not match.
 		if r.Action != Fetched || !r.Restarted || r.Fetched != a.Size-n+a.Size {

@@ -89,17 +89,7 @@ func TestStampCatchesWriteInPlace(t *testing.T) {
 	mustStage(t, s, "a", a)
 	p := blobPath(root, "a", body)
 
-	writeAt := func(b byte, off int64) {
-		f, err := os.OpenFile(p, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if _, err := f.WriteAt([]byte{b}, off); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeAt(body[1<<20], 1<<20) // the same byte: the content is intact, the inode changed
+	writeByte(t, p, 1<<20, body[1<<20]) // the same byte: the content is intact, the inode changed
 	var r Result
 	if n := readBy(t, func() { r = mustStage(t, s, "a", a) }); n < a.Size || r.Action != Hit {
 		t.Errorf("after a write in place: %+v, read %d bytes, want a hit that hashed all %d", r, n, a.Size)
@@ -108,7 +98,7 @@ func TestStampCatchesWriteInPlace(t *testing.T) {
 		t.Errorf("the next hit: %+v, read %d bytes", r, n)
 	}
 
-	writeAt(body[3<<20]^1, 3<<20) // one bit flipped
+	writeByte(t, p, 3<<20, body[3<<20]^1) // one bit flipped
 	if r := mustStage(t, s, "a", a); r.Action != Refetched || r.Fetched != a.Size {
 		t.Errorf("after a bit flip: %+v, want refetched", r)
 	}

@@ -52,6 +52,20 @@ func partialPath(root, tenant string, body []byte) string {
 	return filepath.Join(root, ".partial", tenant, fmt.Sprintf("%x", sha256.Sum256(body)))
 }
 
+// writeByte writes b at off in the file at path, in place: what a bad disk or a stray
+// writer does to a copy.
+func writeByte(t testing.TB, path string, off int64, b byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte{b}, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func mustStage(t testing.TB, s *Store, tenant string, a manifest.Artifact) Result {
 	t.Helper()
 	r, err := s.Stage(context.Background(), tenant, a, nil)
@@ -202,12 +216,7 @@ func TestCorruptBlobRefetched(t *testing.T) {
 
 	// Flip one byte in place, as a bad disk would.
 	p := blobPath(root, "a", body)
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteAt([]byte{body[123456] ^ 0xff}, 123456)
-	f.Close()
+	writeByte(t, p, 123456, body[123456]^0xff)
 
 	if _, err := s.Lookup("a", a.Digest, a.Size, false); err != nil {
 		t.Errorf("Lookup without verify checks the size only: %v", err)
