@@ -224,8 +224,15 @@ func TestAgentRecordsCtrRun(t *testing.T) {
 			t.Errorf("process %d (%s) in cgroup %d, not the container's %d", p.PID, p.Comm, p.Cgroup, cg)
 		}
 	}
+	phasesInOrder(t, tr, trace.PhaseCreate, trace.PhaseInit)
+}
+
+// phasesInOrder checks that the trace has the phases, each within the trace and starting
+// once the one before has ended, and logs them.
+func phasesInOrder(t *testing.T, tr *trace.Trace, names ...trace.PhaseName) {
+	t.Helper()
 	var prev trace.Phase
-	for _, name := range []trace.PhaseName{trace.PhaseCreate, trace.PhaseInit} {
+	for _, name := range names {
 		p, ok := tr.Phase(name)
 		switch {
 		case !ok:
@@ -236,7 +243,7 @@ func TestAgentRecordsCtrRun(t *testing.T) {
 		case prev.Name != "" && p.Start < prev.End:
 			t.Errorf("%s starts at %v, before %s ends at %v", name, p.Start, prev.Name, prev.End)
 		}
-		t.Logf("%-7s %10v .. %10v", name, p.Start, p.End)
+		t.Logf("%-7s %12v .. %12v  %d bytes", name, p.Start, p.End, p.Bytes)
 		prev = p
 	}
 }

@@ -51,21 +51,7 @@ func TestAgentPullPhase(t *testing.T) {
 		bytes += l.Bytes
 		t.Logf("layer %d: %d bytes, fetched at %v, unpacked %v .. %v", i, l.Bytes, l.Fetched, l.UnpackStart, l.UnpackEnd)
 	}
-	var prev trace.Phase
-	for _, name := range []trace.PhaseName{trace.PhasePull, trace.PhaseUnpack, trace.PhaseCreate, trace.PhaseInit} {
-		ph, ok := tr.Phase(name)
-		switch {
-		case !ok:
-			t.Errorf("no %s phase", name)
-			continue
-		case ph.Start < 0 || ph.End < ph.Start || ph.End > tr.Duration:
-			t.Errorf("%s: [%v, %v] in a trace of %v", name, ph.Start, ph.End, tr.Duration)
-		case prev.Name != "" && ph.Start < prev.End:
-			t.Errorf("%s starts at %v, before %s ends at %v", name, ph.Start, prev.Name, prev.End)
-		}
-		t.Logf("%-7s %12v .. %12v  %d bytes", name, ph.Start, ph.End, ph.Bytes)
-		prev = ph
-	}
+	phasesInOrder(t, tr, trace.PhasePull, trace.PhaseUnpack, trace.PhaseCreate, trace.PhaseInit)
 	pull, _ := tr.Phase(trace.PhasePull)
 	if pull.Bytes != bytes {
 		t.Errorf("pull phase: %d bytes, its layers %d", pull.Bytes, bytes)
