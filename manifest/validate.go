@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/coldtrace/coldtrace/trace"
 )
 
 // Limits bound what Parse accepts, so that a hostile manifest cannot exhaust the agent.
@@ -36,14 +38,11 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-var (
-	digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
-	// tenantRE is a Kubernetes namespace name: the agent uses it as a directory name.
-	tenantRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
-)
+// tenantRE is a Kubernetes namespace name: the agent uses it as a directory name.
+var tenantRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // ValidDigest reports whether d is "sha256:" followed by 64 lower-case hex digits.
-func ValidDigest(d string) bool { return digestRE.MatchString(d) }
+func ValidDigest(d string) bool { return trace.ValidDigest(d) }
 
 // ValidTenant reports whether t is a Kubernetes namespace name, as spec.tenant must be.
 func ValidTenant(t string) bool { return tenantRE.MatchString(t) }

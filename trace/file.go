@@ -125,8 +125,9 @@ func describeJSONError(err error) error {
 	return err
 }
 
-// validDigest reports whether d is "sha256:" and 64 lowercase hex digits.
-func validDigest(d string) bool {
+// ValidDigest reports whether d is "sha256:" and 64 lowercase hex digits, the one form of
+// digest traces and manifests hold.
+func ValidDigest(d string) bool {
 	hex, ok := strings.CutPrefix(d, "sha256:")
 	if !ok || len(hex) != 64 {
 		return false
@@ -162,7 +163,7 @@ func (t *Trace) Validate() error {
 		if f.Size < 0 || f.BytesRead < 0 || f.MappedBytes < 0 || f.CacheMisses < 0 || f.WrittenBytes < 0 {
 			return fmt.Errorf("invalid trace: file %d (%s) has a negative count", i, f.Path)
 		}
-		if f.Digest != "" && !validDigest(f.Digest) {
+		if f.Digest != "" && !ValidDigest(f.Digest) {
 			return fmt.Errorf("invalid trace: file %s has digest %q, want sha256: and 64 lowercase hex digits", f.Path, f.Digest)
 		}
 		var prevEnd int64
