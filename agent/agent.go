@@ -115,7 +115,7 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 	}
 	a.ingests = client.LogIngests(ctx, a.opts.PullWindow, a.opts.HostsDir)
 	sub, unsubscribe := context.WithCancel(ctx)
-	events, errs := client.Watch(sub, opts.Namespace)
+	events, errs := client.Watch(sub)
 	readerDone := make(chan error, 1)
 	go func() { readerDone <- a.read() }()
 	go func() {
@@ -154,7 +154,7 @@ func (a *Agent) watch(ctx context.Context, events <-chan containerd.Event, errs 
 			var sub context.Context
 			sub, unsubscribe = context.WithCancel(ctx)
 			since = time.Now()
-			events, errs = a.client.Watch(sub, a.opts.Namespace)
+			events, errs = a.client.Watch(sub)
 			n, err := a.rejoin(ctx, lost)
 			if err == nil {
 				fmt.Fprintf(a.opts.Log, "coldtrace: resubscribed to containerd's events after %v; %d containers started meanwhile\n",

@@ -46,10 +46,10 @@ var topics = map[string]EventKind{
 // or the connection fails; the error channel then says why (nil when ctx ended). The
 // subscription is made asynchronously: events published in the first instants may be
 // missed.
-func (c *Client) Watch(ctx context.Context, namespace string) (<-chan Event, <-chan error) {
+func (c *Client) Watch(ctx context.Context) (<-chan Event, <-chan error) {
 	var filters []string
 	for topic := range topics {
-		filters = append(filters, fmt.Sprintf("topic==%s,namespace==%s", strconv.Quote(topic), strconv.Quote(namespace)))
+		filters = append(filters, fmt.Sprintf("topic==%s,namespace==%s", strconv.Quote(topic), strconv.Quote(c.namespace)))
 	}
 	envs, errs := c.c.Subscribe(ctx, filters...)
 	out := make(chan Event)

@@ -23,9 +23,7 @@ const IngestPoll = 100 * time.Millisecond
 // this pull was downloading: one active content ingest that was not this pull's.
 type Ingest struct {
 	Namespace string
-	Ref       string // the ingest's ref key, such as "layer-sha256:..."
 	Digest    string // the blob's digest; empty when the ingest does not tell
-	Total     int64  // the blob's size where the writer declared it
 	// Image is the reference of an image that holds the blob, in Namespace, once
 	// containerd has one (see NameIngests); empty when unknown.
 	Image string
@@ -37,14 +35,23 @@ type Ingest struct {
 
 // ingestSeen is what the polls saw of one ingest.
 type ingestSeen struct {
-	ns                    string
-	st                    content.Status
-	first                 time.Time // our first poll that saw it
-	firstOffset           int64
-	fromZero              bool      // it started after our first poll: every byte counts
-	gone                  time.Time // the poll that no longer saw it
-	lastOffset, lastTotal int64
-	committed             bool
+	ns          string
+	st          content.Status
+	first       time.Time // our first poll that saw it
+	firstOffset int64
+	fromZero    bool      // it started after our first poll: every byte counts
+	gone        time.Time // the poll that no longer saw it
+	lastOffset  int64
+	committed   bool
+}
+
+// started is when the ingest's download began: its start where it began after our first
+// poll, else our first sight of it.
+func (s *ingestSeen) started() time.Time {
+	if s.fromZero {
+		return s.st.StartedAt
+	}
+	return s.first
 }
 
 // ingestWatch polls the active ingests of every namespace while a pull downloads.
@@ -67,8 +74,14 @@ type ingestWatch struct {
 
 // watchIngests starts polling until stop.
 func (c *Client) watchIngests(ctx context.Context) *ingestWatch {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	w := &ingestWatch{c: c, cancel: cancel, done: make(chan struct{}), seen: map[string]*ingestSeen{}}
+	return c.startIngestWatch(context.WithoutCancel(ctx), 0, nil)
+}
+
+// startIngestWatch polls until ctx ends or the watch is stopped; keep and socks are the
+// watch's fields.
+func (c *Client) startIngestWatch(ctx context.Context, keep time.Duration, socks *sockWatch) *ingestWatch {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &ingestWatch{c: c, cancel: cancel, done: make(chan struct{}), seen: map[string]*ingestSeen{}, keep: keep, socks: socks}
 	w.run(ctx)
 	return w
 }
@@ -135,7 +148,6 @@ func (w *ingestWatch) poll(ctx context.Context) int {
 			}
 			st.Expected = ingestDigest(st)
 			s.st, s.lastOffset, s.gone = st, st.Offset, time.Time{}
-			s.lastTotal = max(s.lastTotal, st.Total)
 		}
 		w.mu.Unlock()
 	}
@@ -208,13 +220,8 @@ func (w *ingestWatch) others(ours func(digest.Digest) bool, from, to time.Time) 
 		if s.ns == w.c.namespace && ours(s.st.Expected) {
 			continue
 		}
-		// Its download ran from its start (when it began after our first poll) or our
-		// first sight of it, to its last write or the poll that found it gone.
-		start := s.first
-		if s.fromZero {
-			start = s.st.StartedAt
-		}
-		end := s.st.UpdatedAt
+		// Its download ran from its start to its last write or the poll that found it gone.
+		start, end := s.started(), s.st.UpdatedAt
 		if !s.gone.IsZero() && s.gone.After(end) {
 			end = s.gone
 		}
@@ -232,7 +239,7 @@ func (w *ingestWatch) others(ours func(digest.Digest) bool, from, to time.Time) 
 			base = 0
 		}
 		out = append(out, Ingest{
-			Namespace: s.ns, Ref: s.st.Ref, Digest: s.st.Expected.String(), Total: s.lastTotal,
+			Namespace: s.ns, Digest: s.st.Expected.String(),
 			Start: start, End: end, Bytes: max(0, s.lastOffset-base),
 		})
 	}

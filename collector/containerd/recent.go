@@ -27,10 +27,7 @@ type IngestLog struct {
 // registry hosts directory, whose hosts.toml name the mirrors a pull may connect to; ""
 // for none.
 func (c *Client) LogIngests(ctx context.Context, keep time.Duration, hostsDir string) *IngestLog {
-	ctx, cancel := context.WithCancel(ctx)
-	w := &ingestWatch{c: c, cancel: cancel, done: make(chan struct{}), seen: map[string]*ingestSeen{}, keep: keep, socks: newSockWatch()}
-	w.run(ctx)
-	return &IngestLog{w: w, hostsDir: hostsDir}
+	return &IngestLog{w: c.startIngestWatch(ctx, keep, newSockWatch()), hostsDir: hostsDir}
 }
 
 // Close stops the polls.
@@ -56,11 +53,7 @@ func (l *IngestLog) blob(ns string, d digest.Digest) (blobSeen, bool) {
 		if s.ns != ns || s.st.Expected != d {
 			continue
 		}
-		start := s.first
-		if s.fromZero {
-			start = s.st.StartedAt
-		}
-		if !found || start.Before(b.start) {
+		if start := s.started(); !found || start.Before(b.start) {
 			b, found = blobSeen{start: start, complete: s.fromZero}, true
 		}
 	}
