@@ -260,18 +260,6 @@ func ensureTracefs() {
 	_ = unix.Mount("nodev", "/sys/kernel/tracing", "tracefs", 0, "")
 }
 
-// FaultAroundBytes is the kernel's fault-around window (debugfs shows it when mounted).
-func FaultAroundBytes() uint64 {
-	b, err := os.ReadFile("/sys/kernel/debug/fault_around_bytes")
-	if err == nil {
-		var n uint64
-		if _, err := fmt.Sscan(string(b), &n); err == nil && n >= 4096 && n&(n-1) == 0 {
-			return n
-		}
-	}
-	return 65536
-}
-
 // Status lists every program and whether it is attached.
 func (p *Probes) Status() []trace.Probe { return append([]trace.Probe(nil), p.status...) }
 

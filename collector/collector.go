@@ -135,7 +135,7 @@ func New(start uint64, opts Options) *Collector {
 		devices: map[uint64]string{},
 		ioctls:  map[ioctlKey]*trace.IoctlStat{},
 
-		faultAround: bpf.FaultAroundBytes(),
+		faultAround: faultAroundBytes(),
 		page:        uint64(os.Getpagesize()),
 		wholeFolios: kernelAtLeast(6, 18),
 	}
@@ -446,7 +446,7 @@ func (c *Collector) mmap(e *bpf.EventMmap) {
 		c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, e.Fd).Mmaps++
 		p := c.proc(e.H.Pid)
 		// The kernel maps whole pages.
-		p.maps = append(p.maps, mapping{addr: e.Addr, len: (e.Len + 4095) &^ 4095, off: e.Off, file: fileKey{e.Dev, e.Ino}})
+		p.maps = append(p.maps, mapping{addr: e.Addr, len: (e.Len + c.page - 1) &^ (c.page - 1), off: e.Off, file: fileKey{e.Dev, e.Ino}})
 	case sIFCHR:
 		if _, ok := c.devices[e.Rdev]; ok {
 			c.gpu.Mmaps++

@@ -20,10 +20,7 @@ import (
 func HostFacts() trace.Host {
 	h := trace.Host{CPUs: runtime.NumCPU(), Arch: runtime.GOARCH}
 	h.Hostname, _ = os.Hostname()
-	var uts unix.Utsname
-	if unix.Uname(&uts) == nil {
-		h.Kernel = unix.ByteSliceToString(uts.Release[:])
-	}
+	h.Kernel = kernelRelease()
 	h.MemoryBytes = memTotal()
 	h.Disks = disks()
 	h.Links = links()
@@ -134,13 +131,30 @@ func persistenceMode() string {
 	return strings.ToLower(strings.TrimSpace(first))
 }
 
-// kernelAtLeast says whether the running kernel's version is at least major.minor.
-func kernelAtLeast(major, minor int) bool {
+// kernelRelease is uname's release ("6.18.44-..."), or "" when unknown.
+func kernelRelease() string {
 	var uts unix.Utsname
 	if unix.Uname(&uts) != nil {
-		return false
+		return ""
 	}
+	return unix.ByteSliceToString(uts.Release[:])
+}
+
+// kernelAtLeast says whether the running kernel's version is at least major.minor.
+func kernelAtLeast(major, minor int) bool {
 	var ma, mi int
-	fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &ma, &mi)
+	fmt.Sscanf(kernelRelease(), "%d.%d", &ma, &mi)
 	return ma > major || ma == major && mi >= minor
+}
+
+// faultAroundBytes is the kernel's fault-around window (debugfs shows it when mounted).
+func faultAroundBytes() uint64 {
+	b, err := os.ReadFile("/sys/kernel/debug/fault_around_bytes")
+	if err == nil {
+		var n uint64
+		if _, err := fmt.Sscan(string(b), &n); err == nil && n >= 4096 && n&(n-1) == 0 {
+			return n
+		}
+	}
+	return 65536
 }
