@@ -681,7 +681,6 @@ EXIT(mmap)
 }
 
 struct fault_ctx {
-	__u64 addr;
 	__u64 dev, ino;
 	__u64 vm_start, vm_end, vm_off;
 	bool file;
@@ -710,7 +709,7 @@ int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned l
 	__u32 pid = id >> 32;
 	if (!tracked(pid))
 		return 0;
-	struct fault_ctx c = { .addr = address };
+	struct fault_ctx c = {};
 	struct task_struct *task = bpf_get_current_task_btf();
 	long err = bpf_find_vma(task, address, fault_vma, &c, 0);
 	/* With interrupts off, as here, bpf_find_vma unlocks the mm from an irq_work and
@@ -798,8 +797,9 @@ struct {
 	__type(value, struct wstate);
 } writes SEC(".maps");
 
-/* write_enter notes a write-family call on fd whose data starts at buf (for writev and
- * sendmsg, at the first iovec). Slots: a[0] fd, a[3] buf; a[1] and a[2] (dev, ino) stay
+/* write_enter notes a write-family call on fd; buf is its second argument: the data, or
+ * for writev the iovecs and for sendmsg the msghdr (emit_payload follows them). Slots:
+ * a[0] fd, a[3] buf; a[1] and a[2] (dev, ino) stay
  * zero: no file is being read, so pages added during the call are no misses. */
 static __always_inline int write_enter(__u64 nr, int fd, __u64 buf)
 {
@@ -845,17 +845,17 @@ static __always_inline int write_exit(long ret)
 	return 0;
 }
 
-#define WRITE_PROBES(name, bufexpr)                                            \
-	ENTER(name) { return write_enter(nr, ARG0(regs), bufexpr); }              \
+#define WRITE_PROBES(name)                                                     \
+	ENTER(name) { return write_enter(nr, ARG0(regs), ARG1(regs)); }           \
 	EXIT(name) { return write_exit(ret); }
 
-WRITE_PROBES(write, ARG1(regs))
-WRITE_PROBES(pwrite64, ARG1(regs))
-WRITE_PROBES(writev, ARG1(regs))
-WRITE_PROBES(pwritev, ARG1(regs))
-WRITE_PROBES(pwritev2, ARG1(regs))
-WRITE_PROBES(sendto, ARG1(regs))
-WRITE_PROBES(sendmsg, ARG1(regs))
+WRITE_PROBES(write)
+WRITE_PROBES(pwrite64)
+WRITE_PROBES(writev)
+WRITE_PROBES(pwritev)
+WRITE_PROBES(pwritev2)
+WRITE_PROBES(sendto)
+WRITE_PROBES(sendmsg)
 
 static __always_inline void emit_miss(struct miss_run *m, __u32 pid)
 {
