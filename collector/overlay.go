@@ -23,6 +23,7 @@ type LayerFunc func(path string) (trace.LayerRef, string, error)
 // misses carry the real (dev, ino). Call it before Trace, while the container's writable
 // layer still exists.
 func (c *Collector) ResolveLayers(layerOf LayerFunc) {
+	layerOf = memo(layerOf)
 	c.nameInterpreters(layerOf)
 	for key, f := range c.files {
 		if strings.HasPrefix(f.Path, "inode:") {
@@ -49,6 +50,25 @@ func (c *Collector) ResolveLayers(layerOf LayerFunc) {
 			f.fold(r)
 			delete(c.files, rk)
 		}
+	}
+}
+
+// memo answers each path once: follow asks about every parent directory of every file,
+// and the files of a container share their directories.
+func memo(layerOf LayerFunc) LayerFunc {
+	type answer struct {
+		ref  trace.LayerRef
+		real string
+		err  error
+	}
+	seen := map[string]answer{}
+	return func(p string) (trace.LayerRef, string, error) {
+		a, ok := seen[p]
+		if !ok {
+			a.ref, a.real, a.err = layerOf(p)
+			seen[p] = a
+		}
+		return a.ref, a.real, a.err
 	}
 }
 
