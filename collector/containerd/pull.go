@@ -190,17 +190,9 @@ func (c *Client) Pull(ctx context.Context, ref string, opts PullOptions) (*Pulle
 	}
 	p.Digest = img.Target.Digest.String()
 
-	cs := c.c.ContentStore()
-	manifest, err := images.Manifest(ctx, cs, img.Target, c.platform)
+	manifest, diffIDs, err := c.imageLayers(ctx, img)
 	if err != nil {
 		return fail(err)
-	}
-	diffIDs, err := img.RootFS(ctx, cs, c.platform)
-	if err != nil {
-		return fail(err)
-	}
-	if len(diffIDs) != len(manifest.Layers) {
-		return fail(fmt.Errorf("manifest has %d layers, config %d diff ids", len(manifest.Layers), len(diffIDs)))
 	}
 	p.Layers = f.layers(manifest, diffIDs)
 	p.Bytes = f.total()
@@ -233,6 +225,24 @@ func (c *Client) partialLayers(ctx context.Context, p *Pulled, f *countingResolv
 
 // unpack applies the layers one by one, as the client's Image.Unpack does, so that each
 // layer's apply can be timed.
+// imageLayers reads an image's manifest for the client's platform and its layers' diff
+// ids, one for each layer of the manifest.
+func (c *Client) imageLayers(ctx context.Context, img images.Image) (ocispec.Manifest, []digest.Digest, error) {
+	cs := c.c.ContentStore()
+	manifest, err := images.Manifest(ctx, cs, img.Target, c.platform)
+	if err != nil {
+		return manifest, nil, err
+	}
+	diffIDs, err := img.RootFS(ctx, cs, c.platform)
+	if err != nil {
+		return manifest, nil, err
+	}
+	if len(diffIDs) != len(manifest.Layers) {
+		return manifest, nil, fmt.Errorf("manifest has %d layers, config %d diff ids", len(manifest.Layers), len(diffIDs))
+	}
+	return manifest, diffIDs, nil
+}
+
 func (c *Client) unpack(ctx context.Context, img images.Image, manifest ocispec.Manifest, layers []LayerPull) error {
 	sn := c.c.SnapshotService(DefaultSnapshotter)
 	cs := c.c.ContentStore()

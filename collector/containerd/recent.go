@@ -74,18 +74,11 @@ func (c *Client) RecentPull(ctx context.Context, log *IngestLog, ref string, bef
 	if err != nil {
 		return nil, nil, fmt.Errorf("image %s: %w", ref, err)
 	}
+	manifest, diffIDs, err := c.imageLayers(ctx, img)
+	if err != nil {
+		return nil, nil, fmt.Errorf("image %s: %w", ref, err)
+	}
 	cs := c.c.ContentStore()
-	manifest, err := images.Manifest(ctx, cs, img.Target, c.platform)
-	if err != nil {
-		return nil, nil, fmt.Errorf("image %s: %w", ref, err)
-	}
-	diffIDs, err := img.RootFS(ctx, cs, c.platform)
-	if err != nil {
-		return nil, nil, fmt.Errorf("image %s: %w", ref, err)
-	}
-	if len(diffIDs) != len(manifest.Layers) {
-		return nil, nil, fmt.Errorf("image %s: manifest has %d layers, config %d diff ids", ref, len(manifest.Layers), len(diffIDs))
-	}
 
 	p := &Pulled{Ref: img.Name, Digest: img.Target.Digest.String()}
 	if named, err := reference.ParseNormalizedNamed(img.Name); err == nil {

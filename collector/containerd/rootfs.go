@@ -14,7 +14,6 @@ import (
 	"syscall"
 
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/images"
 	"github.com/opencontainers/image-spec/identity"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -83,12 +82,7 @@ func (c *Client) rootfs(ctx context.Context, ctr client.Container) (*Rootfs, err
 	if err != nil {
 		return nil, err
 	}
-	cs := c.c.ContentStore()
-	manifest, err := images.Manifest(ctx, cs, img.Target, c.platform)
-	if err != nil {
-		return nil, err
-	}
-	diffIDs, err := img.RootFS(ctx, cs, c.platform)
+	manifest, diffIDs, err := c.imageLayers(ctx, img)
 	if err != nil {
 		return nil, err
 	}
