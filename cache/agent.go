@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -248,6 +249,9 @@ func (a *Agent) warm(ctx context.Context, tenant string, m *manifest.Manifest, i
 	}
 	opt := pagecache.RunOptions{Workers: a.cfg.WarmWorkers, Rate: a.cfg.WarmRate, CacheRoot: dir}
 	var layers *pagecache.Layers
+	if !slices.ContainsFunc(hot, func(e manifest.HotEntry) bool { return e.Layer != "" }) {
+		images = nil // no entry looks in an image's layers: no lease, no snapshot views
+	}
 	for _, name := range images {
 		if name == "" {
 			continue
