@@ -141,9 +141,8 @@ func (a *Agent) pull(ctx context.Context, tenant string, m *manifest.Manifest) (
 		go func() {
 			defer wg.Done()
 			it := Item{Action: ActionPrepull, Name: img.Ref}
-			if img.Digest == "" && !strings.Contains(img.Ref, "@sha256:") {
-				it.Result, it.Reason = ResultRefused, ReasonEntry
-				it.Detail = "no digest: the agent pulls by digest only, so that a moved tag cannot change what is pulled"
+			if err := prepull.CheckRef(img.Ref, img.Digest); errors.Is(err, prepull.ErrInvalid) {
+				it.Result, it.Reason, it.Detail = ResultRefused, ReasonEntry, err.Error()
 				items[i] = a.done(tenant, it)
 				return
 			}
