@@ -273,12 +273,6 @@ func (a *Agent) warm(ctx context.Context, tenant string, m *manifest.Manifest, i
 	opt.Progress = bar.Set
 	rep, _ := pagecache.Run(ctx, hot, opt)
 	resident := 0
-	for _, r := range rep.Entries {
-		if r.Err == nil && r.Bytes == 0 && r.Cached > 0 {
-			resident++
-		}
-	}
-	bar.Finish(fmt.Sprintf("%d read, %d already in the page cache, %d skipped", len(rep.Entries)-rep.Skipped-resident, resident, rep.Skipped))
 	items := make([]Item, 0, len(rep.Entries))
 	for _, r := range rep.Entries {
 		name := r.Path
@@ -291,6 +285,7 @@ func (a *Agent) warm(ctx context.Context, tenant string, m *manifest.Manifest, i
 		switch {
 		case r.Err == nil && r.Bytes == 0 && r.Cached > 0:
 			it.Result = ResultPresent // every page was in the page cache already
+			resident++
 		case r.Err == nil:
 			it.Result = ResultDone
 		case errors.Is(r.Err, pagecache.ErrRefused):
@@ -302,6 +297,7 @@ func (a *Agent) warm(ctx context.Context, tenant string, m *manifest.Manifest, i
 		}
 		items = append(items, a.done(tenant, it))
 	}
+	bar.Finish(fmt.Sprintf("%d read, %d already in the page cache, %d skipped", len(rep.Entries)-rep.Skipped-resident, resident, rep.Skipped))
 	if rep.Total > 0 {
 		a.metrics.residentRatio(tenant, m.Metadata.Name, float64(rep.Resident)/float64(rep.Total))
 	}
