@@ -24,12 +24,13 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/coldtrace/coldtrace/cache/rate"
+	"github.com/coldtrace/coldtrace/collector/containerd"
 )
 
 // Options tune a Puller. Zero fields take their defaults.
 type Options struct {
 	// Snapshotter is the snapshotter to unpack for: the kubelet's (containerd's default,
-	// "overlayfs").
+	// containerd.DefaultSnapshotter, "overlayfs").
 	Snapshotter string
 	// PlainHTTP talks HTTP to registries instead of HTTPS; HostsDir is a registry hosts
 	// directory (like /etc/containerd/certs.d) with mirrors and TLS settings.
@@ -51,7 +52,7 @@ type Options struct {
 
 func (o Options) withDefaults() Options {
 	if o.Snapshotter == "" {
-		o.Snapshotter = "overlayfs"
+		o.Snapshotter = containerd.DefaultSnapshotter
 	}
 	if o.Images <= 0 {
 		o.Images = 1
