@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -195,7 +194,7 @@ func locate(e manifest.HotEntry, opt RunOptions) (root, rel string, err error) {
 		root, err := opt.LayerDir(e.Layer)
 		return root, e.Path, err
 	}
-	if slices.Contains(strings.Split(e.Path, "/"), "..") {
+	if manifest.HasDotDot(e.Path) {
 		return "", "", fmt.Errorf("host file %s: %w: \"..\" component", e.Path, ErrRefused)
 	}
 	if opt.CacheRoot == "" {
