@@ -21,7 +21,7 @@ func readBy(t testing.TB, f func()) int64 {
 const little = 16 << 10
 
 func TestHitReadsNoContent(t *testing.T) {
-	body := randomBytes(8 << 20)
+	body := origin.Random(8 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback})
@@ -81,7 +81,7 @@ func TestHitReadsNoContent(t *testing.T) {
 // A write in place changes the inode's times: the next hit hashes the file again. Written
 // back to the same bytes, the file is intact and becomes trusted again.
 func TestStampCatchesWriteInPlace(t *testing.T) {
-	body := randomBytes(4 << 20)
+	body := origin.Random(4 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback})
@@ -111,7 +111,7 @@ func TestStampCatchesWriteInPlace(t *testing.T) {
 // A file renamed over the blob is another inode: hashed, found corrupt, fetched again,
 // even with the blob's size and times copied onto it.
 func TestStampCatchesReplacement(t *testing.T) {
-	body := randomBytes(2 << 20)
+	body := origin.Random(2 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback})
@@ -124,7 +124,7 @@ func TestStampCatchesReplacement(t *testing.T) {
 	}
 
 	other := filepath.Join(filepath.Dir(p), "other")
-	if err := os.WriteFile(other, randomBytes(len(body)), 0o444); err != nil {
+	if err := os.WriteFile(other, origin.Random(len(body)), 0o444); err != nil {
 		t.Fatal(err)
 	}
 	os.Chtimes(other, fi.ModTime(), fi.ModTime())
@@ -143,7 +143,7 @@ func TestStampCatchesReplacement(t *testing.T) {
 // A hard link made elsewhere changes the link count and ctime: the file is hashed again,
 // and a write through the other name is caught.
 func TestStampCatchesHardLink(t *testing.T) {
-	body := randomBytes(2 << 20)
+	body := origin.Random(2 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback})
@@ -177,7 +177,7 @@ func TestStampPlace(t *testing.T) {
 	const mib = 1 << 20
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback, Quota: 2 * mib})
-	bodyA, bodyB := randomBytes(mib), randomBytes(mib+1)
+	bodyA, bodyB := origin.Random(mib), origin.Random(mib+1)
 	a := artifact(origin.StartHTTP(t, "/blob", bodyA, 0), bodyA)
 	mustStage(t, s, "a", a)
 	stampA := partialPath(root, "a", bodyA) + ".stamp.json"
@@ -197,7 +197,7 @@ func TestStampPlace(t *testing.T) {
 // BenchmarkStageHit is a hit on a present 64 MiB file: trusted from its stamp, and hashed
 // in full in verify mode (from the page cache here; from disk, slower still).
 func BenchmarkStageHit(b *testing.B) {
-	body := randomBytes(64 << 20)
+	body := origin.Random(64 << 20)
 	root := b.TempDir()
 	a := artifact(origin.StartHTTP(b, "/blob", body, 0), body)
 	mustStage(b, openStore(b, root, Options{AllowOrigins: loopback}), "a", a)
