@@ -284,15 +284,7 @@ func (d *download) saveMeta() error {
 	if err != nil {
 		return err
 	}
-	_, err = mf.Write(b)
-	if cerr := mf.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = unix.Renameat(int(d.parts.Fd()), tmp, int(d.parts.Fd()), d.metaName())
-	}
-	if err != nil {
-		_ = unlinkAt(d.parts, tmp)
+	if err := renameOver(d.parts, mf, tmp, d.metaName(), b); err != nil {
 		return full(fmt.Errorf("%s: %w", filepath.Join(d.parts.Name(), d.metaName()), err), d.f.Name(), 0, d.a.Size)
 	}
 	return nil
