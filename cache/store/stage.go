@@ -117,7 +117,8 @@ func (s *Store) stage(ctx context.Context, tenant string, a manifest.Artifact, p
 	}
 	defer blobs.Close()
 	r := Result{Path: filepath.Join(blobs.Name(), h)}
-	if err := s.check(tenant, blobs, h, a.Size, true); err == nil {
+	var bad stamp // a corrupt copy found before the lock is not hashed again after it
+	if err := s.check(tenant, blobs, h, a.Size, true, &bad); err == nil {
 		r.Action = Hit
 		return r, nil
 	} else if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrCorrupt) {
@@ -136,7 +137,7 @@ func (s *Store) stage(ctx context.Context, tenant string, a manifest.Artifact, p
 		return r, fmt.Errorf("store: %w", err)
 	}
 	defer fl.unlock()
-	switch err := s.check(tenant, blobs, h, a.Size, true); {
+	switch err := s.check(tenant, blobs, h, a.Size, true, &bad); {
 	case err == nil:
 		r.Action = Hit
 		return r, nil

@@ -1,9 +1,13 @@
 package store
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/coldtrace/coldtrace/internal/origin"
 	"github.com/coldtrace/coldtrace/internal/testenv"
@@ -105,6 +109,50 @@ func TestStampCatchesWriteInPlace(t *testing.T) {
 	sameFile(t, p, body)
 	if n := readBy(t, func() { r = mustStage(t, s, "a", a) }); n > little || r.Action != Hit {
 		t.Errorf("the hit after the refetch: %+v, read %d bytes", r, n)
+	}
+}
+
+// A corrupt copy is hashed once: found corrupt before the download's lock, it is not read
+// again after the lock is taken while its inode shows it unchanged; a copy written since is
+// hashed again.
+func TestCorruptCopyReadOnce(t *testing.T) {
+	body := origin.Random(8 << 20)
+	o := origin.StartHTTP(t, "/blob", body, 0)
+	root := t.TempDir()
+	s := openStore(t, root, Options{AllowOrigins: loopback})
+	a := artifact(o, body)
+	mustStage(t, s, "a", a)
+	p := blobPath(root, "a", body)
+
+	writeByte(t, p, 1<<20, body[1<<20]^1)
+	var r Result
+	// rchar counts the socket too: the copy hashed once, and the body received once.
+	if n := readBy(t, func() { r = mustStage(t, s, "a", a) }); n > 2*a.Size+little || r.Action != Refetched {
+		t.Errorf("a corrupt copy: %+v, read %d bytes, want it refetched after reading at most %d", r, n, 2*a.Size+little)
+	}
+	sameFile(t, p, body)
+
+	blobs, err := openAt(s.dir, blobDir("a"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blobs.Close()
+	h := strings.TrimPrefix(a.Digest, "sha256:")
+	var bad stamp
+	check := func() (n int64, err error) {
+		n = readBy(t, func() { err = s.check("a", blobs, h, a.Size, true, &bad) })
+		return n, err
+	}
+	writeByte(t, p, 2<<20, body[2<<20]^1)
+	if n, err := check(); !errors.Is(err, ErrCorrupt) || n < a.Size {
+		t.Errorf("first check: %v, read %d bytes, want corrupt after hashing all %d", err, n, a.Size)
+	}
+	if n, err := check(); !errors.Is(err, ErrCorrupt) || n > little {
+		t.Errorf("check of the unchanged copy: %v, read %d bytes, want corrupt without reading it", err, n)
+	}
+	writeByte(t, p, 2<<20, body[2<<20]) // written back: intact, and its inode changed
+	if n, err := check(); err != nil || n < a.Size {
+		t.Errorf("check after a write: %v, read %d bytes, want intact after hashing all %d", err, n, a.Size)
 	}
 }
 
