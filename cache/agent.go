@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -140,9 +141,8 @@ func (a *Agent) pull(ctx context.Context, tenant string, m *manifest.Manifest) (
 		go func() {
 			defer wg.Done()
 			it := Item{Action: ActionPrepull, Name: img.Ref}
-			if img.Digest == "" && !strings.Contains(img.Ref, "@sha256:") {
-				it.Result, it.Reason = ResultRefused, ReasonEntry
-				it.Detail = "no digest: the agent pulls by digest only, so that a moved tag cannot change what is pulled"
+			if err := prepull.CheckRef(img.Ref, img.Digest); errors.Is(err, prepull.ErrInvalid) {
+				it.Result, it.Reason, it.Detail = ResultRefused, ReasonEntry, err.Error()
 				items[i] = a.done(tenant, it)
 				return
 			}
@@ -248,6 +248,9 @@ func (a *Agent) warm(ctx context.Context, tenant string, m *manifest.Manifest, i
 	}
 	opt := pagecache.RunOptions{Workers: a.cfg.WarmWorkers, Rate: a.cfg.WarmRate, CacheRoot: dir}
 	var layers *pagecache.Layers
+	if !slices.ContainsFunc(hot, func(e manifest.HotEntry) bool { return e.Layer != "" }) {
+		images = nil // no entry looks in an image's layers: no lease, no snapshot views
+	}
 	for _, name := range images {
 		if name == "" {
 			continue
@@ -270,12 +273,6 @@ func (a *Agent) warm(ctx context.Context, tenant string, m *manifest.Manifest, i
 	opt.Progress = bar.Set
 	rep, _ := pagecache.Run(ctx, hot, opt)
 	resident := 0
-	for _, r := range rep.Entries {
-		if r.Err == nil && r.Bytes == 0 && r.Cached > 0 {
-			resident++
-		}
-	}
-	bar.Finish(fmt.Sprintf("%d read, %d already in the page cache, %d skipped", len(rep.Entries)-rep.Skipped-resident, resident, rep.Skipped))
 	items := make([]Item, 0, len(rep.Entries))
 	for _, r := range rep.Entries {
 		name := r.Path
@@ -288,6 +285,7 @@ func (a *Agent) warm(ctx context.Context, tenant string, m *manifest.Manifest, i
 		switch {
 		case r.Err == nil && r.Bytes == 0 && r.Cached > 0:
 			it.Result = ResultPresent // every page was in the page cache already
+			resident++
 		case r.Err == nil:
 			it.Result = ResultDone
 		case errors.Is(r.Err, pagecache.ErrRefused):
@@ -299,6 +297,7 @@ func (a *Agent) warm(ctx context.Context, tenant string, m *manifest.Manifest, i
 		}
 		items = append(items, a.done(tenant, it))
 	}
+	bar.Finish(fmt.Sprintf("%d read, %d already in the page cache, %d skipped", len(rep.Entries)-rep.Skipped-resident, resident, rep.Skipped))
 	if rep.Total > 0 {
 		a.metrics.residentRatio(tenant, m.Metadata.Name, float64(rep.Resident)/float64(rep.Total))
 	}

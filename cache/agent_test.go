@@ -91,6 +91,22 @@ func TestApplyArtifacts(t *testing.T) {
 			t.Errorf("team-b warming %s: %s (%s), want refused", it.Name, it.Result, it.Detail)
 		}
 	}
+	// An image without a sha256 digest, or with a reference that does not parse, is refused
+	// before any pull.
+	mi := manifest.New("images")
+	mi.Spec.Runs = 1
+	for _, ref := range []string{"127.0.0.1:1/a/b:v1", "127.0.0.1:1/a/b@sha512:" + strings.Repeat("c", 128), "Bad Ref"} {
+		mi.Spec.Images = append(mi.Spec.Images, manifest.Image{Ref: ref})
+	}
+	s = apply("team-c", mi)
+	for _, it := range s.Items {
+		if it.Action != ActionPrepull || it.Result != ResultRefused || it.Reason != ReasonEntry {
+			t.Errorf("team-c pre-pulling %s: %s %s (%s), want refused as an entry", it.Name, it.Action, it.Result, it.Detail)
+		}
+	}
+	if len(s.Items) != len(mi.Spec.Images) {
+		t.Errorf("team-c: %d items, want %d", len(s.Items), len(mi.Spec.Images))
+	}
 	// With the origin down, b cannot get a's copy of the same artifact.
 	down := origin.StartHTTP(t, "/m/model.bin", o.Body(), 0)
 	down.Close()

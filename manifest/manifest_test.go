@@ -171,3 +171,14 @@ func TestEntryLimitDefault(t *testing.T) {
 		t.Fatalf("Validate of %d entries = %v", len(m.Spec.HotSet), err)
 	}
 }
+
+func TestHasDotDot(t *testing.T) {
+	for p, want := range map[string]bool{
+		"..": true, "../a": true, "a/..": true, "/a/../b": true, "a//../b": true,
+		"": false, "a": false, "/a/b": false, "a..b": false, ".../a": false, "a/..b": false, "a/./b": false,
+	} {
+		if got := HasDotDot(p); got != want {
+			t.Errorf("HasDotDot(%q) = %v, want %v", p, got, want)
+		}
+	}
+}

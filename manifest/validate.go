@@ -6,6 +6,7 @@ import (
 	"math"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -46,6 +47,10 @@ func ValidDigest(d string) bool { return trace.ValidDigest(d) }
 
 // ValidTenant reports whether t is a Kubernetes namespace name, as spec.tenant must be.
 func ValidTenant(t string) bool { return tenantRE.MatchString(t) }
+
+// HasDotDot reports whether the slash-separated path p has a ".." component, one that
+// could lead out of the directory it is resolved under.
+func HasDotDot(p string) bool { return slices.Contains(strings.Split(p, "/"), "..") }
 
 // Validate checks every invariant that a consumer of the manifest relies on, with the
 // default limits.
@@ -199,10 +204,8 @@ func checkPath(p string, abs bool) error {
 	case strings.IndexByte(p, 0) >= 0:
 		return fmt.Errorf("path %q contains NUL", p)
 	}
-	for _, c := range strings.Split(p, "/") {
-		if c == ".." {
-			return fmt.Errorf("path %q contains a '..' component", p)
-		}
+	if HasDotDot(p) {
+		return fmt.Errorf("path %q contains a '..' component", p)
 	}
 	if abs && !path.IsAbs(p) {
 		return fmt.Errorf("host path %q is not absolute", p)

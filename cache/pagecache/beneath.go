@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/coldtrace/coldtrace/manifest"
 )
 
 // ErrRefused says that a manifest path would leave its root or names no regular file.
@@ -38,11 +40,8 @@ func OpenBeneath(root, rel string) (*os.File, error) {
 		return refuse("absolute path; manifest paths are relative to their layer")
 	case strings.ContainsRune(rel, 0):
 		return refuse("NUL byte in path")
-	}
-	for _, c := range strings.Split(rel, "/") {
-		if c == ".." {
-			return refuse(`".." component`)
-		}
+	case manifest.HasDotDot(rel):
+		return refuse(`".." component`)
 	}
 	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -69,7 +68,6 @@ type Report struct {
 	// Bytes, Resident and Total add up the warmed entries.
 	Bytes, Resident, Total int64
 	Skipped                int
-	Took                   time.Duration
 }
 
 // Run warms the hot set: entries start in first-access order (by Order, earliest first)
@@ -140,7 +138,6 @@ func Run(ctx context.Context, hot []manifest.HotEntry, opt RunOptions) (*Report,
 		rep.Resident += r.Resident
 		rep.Total += r.Total
 	}
-	rep.Took = time.Since(start)
 	return rep, ctx.Err()
 }
 
@@ -197,7 +194,7 @@ func locate(e manifest.HotEntry, opt RunOptions) (root, rel string, err error) {
 		root, err := opt.LayerDir(e.Layer)
 		return root, e.Path, err
 	}
-	if slices.Contains(strings.Split(e.Path, "/"), "..") {
+	if manifest.HasDotDot(e.Path) {
 		return "", "", fmt.Errorf("host file %s: %w: \"..\" component", e.Path, ErrRefused)
 	}
 	if opt.CacheRoot == "" {

@@ -24,12 +24,13 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/coldtrace/coldtrace/cache/rate"
+	"github.com/coldtrace/coldtrace/collector/containerd"
 )
 
 // Options tune a Puller. Zero fields take their defaults.
 type Options struct {
 	// Snapshotter is the snapshotter to unpack for: the kubelet's (containerd's default,
-	// "overlayfs").
+	// containerd.DefaultSnapshotter, "overlayfs").
 	Snapshotter string
 	// PlainHTTP talks HTTP to registries instead of HTTPS; HostsDir is a registry hosts
 	// directory (like /etc/containerd/certs.d) with mirrors and TLS settings.
@@ -51,7 +52,7 @@ type Options struct {
 
 func (o Options) withDefaults() Options {
 	if o.Snapshotter == "" {
-		o.Snapshotter = "overlayfs"
+		o.Snapshotter = containerd.DefaultSnapshotter
 	}
 	if o.Images <= 0 {
 		o.Images = 1
@@ -120,7 +121,8 @@ type Result struct {
 // at digest (which may be empty when ref has one; they must agree when both are set). An
 // image already there with that digest and unpacked is left alone, without a request to
 // the registry. Otherwise it is fetched (under the limits) and unpacked, and stored as
-// "registry/repo@sha256:...".
+// "registry/repo@sha256:...". A reference that CheckRef refuses is an error wrapping
+// ErrInvalid.
 func (p *Puller) Pull(ctx context.Context, ref, dgst string, progress func(received int64)) (*Result, error) {
 	name, err := canonical(ref, dgst)
 	if err != nil {
@@ -175,26 +177,44 @@ func (p *Puller) Pull(ctx context.Context, ref, dgst string, progress func(recei
 	return r, nil
 }
 
+// ErrInvalid says that an image cannot be pulled as given: its reference does not parse, or
+// names no sha256 digest, or one that is not the digest given beside it.
+var ErrInvalid = errors.New("invalid image reference")
+
+// CheckRef says whether Pull accepts ref at dgst, without pulling: an error wrapping
+// ErrInvalid when it does not.
+func CheckRef(ref, dgst string) error {
+	_, err := canonical(ref, dgst)
+	return err
+}
+
 // canonical is ref pinned to its digest, without its tag.
 func canonical(ref, dgst string) (reference.Canonical, error) {
 	named, err := reference.ParseDockerRef(ref)
 	if err != nil {
-		return nil, fmt.Errorf("pre-pull %s: %w", ref, err)
+		return nil, fmt.Errorf("pre-pull %s: %w: %w", ref, ErrInvalid, err)
 	}
 	if c, ok := named.(reference.Canonical); ok {
 		if dgst != "" && c.Digest().String() != dgst {
-			return nil, fmt.Errorf("pre-pull %s: the reference's digest is not %s", ref, dgst)
+			return nil, fmt.Errorf("pre-pull %s: %w: the reference's digest is not %s", ref, ErrInvalid, dgst)
 		}
 		dgst = c.Digest().String()
 	}
 	if dgst == "" {
-		return nil, fmt.Errorf("pre-pull %s: no digest: the agent pulls by digest only, so that it pulls the image that was traced", ref)
+		return nil, fmt.Errorf("pre-pull %s: %w: no digest: the agent pulls by digest only, so that it pulls the image that was traced", ref, ErrInvalid)
 	}
 	d, err := digest.Parse(dgst)
 	if err != nil {
-		return nil, fmt.Errorf("pre-pull %s: digest %q: %w", ref, dgst, err)
+		return nil, fmt.Errorf("pre-pull %s: %w: digest %q: %w", ref, ErrInvalid, dgst, err)
 	}
-	return reference.WithDigest(reference.TrimNamed(named), d)
+	if d.Algorithm() != digest.SHA256 {
+		return nil, fmt.Errorf("pre-pull %s: %w: digest %s is not sha256: the agent pulls by sha256 digest only", ref, ErrInvalid, d)
+	}
+	c, err := reference.WithDigest(reference.TrimNamed(named), d)
+	if err != nil {
+		return nil, fmt.Errorf("pre-pull %s: %w: %w", ref, ErrInvalid, err)
+	}
+	return c, nil
 }
 
 // present reports whether an image with the manifest digest dgst, under any name, is

@@ -3,6 +3,7 @@ package prepull
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -286,6 +287,7 @@ func TestCanonical(t *testing.T) {
 		{"reg.example/a/b@" + dg, "sha256:" + strings.Repeat("c", 64), "", "digest is not"},
 		{"reg.example/a/b", "sha256:xyz", "", "digest"},
 		{"Bad Ref", dg, "", "invalid reference"},
+		{"reg.example/a/b@sha512:" + strings.Repeat("d", 128), "", "", "not sha256"},
 	} {
 		got, err := canonical(c.ref, c.digest)
 		switch {
@@ -293,6 +295,11 @@ func TestCanonical(t *testing.T) {
 			t.Errorf("canonical(%q, %q) = %v, %v; want %s", c.ref, c.digest, got, err, c.want)
 		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
 			t.Errorf("canonical(%q, %q): %v, want an error saying %q", c.ref, c.digest, err, c.err)
+		case c.err != "" && !errors.Is(err, ErrInvalid):
+			t.Errorf("canonical(%q, %q): %v, want it to wrap ErrInvalid", c.ref, c.digest, err)
+		}
+		if cerr := CheckRef(c.ref, c.digest); (cerr == nil) != (err == nil) {
+			t.Errorf("CheckRef(%q, %q) = %v, canonical's error %v", c.ref, c.digest, cerr, err)
 		}
 	}
 }

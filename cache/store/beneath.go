@@ -66,6 +66,23 @@ func pathError(op, name string, err error) error {
 	return &os.PathError{Op: op, Path: name, Err: err}
 }
 
+// renameOver writes b to f, the file tmp just created in dir, closes f and renames tmp over
+// name, so that a reader of name sees its old content or all of b. When a step fails, tmp
+// is removed.
+func renameOver(dir, f *os.File, tmp, name string, b []byte) error {
+	_, err := f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = unix.Renameat(int(dir.Fd()), tmp, int(dir.Fd()), name)
+	}
+	if err != nil {
+		_ = unlinkAt(dir, tmp)
+	}
+	return err
+}
+
 // unlinkAt removes the entry name of dir, a link itself and never its target.
 func unlinkAt(dir *os.File, name string) error {
 	if err := unix.Unlinkat(int(dir.Fd()), name, 0); err != nil && err != unix.ENOENT {

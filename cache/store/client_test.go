@@ -69,7 +69,7 @@ func (o *stallingOrigin) requests() []string {
 // An origin that sends its headers and a little, then nothing: Stage gives up after the
 // idle timeout (not the caller's deadline), keeps what came, and resumes from it later.
 func TestStalledOrigin(t *testing.T) {
-	body := randomBytes(1 << 20)
+	body := origin.Random(1 << 20)
 	const head = 64 << 10
 	o := startStallingOrigin(t, body, head)
 	root := t.TempDir()
@@ -102,7 +102,7 @@ func TestStalledOrigin(t *testing.T) {
 // By default the store connects to no loopback or link-local address (the kubelet on
 // 127.0.0.1:10250, the metadata service on 169.254.169.254); the allow-list lets it.
 func TestOriginAddressPolicy(t *testing.T) {
-	body := randomBytes(64 << 10)
+	body := origin.Random(64 << 10)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	a := artifact(o, body)
 	root := t.TempDir()
@@ -134,7 +134,7 @@ func TestOriginAddressPolicy(t *testing.T) {
 // A redirect goes through the same check: an allowed origin cannot send the store on to
 // an address it refuses. Redirects are followed five times at most.
 func TestRedirects(t *testing.T) {
-	body := randomBytes(64 << 10)
+	body := origin.Random(64 << 10)
 	// The refused target listens on 127.0.0.2, outside the allow-list 127.0.0.1/32.
 	ln, err := net.Listen("tcp", "127.0.0.2:0")
 	if err != nil {
@@ -243,12 +243,12 @@ func TestAddressPolicy(t *testing.T) {
 
 // Refused fetches say nothing of what the origin sent: no size, no hash.
 func TestRefusalsHideContent(t *testing.T) {
-	body := randomBytes(64 << 10)
+	body := origin.Random(64 << 10)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	s := openStore(t, t.TempDir(), Options{AllowOrigins: loopback})
-	wrong := artifact(o, randomBytes(len(body)+1)) // other size and digest
+	wrong := artifact(o, origin.Random(len(body)+1)) // other size and digest
 	_, err := s.Stage(context.Background(), "a", wrong, nil)
-	other := artifact(o, randomBytes(len(body))) // same size, other digest
+	other := artifact(o, origin.Random(len(body))) // same size, other digest
 	_, err2 := s.Stage(context.Background(), "a", other, nil)
 	sum := digestOf(body)[7:]
 	for _, e := range []error{err, err2} {

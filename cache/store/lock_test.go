@@ -37,7 +37,7 @@ func openFDs(t testing.TB, path string) int {
 // process holds it; that process publishes the file, removes its lock file and lets go.
 // The call must not fetch (nor rewrite) what was published: it finds the file there.
 func TestOtherProcessPublishesWhileWaiting(t *testing.T) {
-	body := randomBytes(1 << 20)
+	body := origin.Random(1 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback})
@@ -111,7 +111,7 @@ func TestTwoProcessesStageTogether(t *testing.T) {
 	stores := []*Store{openStore(t, root, Options{AllowOrigins: loopback}), openStore(t, root, Options{AllowOrigins: loopback})}
 	var reads, short atomic.Int64
 	for i := range rounds {
-		body := randomBytes(512 << 10)
+		body := origin.Random(512 << 10)
 		o := origin.StartHTTP(t, "/blob", body, 8<<20)
 		a := artifact(o, body)
 		pub := blobPath(root, "a", body)

@@ -40,7 +40,7 @@ func TestQuotaEvictsLeastRecentlyUsed(t *testing.T) {
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback, Quota: 3 * mib})
 	stage := func(tenant string) (manifest.Artifact, []byte) {
-		body := randomBytes(mib)
+		body := origin.Random(mib)
 		a := artifact(origin.StartHTTP(t, "/blob", body, 0), body)
 		mustStage(t, s, tenant, a)
 		return a, body
@@ -65,7 +65,7 @@ func TestQuotaEvictsLeastRecentlyUsed(t *testing.T) {
 		t.Errorf("stats %+v, want one eviction of %d bytes", st, mib)
 	}
 
-	big := randomBytes(4 * mib)
+	big := origin.Random(4 * mib)
 	_, err := s.Stage(context.Background(), "a", artifact(origin.StartHTTP(t, "/blob", big, 0), big), nil)
 	if !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "more than the whole quota") {
 		t.Errorf("Stage of a file larger than the quota: %v", err)
@@ -81,7 +81,7 @@ func TestQuotaKeepsDownloadInFlight(t *testing.T) {
 	const mib = 1 << 20
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback, Quota: 2 * mib})
-	slow := randomBytes(2 * mib)
+	slow := origin.Random(2 * mib)
 	so := origin.StartHTTP(t, "/blob", slow, 4*mib)
 	started := make(chan struct{})
 	done := make(chan error)
@@ -96,7 +96,7 @@ func TestQuotaKeepsDownloadInFlight(t *testing.T) {
 		done <- err
 	}()
 	<-started
-	other := randomBytes(mib)
+	other := origin.Random(mib)
 	_, err := s.Stage(context.Background(), "b", artifact(origin.StartHTTP(t, "/blob", other, 0), other), nil)
 	if !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "quota full") {
 		t.Errorf("Stage beside a download holding the whole quota: %v", err)
@@ -120,7 +120,7 @@ func TestDiskFull(t *testing.T) {
 	t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
 	s := openStore(t, root, Options{AllowOrigins: loopback})
 
-	big := randomBytes(12 * mib)
+	big := origin.Random(12 * mib)
 	a := artifact(origin.StartHTTP(t, "/blob", big, 0), big)
 	_, err := s.Stage(context.Background(), "a", a, nil)
 	if !errors.Is(err, ErrFull) || !errors.Is(err, unix.ENOSPC) {
@@ -142,7 +142,7 @@ func TestDiskFull(t *testing.T) {
 		t.Errorf("%d bytes of the tmpfs still used", used)
 	}
 
-	small := randomBytes(2 * mib)
+	small := origin.Random(2 * mib)
 	r := mustStage(t, s, "a", artifact(origin.StartHTTP(t, "/blob", small, 0), small))
 	sameFile(t, r.Path, small)
 }
@@ -151,7 +151,7 @@ func TestDiskFull(t *testing.T) {
 // are not this process's to know of.
 func TestQuotaKeepsOtherProcessDownload(t *testing.T) {
 	const mib = 1 << 20
-	slow := randomBytes(2 * mib)
+	slow := origin.Random(2 * mib)
 	o := origin.StartHTTP(t, "/blob", slow, mib)
 	root := t.TempDir()
 	args, _ := json.Marshal(helperArgs{Root: root, Tenant: "a", Artifact: artifact(o, slow)})
@@ -176,7 +176,7 @@ func TestQuotaKeepsOtherProcessDownload(t *testing.T) {
 
 	// Room for b only if the helper's partial file went.
 	s := openStore(t, root, Options{AllowOrigins: loopback, Quota: 2 * mib})
-	other := randomBytes(2 * mib)
+	other := origin.Random(2 * mib)
 	_, err := s.Stage(context.Background(), "b", artifact(origin.StartHTTP(t, "/blob", other, 0), other), nil)
 	if !errors.Is(err, ErrFull) {
 		t.Errorf("Stage beside another process's download: %v, want the quota full", err)

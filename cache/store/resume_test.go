@@ -96,7 +96,7 @@ func checkResumed(t testing.TB, o *origin.HTTP, r Result, size, n int64) {
 }
 
 func TestResumeAfterCancel(t *testing.T) {
-	body := randomBytes(4 << 20)
+	body := origin.Random(4 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 16<<20)
 	s := openStore(t, t.TempDir(), Options{AllowOrigins: loopback})
 	a := artifact(o, body)
@@ -117,7 +117,7 @@ func TestResumeAfterCancel(t *testing.T) {
 // A process killed in the middle of a download leaves a partial file that the next one
 // continues; nothing is published before it is whole.
 func TestResumeAfterKill(t *testing.T) {
-	body := randomBytes(6 << 20)
+	body := origin.Random(6 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 2<<20)
 	root := t.TempDir()
 	a := artifact(o, body)
@@ -156,7 +156,7 @@ func TestResumeAfterKill(t *testing.T) {
 
 func TestResumeRestarts(t *testing.T) {
 	t.Run("partial bytes wrong", func(t *testing.T) {
-		body := randomBytes(4 << 20)
+		body := origin.Random(4 << 20)
 		o := origin.StartHTTP(t, "/blob", body, 16<<20)
 		s := openStore(t, t.TempDir(), Options{AllowOrigins: loopback})
 		a := artifact(o, body)
@@ -177,7 +177,7 @@ func TestResumeRestarts(t *testing.T) {
 		}
 	})
 	t.Run("range ignored", func(t *testing.T) {
-		body := randomBytes(4 << 20)
+		body := origin.Random(4 << 20)
 		o := origin.StartHTTP(t, "/blob", body, 16<<20)
 		s := openStore(t, t.TempDir(), Options{AllowOrigins: loopback})
 		a := artifact(o, body)
@@ -193,7 +193,7 @@ func TestResumeRestarts(t *testing.T) {
 	t.Run("content changed", func(t *testing.T) {
 		// The origin is updated in the middle of the download: If-Range on the old ETag
 		// brings the whole new file, not its tail after the old head.
-		old, body := randomBytes(4<<20), randomBytes(4<<20)
+		old, body := origin.Random(4<<20), origin.Random(4<<20)
 		o := origin.StartHTTP(t, "/blob", old, 16<<20)
 		s := openStore(t, t.TempDir(), Options{AllowOrigins: loopback})
 		a := artifact(o, body)

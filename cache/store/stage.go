@@ -117,7 +117,8 @@ func (s *Store) stage(ctx context.Context, tenant string, a manifest.Artifact, p
 	}
 	defer blobs.Close()
 	r := Result{Path: filepath.Join(blobs.Name(), h)}
-	if err := s.check(tenant, blobs, h, a.Size, true); err == nil {
+	var bad stamp // a corrupt copy found before the lock is not hashed again after it
+	if err := s.check(tenant, blobs, h, a.Size, true, &bad); err == nil {
 		r.Action = Hit
 		return r, nil
 	} else if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrCorrupt) {
@@ -136,7 +137,7 @@ func (s *Store) stage(ctx context.Context, tenant string, a manifest.Artifact, p
 		return r, fmt.Errorf("store: %w", err)
 	}
 	defer fl.unlock()
-	switch err := s.check(tenant, blobs, h, a.Size, true); {
+	switch err := s.check(tenant, blobs, h, a.Size, true, &bad); {
 	case err == nil:
 		r.Action = Hit
 		return r, nil
@@ -284,15 +285,7 @@ func (d *download) saveMeta() error {
 	if err != nil {
 		return err
 	}
-	_, err = mf.Write(b)
-	if cerr := mf.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = unix.Renameat(int(d.parts.Fd()), tmp, int(d.parts.Fd()), d.metaName())
-	}
-	if err != nil {
-		_ = unlinkAt(d.parts, tmp)
+	if err := renameOver(d.parts, mf, tmp, d.metaName(), b); err != nil {
 		return full(fmt.Errorf("%s: %w", filepath.Join(d.parts.Name(), d.metaName()), err), d.f.Name(), 0, d.a.Size)
 	}
 	return nil

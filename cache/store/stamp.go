@@ -70,19 +70,8 @@ func (s *Store) writeStamp(tenant, h string, st *syscall.Stat_t) {
 	}
 	// A unique name: a Lookup and a Stage, or two processes, may stamp the file at once.
 	tmp := fmt.Sprintf("%s.stamp.%016x.tmp", h, rand.Uint64())
-	f, err := openAt(parts, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
-	if err != nil {
-		return
-	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = unix.Renameat(int(parts.Fd()), tmp, int(parts.Fd()), stampName(h))
-	}
-	if err != nil {
-		_ = unlinkAt(parts, tmp)
+	if f, err := openAt(parts, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600); err == nil {
+		_ = renameOver(parts, f, tmp, stampName(h), b)
 	}
 }
 

@@ -1,9 +1,13 @@
 package store
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/coldtrace/coldtrace/internal/origin"
 	"github.com/coldtrace/coldtrace/internal/testenv"
@@ -21,7 +25,7 @@ func readBy(t testing.TB, f func()) int64 {
 const little = 16 << 10
 
 func TestHitReadsNoContent(t *testing.T) {
-	body := randomBytes(8 << 20)
+	body := origin.Random(8 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback})
@@ -81,7 +85,7 @@ func TestHitReadsNoContent(t *testing.T) {
 // A write in place changes the inode's times: the next hit hashes the file again. Written
 // back to the same bytes, the file is intact and becomes trusted again.
 func TestStampCatchesWriteInPlace(t *testing.T) {
-	body := randomBytes(4 << 20)
+	body := origin.Random(4 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback})
@@ -108,10 +112,54 @@ func TestStampCatchesWriteInPlace(t *testing.T) {
 	}
 }
 
+// A corrupt copy is hashed once: found corrupt before the download's lock, it is not read
+// again after the lock is taken while its inode shows it unchanged; a copy written since is
+// hashed again.
+func TestCorruptCopyReadOnce(t *testing.T) {
+	body := origin.Random(8 << 20)
+	o := origin.StartHTTP(t, "/blob", body, 0)
+	root := t.TempDir()
+	s := openStore(t, root, Options{AllowOrigins: loopback})
+	a := artifact(o, body)
+	mustStage(t, s, "a", a)
+	p := blobPath(root, "a", body)
+
+	writeByte(t, p, 1<<20, body[1<<20]^1)
+	var r Result
+	// rchar counts the socket too: the copy hashed once, and the body received once.
+	if n := readBy(t, func() { r = mustStage(t, s, "a", a) }); n > 2*a.Size+little || r.Action != Refetched {
+		t.Errorf("a corrupt copy: %+v, read %d bytes, want it refetched after reading at most %d", r, n, 2*a.Size+little)
+	}
+	sameFile(t, p, body)
+
+	blobs, err := openAt(s.dir, blobDir("a"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blobs.Close()
+	h := strings.TrimPrefix(a.Digest, "sha256:")
+	var bad stamp
+	check := func() (n int64, err error) {
+		n = readBy(t, func() { err = s.check("a", blobs, h, a.Size, true, &bad) })
+		return n, err
+	}
+	writeByte(t, p, 2<<20, body[2<<20]^1)
+	if n, err := check(); !errors.Is(err, ErrCorrupt) || n < a.Size {
+		t.Errorf("first check: %v, read %d bytes, want corrupt after hashing all %d", err, n, a.Size)
+	}
+	if n, err := check(); !errors.Is(err, ErrCorrupt) || n > little {
+		t.Errorf("check of the unchanged copy: %v, read %d bytes, want corrupt without reading it", err, n)
+	}
+	writeByte(t, p, 2<<20, body[2<<20]) // written back: intact, and its inode changed
+	if n, err := check(); err != nil || n < a.Size {
+		t.Errorf("check after a write: %v, read %d bytes, want intact after hashing all %d", err, n, a.Size)
+	}
+}
+
 // A file renamed over the blob is another inode: hashed, found corrupt, fetched again,
 // even with the blob's size and times copied onto it.
 func TestStampCatchesReplacement(t *testing.T) {
-	body := randomBytes(2 << 20)
+	body := origin.Random(2 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback})
@@ -124,7 +172,7 @@ func TestStampCatchesReplacement(t *testing.T) {
 	}
 
 	other := filepath.Join(filepath.Dir(p), "other")
-	if err := os.WriteFile(other, randomBytes(len(body)), 0o444); err != nil {
+	if err := os.WriteFile(other, origin.Random(len(body)), 0o444); err != nil {
 		t.Fatal(err)
 	}
 	os.Chtimes(other, fi.ModTime(), fi.ModTime())
@@ -143,7 +191,7 @@ func TestStampCatchesReplacement(t *testing.T) {
 // A hard link made elsewhere changes the link count and ctime: the file is hashed again,
 // and a write through the other name is caught.
 func TestStampCatchesHardLink(t *testing.T) {
-	body := randomBytes(2 << 20)
+	body := origin.Random(2 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback})
@@ -177,7 +225,7 @@ func TestStampPlace(t *testing.T) {
 	const mib = 1 << 20
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback, Quota: 2 * mib})
-	bodyA, bodyB := randomBytes(mib), randomBytes(mib+1)
+	bodyA, bodyB := origin.Random(mib), origin.Random(mib+1)
 	a := artifact(origin.StartHTTP(t, "/blob", bodyA, 0), bodyA)
 	mustStage(t, s, "a", a)
 	stampA := partialPath(root, "a", bodyA) + ".stamp.json"
@@ -197,7 +245,7 @@ func TestStampPlace(t *testing.T) {
 // BenchmarkStageHit is a hit on a present 64 MiB file: trusted from its stamp, and hashed
 // in full in verify mode (from the page cache here; from disk, slower still).
 func BenchmarkStageHit(b *testing.B) {
-	body := randomBytes(64 << 20)
+	body := origin.Random(64 << 20)
 	root := b.TempDir()
 	a := artifact(origin.StartHTTP(b, "/blob", body, 0), body)
 	mustStage(b, openStore(b, root, Options{AllowOrigins: loopback}), "a", a)

@@ -169,7 +169,7 @@ func (s *Store) Lookup(tenant, digest string, size int64, verify bool) (string, 
 		return "", fmt.Errorf("store: %w", err)
 	}
 	defer dir.Close()
-	if err := s.check(tenant, dir, h, size, verify); err != nil {
+	if err := s.check(tenant, dir, h, size, verify, nil); err != nil {
 		return "", fmt.Errorf("store: tenant %s: %w", tenant, err)
 	}
 	return filepath.Join(dir.Name(), h), nil
@@ -183,7 +183,10 @@ func (s *Store) Lookup(tenant, digest string, size int64, verify bool) (string, 
 // A size that differs is never taken as proof of corruption by itself: the file is hashed,
 // and when it is intact the size asked for is wrong (ErrInvalid), so that a wrong size in a
 // manifest does not throw a good file away on every apply.
-func (s *Store) check(tenant string, dir *os.File, h string, size int64, verify bool) error {
+//
+// bad, when not nil, records the state of a file that hashed wrong (as a stamp records a
+// good one); a file still in that state is corrupt without being read again.
+func (s *Store) check(tenant string, dir *os.File, h string, size int64, verify bool, bad *stamp) error {
 	f, err := openAt(dir, h, unix.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("sha256:%s: %w", h, ErrNotFound)
@@ -200,14 +203,21 @@ func (s *Store) check(tenant string, dir *os.File, h string, size int64, verify 
 		return fmt.Errorf("%s: %w: a %v, not a regular file", f.Name(), ErrUnsafe, fi.Mode().Type())
 	}
 	sizeOK := size < 0 || fi.Size() == size
-	good := s.stamped(tenant, h, fi.Sys().(*syscall.Stat_t))
+	st := fi.Sys().(*syscall.Stat_t)
+	good := s.stamped(tenant, h, st)
 	if (verify || !sizeOK) && (!good || s.opt.Verify) {
+		if bad != nil && *bad == stampOf(h, st) {
+			return fmt.Errorf("%s: %w: unchanged since its content hashed wrong", f.Name(), ErrCorrupt)
+		}
 		sum := sha256.New()
 		if _, err := io.Copy(sum, f); err != nil {
 			return fmt.Errorf("%s: %w", f.Name(), err)
 		}
 		if got := hex.EncodeToString(sum.Sum(nil)); got != h {
 			s.dropStamp(tenant, h)
+			if bad != nil {
+				*bad = stampOf(h, st)
+			}
 			if !sizeOK {
 				return fmt.Errorf("%s: %w: %d bytes, want %d, and its content has sha256:%s", f.Name(), ErrCorrupt, fi.Size(), size, got)
 			}

@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -20,12 +19,6 @@ import (
 
 // loopback is the allow-list the tests' origins need: the store refuses loopback by default.
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-
-func randomBytes(n int) []byte {
-	b := make([]byte, n)
-	rand.Read(b)
-	return b
-}
 
 func digestOf(b []byte) string { return fmt.Sprintf("sha256:%x", sha256.Sum256(b)) }
 
@@ -149,7 +142,7 @@ func TestValidation(t *testing.T) {
 }
 
 func TestStageThenHit(t *testing.T) {
-	body := randomBytes(3<<20 + 17)
+	body := origin.Random(3<<20 + 17)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback})
@@ -207,7 +200,7 @@ func TestStageThenHit(t *testing.T) {
 }
 
 func TestCorruptBlobRefetched(t *testing.T) {
-	body := randomBytes(1 << 20)
+	body := origin.Random(1 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback})
@@ -245,7 +238,7 @@ func TestCorruptBlobRefetched(t *testing.T) {
 }
 
 func TestOriginDown(t *testing.T) {
-	body := randomBytes(1 << 20)
+	body := origin.Random(1 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback})
@@ -268,12 +261,12 @@ func TestOriginDown(t *testing.T) {
 // The origin serves other bytes than the digest names: an error, nothing published, no
 // partial file left.
 func TestOriginWrongContent(t *testing.T) {
-	body := randomBytes(1 << 20)
+	body := origin.Random(1 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback})
 	a := artifact(o, body)
-	o.SetBody(randomBytes(len(body)))
+	o.SetBody(origin.Random(len(body)))
 	_, err := s.Stage(context.Background(), "a", a, nil)
 	if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Stage: %v, want corrupt", err)
@@ -284,14 +277,14 @@ func TestOriginWrongContent(t *testing.T) {
 		}
 	}
 	// Wrong length: refused from the headers, before a byte is written.
-	o.SetBody(randomBytes(len(body) + 1))
+	o.SetBody(origin.Random(len(body) + 1))
 	if _, err := s.Stage(context.Background(), "a", a, nil); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "the manifest says") {
 		t.Fatalf("Stage: %v, want a size mismatch", err)
 	}
 }
 
 func TestTenantIsolation(t *testing.T) {
-	body := randomBytes(1 << 20)
+	body := origin.Random(1 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback})
@@ -329,7 +322,7 @@ func TestTenantIsolation(t *testing.T) {
 }
 
 func TestSymlinksRefused(t *testing.T) {
-	body := randomBytes(64 << 10)
+	body := origin.Random(64 << 10)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback})
@@ -386,7 +379,7 @@ func TestSymlinksRefused(t *testing.T) {
 
 // Two calls for the same file at once: one fetches, the other waits and finds it.
 func TestConcurrentStageFetchesOnce(t *testing.T) {
-	body := randomBytes(2 << 20)
+	body := origin.Random(2 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 8<<20)
 	s := openStore(t, t.TempDir(), Options{AllowOrigins: loopback})
 	a := artifact(o, body)
@@ -417,7 +410,7 @@ func (l *countingLimiter) Wait(ctx context.Context, n int) error {
 }
 
 func TestLimiterSeesEveryByte(t *testing.T) {
-	body := randomBytes(1<<20 + 3)
+	body := origin.Random(1<<20 + 3)
 	l := &countingLimiter{}
 	s := openStore(t, t.TempDir(), Options{AllowOrigins: loopback, Limiter: l})
 	mustStage(t, s, "a", artifact(origin.StartHTTP(t, "/blob", body, 0), body))
@@ -429,7 +422,7 @@ func TestLimiterSeesEveryByte(t *testing.T) {
 // A manifest whose size is wrong for an intact file (0, or another number) is refused: the
 // file is kept, not thrown away and fetched in vain on every apply.
 func TestWrongSizeKeepsIntactFile(t *testing.T) {
-	body := randomBytes(1 << 20)
+	body := origin.Random(1 << 20)
 	o := origin.StartHTTP(t, "/blob", body, 0)
 	root := t.TempDir()
 	s := openStore(t, root, Options{AllowOrigins: loopback})
