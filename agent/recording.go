@@ -84,9 +84,7 @@ func (a *Agent) record(ctx context.Context, r *recording) {
 		meta.Outcome = trace.OutcomeInterrupted
 		meta.Error = "the agent stopped before the container was ready"
 	}
-	if meta.End == 0 {
-		meta.End = recorder.Monotonic()
-	}
+	recorder.EndNow(&meta)
 
 	late := a.stop(r, &meta)
 	// The downloads in the container's writable layer, while the container still runs.
@@ -146,25 +144,13 @@ func (a *Agent) stop(r *recording, meta *collector.Meta) (late bool) {
 			r.col.Handle(raw)
 		}
 	}
-	if ready := r.col.Ready(); meta.Outcome == trace.OutcomeReady && ready != nil {
-		meta.End = r.col.Start() + uint64(ready.At)
-	}
+	recorder.EndAtReady(r.col, meta)
 	if lost, err := a.probes.Lost(); err == nil && lost > r.lostBefore {
 		// The counter is the node's: the loss may be another container's.
 		meta.Lost = lost - r.lostBefore
 		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d events were lost on the node during the recording because the ring buffer was full: raise --ring-buffer", meta.Lost))
 	}
-	if n := r.col.Errors(); n > 0 {
-		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d malformed events were dropped", n))
-	}
-	for more := true; more; {
-		select {
-		case w := <-r.uprobeErrs:
-			meta.Warnings = append(meta.Warnings, w)
-		default:
-			more = false
-		}
-	}
+	recorder.CollectorWarnings(r.col, r.uprobeErrs, meta)
 	if !r.createSeen {
 		meta.Warnings = append(meta.Warnings, "the container was created before the agent watched: time zero is its task's creation")
 	}

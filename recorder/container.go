@@ -137,9 +137,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 			meta.Error = fmt.Sprintf("the container exited (exit status %d) before it was ready", e.code)
 		}
 	}
-	if meta.End == 0 {
-		meta.End = Monotonic()
-	}
+	EndNow(&meta)
 	finish(probes, col, done, uprobeErrs, &meta)
 	digestWritten(ctx, col, false, &meta) // before the container and its writable layer go
 

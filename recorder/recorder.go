@@ -116,9 +116,7 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 	meta := collector.Meta{ID: NewID(wall), Workload: trace.Workload{Command: opts.Command}, Start: wall, Warnings: warnings}
 	end, rootExited := await(ctx, readyc, opts.Timeout, exited, &meta)
 	meta.End = end
-	if meta.End == 0 {
-		meta.End = Monotonic()
-	}
+	EndNow(&meta)
 
 	finish(probes, col, done, uprobeErrs, &meta)
 	digestWritten(ctx, col, true, &meta)
@@ -214,9 +212,7 @@ func finish(probes *bpf.Probes, col *collector.Collector, done <-chan error, upr
 	for _, raw := range held {
 		col.Handle(raw)
 	}
-	if r := col.Ready(); meta.Outcome == trace.OutcomeReady && r != nil {
-		meta.End = col.Start() + uint64(r.At)
-	}
+	EndAtReady(col, meta)
 	lost, err := probes.Lost()
 	if err != nil {
 		meta.Warnings = append(meta.Warnings, "reading the lost-event counter: "+err.Error())
@@ -225,6 +221,26 @@ func finish(probes *bpf.Probes, col *collector.Collector, done <-chan error, upr
 	if lost > 0 {
 		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d events were lost because the ring buffer was full: raise --ring-buffer", lost))
 	}
+	CollectorWarnings(col, uprobeErrs, meta)
+}
+
+// EndNow ends the recording now, unless its end is set already.
+func EndNow(meta *collector.Meta) {
+	if meta.End == 0 {
+		meta.End = Monotonic()
+	}
+}
+
+// EndAtReady ends a ready recording at its listen, once the collector has every event.
+func EndAtReady(col *collector.Collector, meta *collector.Meta) {
+	if r := col.Ready(); meta.Outcome == trace.OutcomeReady && r != nil {
+		meta.End = col.Start() + uint64(r.At)
+	}
+}
+
+// CollectorWarnings adds to meta's warnings the malformed events the collector dropped
+// and the driver libraries it could not uprobe (see NewCollector).
+func CollectorWarnings(col *collector.Collector, uprobeErrs <-chan string, meta *collector.Meta) {
 	if n := col.Errors(); n > 0 {
 		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d malformed events were dropped", n))
 	}
