@@ -88,9 +88,7 @@ func (a *Agent) record(ctx context.Context, r *recording) {
 
 	late := a.stop(r, &meta)
 	// The downloads in the container's writable layer, while the container still runs.
-	dctx, cancel := context.WithTimeout(ctx, recorder.DigestTimeout)
-	meta.Warnings = append(meta.Warnings, r.col.DigestWritten(dctx, false)...)
-	cancel()
+	recorder.DigestWritten(ctx, r.col, false, &meta)
 	if inspectErr != nil {
 		meta.Warnings = append(meta.Warnings, "describing the container: "+inspectErr.Error())
 	}

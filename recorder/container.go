@@ -139,7 +139,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 	}
 	EndNow(&meta)
 	finish(probes, col, done, uprobeErrs, &meta)
-	digestWritten(ctx, col, false, &meta) // before the container and its writable layer go
+	DigestWritten(ctx, col, false, &meta) // before the container and its writable layer go
 
 	// The other pulls have made their images by now, if they are done: name them.
 	client.NameIngests(context.WithoutCancel(ctx), pulled.Others, pulled.Ref)

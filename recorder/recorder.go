@@ -119,7 +119,7 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 	EndNow(&meta)
 
 	finish(probes, col, done, uprobeErrs, &meta)
-	digestWritten(ctx, col, true, &meta)
+	DigestWritten(ctx, col, true, &meta)
 	if meta.Outcome == trace.OutcomeExited {
 		status := exitStatus(col, pid)
 		if status != 0 {
@@ -254,14 +254,14 @@ func CollectorWarnings(col *collector.Collector, uprobeErrs <-chan string, meta 
 	}
 }
 
-// DigestTimeout bounds the time a recording spends hashing the files the workload wrote
+// digestTimeout bounds the time a recording spends hashing the files the workload wrote
 // (see collector.DigestWritten); a file not hashed by then has no digest in the trace.
-const DigestTimeout = 30 * time.Second
+const digestTimeout = 30 * time.Second
 
-// digestWritten hashes the possible artifacts the workload wrote, through the roots of its
+// DigestWritten hashes the possible artifacts the workload wrote, through the roots of its
 // live processes (and the host's, with host), and adds what failed to meta's warnings.
-func digestWritten(ctx context.Context, col *collector.Collector, host bool, meta *collector.Meta) {
-	ctx, cancel := context.WithTimeout(ctx, DigestTimeout)
+func DigestWritten(ctx context.Context, col *collector.Collector, host bool, meta *collector.Meta) {
+	ctx, cancel := context.WithTimeout(ctx, digestTimeout)
 	defer cancel()
 	meta.Warnings = append(meta.Warnings, col.DigestWritten(ctx, host)...)
 }
