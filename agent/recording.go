@@ -100,16 +100,11 @@ func (a *Agent) record(ctx context.Context, r *recording) {
 	} else {
 		meta.Workload = trace.Workload{ContainerID: r.id}
 	}
-	meta.Activity = map[trace.PhaseName][]trace.Interval{}
-	if p := r.pull; p != nil {
-		a.client.NameIngests(context.WithoutCancel(ctx), p.Others, p.Ref)
-		meta.Warnings = append(meta.Warnings, a.ingests.RegistryConns(context.WithoutCancel(ctx), p)...)
-		meta.Pull, meta.Conns = p.Trace(r.zero), p.TraceConns(r.zero)
-		meta.Activity = recorder.PullActivity(p, r.zero)
+	if r.pull != nil {
+		recorder.AddPull(ctx, a.client, a.ingests, r.pull, r.zero, &meta)
 	}
 	meta.Warnings = append(meta.Warnings, r.pullWarnings...)
-	createStart := r.create.at.Sub(r.zero)
-	meta.Activity[trace.PhaseCreate] = []trace.Interval{{Start: createStart, End: max(r.col.FirstExec(), createStart)}}
+	recorder.AddCreate(r.create.at, r.zero, r.col, &meta)
 	t := recorder.Assemble(a.probes, r.col, meta)
 	t.Incomplete = t.Incomplete || late
 	if err := a.write(t); err != nil {
