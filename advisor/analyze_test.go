@@ -173,12 +173,8 @@ func TestAnalyzeIsReproducible(t *testing.T) {
 }
 
 func hasRec(a *Advice, id string) bool {
-	for _, r := range a.Recommendations {
-		if r.ID == id {
-			return true
-		}
-	}
-	return false
+	_, ok := rec(a, id)
+	return ok
 }
 
 func scenario(a *Advice, name string) Scenario {

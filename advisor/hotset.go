@@ -184,12 +184,8 @@ func coalesce(rs []manifest.Range) []manifest.Range {
 	return out
 }
 
-// minArtifactSize is the size from which a file written during start-up is a downloaded
-// artifact, as the recorder digests them (collector.MinArtifactSize).
-const minArtifactSize = 1 << 20
-
 // artifacts lists the files downloaded during start-up: files of kind weights or other,
-// outside the image's layers, of at least minArtifactSize, that the workload wrote from
+// outside the image's layers, of at least trace.MinArtifactSize, that the workload wrote from
 // a connection in at least one run (a file written from nothing the trace saw arrive, a
 // compilation cache or a log, is no download an agent could stage). Size is the largest
 // seen (the bytes written, where the recorder could not see the file at the end), origin the URL (or else the peer address) the trace attributes the
@@ -212,7 +208,7 @@ func artifacts(traces []*trace.Trace) []manifest.Artifact {
 				size = max(size, f.WrittenBytes) // the recorder did not see the file at the end
 			}
 			if f.WrittenBytes == 0 || (f.Kind != trace.KindWeights && f.Kind != trace.KindOther) ||
-				(f.Layer != nil && f.Layer.Where == "image") || size < minArtifactSize || !usablePath(f.Path) {
+				(f.Layer != nil && f.Layer.Where == "image") || size < trace.MinArtifactSize || !usablePath(f.Path) {
 				continue
 			}
 			p := path.Clean(f.Path)

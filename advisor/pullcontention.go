@@ -79,9 +79,7 @@ func (r run) pullContention() (pullOverlap, bool) {
 		po.other += float64(o.Bytes)
 	}
 	ivs = trace.Union(ivs)
-	for _, iv := range ivs {
-		po.overlap += secs(iv.End - iv.Start)
-	}
+	po.overlap = secs(trace.Total(ivs))
 	if po.overlap == 0 {
 		return pullOverlap{}, false
 	}
@@ -168,11 +166,7 @@ func pullContentions(runs []run, b bootstrap) []PullContention {
 				byKey[key] = s
 				others = append(others, s)
 			}
-			var d trace.Duration
-			for _, iv := range o.Intervals {
-				d += iv.End - iv.Start
-			}
-			s.overlaps, s.bytess = append(s.overlaps, secs(d)), append(s.bytess, float64(o.Bytes))
+			s.overlaps, s.bytess = append(s.overlaps, secs(trace.Total(o.Intervals))), append(s.bytess, float64(o.Bytes))
 		}
 	}
 	if pc.Runs == 0 {

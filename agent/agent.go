@@ -62,9 +62,10 @@ type Agent struct {
 	wg       sync.WaitGroup
 	done     chan error
 
-	// cgroupMount is the cgroup v2 mount point; watched the cgroups below which new
-	// cgroups are tracked from their creation (see watchCgroups and bpf's cgroup_mkdir).
-	cgroupMount string
+	// cgroupMount is the cgroup v2 mount point and cgroupRoot the cgroup at its root, empty
+	// when watchCgroups found none; watched the cgroups below which new cgroups are tracked
+	// from their creation (see watchCgroups and bpf's cgroup_mkdir).
+	cgroupMount, cgroupRoot string
 
 	mu       sync.Mutex
 	created  map[string]created // containers without a task yet
@@ -262,7 +263,7 @@ func (a *Agent) startRecording(ctx context.Context, ev containerd.Event) {
 // slower, is what lets the trace see the workload from its first instruction. The
 // container's events wait in the ring buffer meanwhile: dispatching them takes a.mu.
 func (a *Agent) track(ctx context.Context, ev containerd.Event) (*recording, error) {
-	cg, err := containerd.ProcessCgroup(int(ev.PID))
+	cg, err := a.processCgroup(ev.PID)
 	if err != nil {
 		return nil, err
 	}
@@ -294,6 +295,15 @@ func (a *Agent) track(ctx context.Context, ev containerd.Event) (*recording, err
 	}
 	a.watchParentOf(cg)
 	return r, nil
+}
+
+// processCgroup is the cgroup v2 of a process, in the mount watchCgroups found, or in the
+// one there is now when it found none.
+func (a *Agent) processCgroup(pid uint32) (containerd.Cgroup, error) {
+	if a.cgroupMount == "" {
+		return containerd.ProcessCgroup(int(pid))
+	}
+	return containerd.ProcessCgroupAt(a.cgroupMount, a.cgroupRoot, int(pid))
 }
 
 // monotonicAt converts a wall-clock time of the recent past into CLOCK_MONOTONIC, the
@@ -376,20 +386,26 @@ func (a *Agent) deliver(r *recording, typ uint32, h *bpf.Header, raw []byte) {
 	}
 }
 
-// route finds the recording an event belongs to, called with a.mu held. The header's
-// cgroup is the current task's: the event's process for events of a syscall or a fault,
-// but anyone's for socket events, which the kernel may send from interrupt context, so
-// those go by their process.
+// route finds the recording an event belongs to, called with a.mu held: by the event's
+// cgroup, or its process (see byProcess).
 func (a *Agent) route(typ uint32, h *bpf.Header) *recording {
-	if typ != bpf.EvSock && typ != bpf.EvConn {
+	if !byProcess(typ) {
 		if r := a.byCgroup[h.Cgroup]; r != nil {
-			r.pids[h.Pid] = true
-			a.byPID[h.Pid] = r
+			if a.byPID[h.Pid] != r {
+				r.pids[h.Pid] = true
+				a.byPID[h.Pid] = r
+			}
 			return r
 		}
 	}
 	return a.byPID[h.Pid]
 }
+
+// byProcess says whether events of type typ go to their container by their process
+// alone. The header's cgroup is the current task's: the event's process for events of a
+// syscall or a fault, but anyone's for socket events, which the kernel may send from
+// interrupt context, so those go by their process.
+func byProcess(typ uint32) bool { return typ == bpf.EvSock || typ == bpf.EvConn }
 
 // catchUp returns once every event the kernel sent before the call has been dispatched,
 // or after a second of a ring that never empties.

@@ -37,12 +37,12 @@ const (
 // watchCgroups watches the top-level cgroups where containers of the namespace go (see
 // containerCgroupTop) that exist; watchParentOf adds each when its first container comes.
 func (a *Agent) watchCgroups() {
-	mnt, _, err := containerd.Cgroup2Mount()
+	mnt, root, err := containerd.Cgroup2Mount()
 	if err != nil {
 		fmt.Fprintf(a.opts.Log, "coldtrace: containers are tracked from their task's create event only: %v\n", err)
 		return
 	}
-	a.cgroupMount = mnt
+	a.cgroupMount, a.cgroupRoot = mnt, root
 	for _, dir := range []string{a.opts.Namespace, "kubepods", "kubepods.slice"} {
 		if !a.containerCgroupTop(dir) {
 			continue
@@ -94,10 +94,10 @@ func (a *Agent) noteEarly(id uint64) {
 }
 
 // hold keeps an event of an early cgroup, called with a.mu held. Like route, it goes by
-// the event's cgroup, or its process for socket events.
+// the event's cgroup, or its process (see byProcess).
 func (a *Agent) hold(typ uint32, h *bpf.Header, raw []byte) {
 	var e *earlyCgroup
-	if typ != bpf.EvSock && typ != bpf.EvConn {
+	if !byProcess(typ) {
 		if e = a.early[h.Cgroup]; e != nil {
 			a.earlyPID[h.Pid] = e
 		}

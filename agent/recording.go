@@ -84,15 +84,11 @@ func (a *Agent) record(ctx context.Context, r *recording) {
 		meta.Outcome = trace.OutcomeInterrupted
 		meta.Error = "the agent stopped before the container was ready"
 	}
-	if meta.End == 0 {
-		meta.End = recorder.Monotonic()
-	}
+	recorder.EndNow(&meta)
 
 	late := a.stop(r, &meta)
 	// The downloads in the container's writable layer, while the container still runs.
-	dctx, cancel := context.WithTimeout(ctx, recorder.DigestTimeout)
-	meta.Warnings = append(meta.Warnings, r.col.DigestWritten(dctx, false)...)
-	cancel()
+	recorder.DigestWritten(ctx, r.col, false, &meta)
 	if inspectErr != nil {
 		meta.Warnings = append(meta.Warnings, "describing the container: "+inspectErr.Error())
 	}
@@ -104,16 +100,11 @@ func (a *Agent) record(ctx context.Context, r *recording) {
 	} else {
 		meta.Workload = trace.Workload{ContainerID: r.id}
 	}
-	meta.Activity = map[trace.PhaseName][]trace.Interval{}
-	if p := r.pull; p != nil {
-		a.client.NameIngests(context.WithoutCancel(ctx), p.Others, p.Ref)
-		meta.Warnings = append(meta.Warnings, a.ingests.RegistryConns(context.WithoutCancel(ctx), p)...)
-		meta.Pull, meta.Conns = p.Trace(r.zero), p.TraceConns(r.zero)
-		meta.Activity = recorder.PullActivity(p, r.zero)
+	if r.pull != nil {
+		recorder.AddPull(ctx, a.client, a.ingests, r.pull, r.zero, &meta)
 	}
 	meta.Warnings = append(meta.Warnings, r.pullWarnings...)
-	createStart := r.create.at.Sub(r.zero)
-	meta.Activity[trace.PhaseCreate] = []trace.Interval{{Start: createStart, End: max(r.col.FirstExec(), createStart)}}
+	recorder.AddCreate(r.create.at, r.zero, r.col, &meta)
 	t := recorder.Assemble(a.probes, r.col, meta)
 	t.Incomplete = t.Incomplete || late
 	if err := a.write(t); err != nil {
@@ -146,25 +137,13 @@ func (a *Agent) stop(r *recording, meta *collector.Meta) (late bool) {
 			r.col.Handle(raw)
 		}
 	}
-	if ready := r.col.Ready(); meta.Outcome == trace.OutcomeReady && ready != nil {
-		meta.End = r.col.Start() + uint64(ready.At)
-	}
+	recorder.EndAtReady(r.col, meta)
 	if lost, err := a.probes.Lost(); err == nil && lost > r.lostBefore {
 		// The counter is the node's: the loss may be another container's.
 		meta.Lost = lost - r.lostBefore
 		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d events were lost on the node during the recording because the ring buffer was full: raise --ring-buffer", meta.Lost))
 	}
-	if n := r.col.Errors(); n > 0 {
-		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d malformed events were dropped", n))
-	}
-	for more := true; more; {
-		select {
-		case w := <-r.uprobeErrs:
-			meta.Warnings = append(meta.Warnings, w)
-		default:
-			more = false
-		}
-	}
+	recorder.CollectorWarnings(r.col, r.uprobeErrs, meta)
 	if !r.createSeen {
 		meta.Warnings = append(meta.Warnings, "the container was created before the agent watched: time zero is its task's creation")
 	}

@@ -22,7 +22,7 @@ import (
 // MinArtifactSize is the size from which a file written during the recording is digested
 // as a possible downloaded artifact (with kind weights or other): smaller files are logs,
 // locks and caches.
-const MinArtifactSize = 1 << 20
+const MinArtifactSize = trace.MinArtifactSize
 
 // MaxDigestBytes bounds the size of a file that DigestWritten hashes.
 const MaxDigestBytes = 64 << 30

@@ -78,9 +78,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 		}
 		finish(probes, col, done, uprobeErrs, &meta)
 		if pulled != nil {
-			client.NameIngests(context.WithoutCancel(ctx), pulled.Others, pulled.Ref)
-			meta.Pull, meta.Conns = pulled.Trace(wall), pulled.TraceConns(wall)
-			meta.Activity = PullActivity(pulled, wall)
+			AddPull(ctx, client, nil, pulled, wall, &meta)
 		}
 		return Assemble(probes, col, meta), nil
 	}
@@ -137,28 +135,46 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 			meta.Error = fmt.Sprintf("the container exited (exit status %d) before it was ready", e.code)
 		}
 	}
-	if meta.End == 0 {
-		meta.End = Monotonic()
-	}
+	EndNow(&meta)
 	finish(probes, col, done, uprobeErrs, &meta)
-	digestWritten(ctx, col, false, &meta) // before the container and its writable layer go
+	DigestWritten(ctx, col, false, &meta) // before the container and its writable layer go
 
-	// The other pulls have made their images by now, if they are done: name them.
-	client.NameIngests(context.WithoutCancel(ctx), pulled.Others, pulled.Ref)
-	meta.Pull, meta.Conns = pulled.Trace(wall), pulled.TraceConns(wall)
-	meta.Activity = PullActivity(pulled, wall)
-	createStart := createAt.Sub(wall)
-	meta.Activity[trace.PhaseCreate] = []trace.Interval{{Start: createStart, End: max(col.FirstExec(), createStart)}}
+	AddPull(ctx, client, nil, pulled, wall, &meta)
+	AddCreate(createAt, wall, col, &meta)
 	col.ResolveLayers(ct.Rootfs.LayerOf)
 	return Assemble(probes, col, meta), nil
 }
 
-// PullActivity is the pull (from the request: resolving the image, then each layer's
+// AddPull puts the pull p in meta, its times from zero: the pull, its registry
+// connections and its activity (pullActivity). The other pulls it overlapped have made
+// their images by the end of the recording, if they are done: they are named then. With
+// ingests (the agent's, which saw a pull it did not make), the registry connections are
+// found there, and what they may miss goes to meta's warnings.
+func AddPull(ctx context.Context, client *containerd.Client, ingests *containerd.IngestLog, p *containerd.Pulled, zero time.Time, meta *collector.Meta) {
+	client.NameIngests(context.WithoutCancel(ctx), p.Others, p.Ref)
+	if ingests != nil {
+		meta.Warnings = append(meta.Warnings, ingests.RegistryConns(context.WithoutCancel(ctx), p)...)
+	}
+	meta.Pull, meta.Conns = p.Trace(zero), p.TraceConns(zero)
+	meta.Activity = pullActivity(p, zero)
+}
+
+// AddCreate adds the create phase to meta's activity: from the container's create at
+// to the workload's first exec, from zero.
+func AddCreate(at, zero time.Time, col *collector.Collector, meta *collector.Meta) {
+	if meta.Activity == nil {
+		meta.Activity = map[trace.PhaseName][]trace.Interval{}
+	}
+	start := at.Sub(zero)
+	meta.Activity[trace.PhaseCreate] = []trace.Interval{{Start: start, End: max(col.FirstExec(), start)}}
+}
+
+// pullActivity is the pull (from the request: resolving the image, then each layer's
 // download from its request to its commit) and the unpack. Layers unpack one after the
 // other once all are fetched; the client's bookkeeping between two layers counts as
 // unpacking, so the unpack runs without gaps from the end of the download to the end of
 // the pull.
-func PullActivity(p *containerd.Pulled, zero time.Time) map[trace.PhaseName][]trace.Interval {
+func pullActivity(p *containerd.Pulled, zero time.Time) map[trace.PhaseName][]trace.Interval {
 	acts := map[trace.PhaseName][]trace.Interval{}
 	var fetched trace.Duration
 	for _, l := range p.Layers {

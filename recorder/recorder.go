@@ -116,12 +116,10 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 	meta := collector.Meta{ID: NewID(wall), Workload: trace.Workload{Command: opts.Command}, Start: wall, Warnings: warnings}
 	end, rootExited := await(ctx, readyc, opts.Timeout, exited, &meta)
 	meta.End = end
-	if meta.End == 0 {
-		meta.End = Monotonic()
-	}
+	EndNow(&meta)
 
 	finish(probes, col, done, uprobeErrs, &meta)
-	digestWritten(ctx, col, true, &meta)
+	DigestWritten(ctx, col, true, &meta)
 	if meta.Outcome == trace.OutcomeExited {
 		status := exitStatus(col, pid)
 		if status != 0 {
@@ -214,9 +212,7 @@ func finish(probes *bpf.Probes, col *collector.Collector, done <-chan error, upr
 	for _, raw := range held {
 		col.Handle(raw)
 	}
-	if r := col.Ready(); meta.Outcome == trace.OutcomeReady && r != nil {
-		meta.End = col.Start() + uint64(r.At)
-	}
+	EndAtReady(col, meta)
 	lost, err := probes.Lost()
 	if err != nil {
 		meta.Warnings = append(meta.Warnings, "reading the lost-event counter: "+err.Error())
@@ -225,6 +221,26 @@ func finish(probes *bpf.Probes, col *collector.Collector, done <-chan error, upr
 	if lost > 0 {
 		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d events were lost because the ring buffer was full: raise --ring-buffer", lost))
 	}
+	CollectorWarnings(col, uprobeErrs, meta)
+}
+
+// EndNow ends the recording now, unless its end is set already.
+func EndNow(meta *collector.Meta) {
+	if meta.End == 0 {
+		meta.End = Monotonic()
+	}
+}
+
+// EndAtReady ends a ready recording at its listen, once the collector has every event.
+func EndAtReady(col *collector.Collector, meta *collector.Meta) {
+	if r := col.Ready(); meta.Outcome == trace.OutcomeReady && r != nil {
+		meta.End = col.Start() + uint64(r.At)
+	}
+}
+
+// CollectorWarnings adds to meta's warnings the malformed events the collector dropped
+// and the driver libraries it could not uprobe (see NewCollector).
+func CollectorWarnings(col *collector.Collector, uprobeErrs <-chan string, meta *collector.Meta) {
 	if n := col.Errors(); n > 0 {
 		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d malformed events were dropped", n))
 	}
@@ -238,14 +254,14 @@ func finish(probes *bpf.Probes, col *collector.Collector, done <-chan error, upr
 	}
 }
 
-// DigestTimeout bounds the time a recording spends hashing the files the workload wrote
+// digestTimeout bounds the time a recording spends hashing the files the workload wrote
 // (see collector.DigestWritten); a file not hashed by then has no digest in the trace.
-const DigestTimeout = 30 * time.Second
+const digestTimeout = 30 * time.Second
 
-// digestWritten hashes the possible artifacts the workload wrote, through the roots of its
+// DigestWritten hashes the possible artifacts the workload wrote, through the roots of its
 // live processes (and the host's, with host), and adds what failed to meta's warnings.
-func digestWritten(ctx context.Context, col *collector.Collector, host bool, meta *collector.Meta) {
-	ctx, cancel := context.WithTimeout(ctx, DigestTimeout)
+func DigestWritten(ctx context.Context, col *collector.Collector, host bool, meta *collector.Meta) {
+	ctx, cancel := context.WithTimeout(ctx, digestTimeout)
 	defer cancel()
 	meta.Warnings = append(meta.Warnings, col.DigestWritten(ctx, host)...)
 }

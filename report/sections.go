@@ -224,10 +224,7 @@ func contentionSection(p *trace.Pull) section {
 		if name == "" {
 			name = "unknown image"
 		}
-		var overlap trace.Duration
-		for _, iv := range o.Intervals {
-			overlap += iv.End - iv.Start
-		}
+		overlap := trace.Total(o.Intervals)
 		from, to := "-", "-"
 		if n := len(o.Intervals); n > 0 {
 			from, to = fmtDur(o.Intervals[0].Start), fmtDur(o.Intervals[n-1].End)

@@ -90,3 +90,12 @@ func Union(ivs []Interval) []Interval {
 	}
 	return out
 }
+
+// Total is the summed length of intervals: for disjoint ones (Union's), the time they cover.
+func Total(ivs []Interval) Duration {
+	var d Duration
+	for _, iv := range ivs {
+		d += iv.End - iv.Start
+	}
+	return d
+}

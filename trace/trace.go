@@ -210,6 +210,11 @@ type File struct {
 	Origin string `json:"origin,omitempty"`
 }
 
+// MinArtifactSize is the size from which a file written during the recording is digested
+// as a possible downloaded artifact (with kind weights or other): smaller files are logs,
+// locks and caches. It is part of the format: FORMAT.md's digest of written files.
+const MinArtifactSize = 1 << 20
+
 // LayerRef ties a file to an image layer.
 type LayerRef struct {
 	Index  int    `json:"index"`

@@ -112,7 +112,6 @@ func runAgent(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		cfg.Containerd, cfg.Namespace = c.String("containerd"), c.String("namespace")
 		if ca, err = cache.New(cfg, metrics, nil); err != nil {
 			return err
 		}

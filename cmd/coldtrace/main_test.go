@@ -1,9 +1,12 @@
 package main
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -13,14 +16,41 @@ import (
 	"github.com/coldtrace/coldtrace/trace"
 )
 
-// build compiles the coldtrace binary once per test.
+// The coldtrace binary, built once for all the tests (see build) in binDir, which TestMain
+// removes at the end.
+var (
+	buildOnce sync.Once
+	binDir    string
+	builtBin  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// build compiles the coldtrace binary at its first call and returns it to every test.
 func build(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "coldtrace")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	buildOnce.Do(func() {
+		if binDir, buildErr = os.MkdirTemp("", "coldtrace-test-"); buildErr != nil {
+			return
+		}
+		path := filepath.Join(binDir, "coldtrace")
+		if out, err := exec.Command("go", "build", "-o", path, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		builtBin = path
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	return bin
+	return builtBin
 }
 
 // TestRecordExample runs the README's first command: the built-in example, end to end.

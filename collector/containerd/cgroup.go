@@ -57,6 +57,12 @@ func ProcessCgroup(pid int) (Cgroup, error) {
 	if err != nil {
 		return Cgroup{}, err
 	}
+	return ProcessCgroupAt(mnt, root, pid)
+}
+
+// ProcessCgroupAt is ProcessCgroup for a caller that knows the cgroup v2 mount already:
+// its mount point and root, as Cgroup2Mount returns them.
+func ProcessCgroupAt(mnt, root string, pid int) (Cgroup, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
 		return Cgroup{}, err

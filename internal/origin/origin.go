@@ -6,7 +6,6 @@ package origin
 
 import (
 	"bufio"
-	"crypto/rand"
 	"fmt"
 	"net"
 	"sync/atomic"
@@ -27,8 +26,7 @@ func Start(t testing.TB, size int) *Server {
 		t.Fatal(err)
 	}
 	s := &Server{ln: ln}
-	body := make([]byte, size)
-	rand.Read(body)
+	body := Random(size)
 	go func() {
 		for {
 			c, err := ln.Accept()
