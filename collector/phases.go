@@ -148,9 +148,7 @@ func segment(t *trace.Trace, acts map[trace.PhaseName][]trace.Interval, firstExe
 		} else if len(ivs) > 0 {
 			p.Start, p.End = ivs[0].Start, ivs[len(ivs)-1].End
 		}
-		for _, iv := range ivs {
-			p.Busy += iv.End - iv.Start
-		}
+		p.Busy = trace.Total(ivs)
 		p.Bytes = phaseBytes(t, name)
 		phases = append(phases, p)
 	}
