@@ -66,6 +66,9 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
 /* Set by the loader before load. */
 const volatile __u64 sample_ns = 1000000;       /* socket byte samples: at most one per ms */
+const volatile __u64 fault_around_bytes = 65536; /* the kernel's fault-around window */
+/* The kernel maps a large cached folio whole at a fault near it (Linux 6.18). */
+const volatile bool whole_folios = false;
 const volatile __u64 wakeup_bytes = 262144; /* wake the reader once this much is queued */
 
 struct {
@@ -681,11 +684,73 @@ EXIT(mmap)
 }
 
 struct fault_ctx {
+	__u64 addr;
 	__u64 dev, ino;
 	__u64 vm_start, vm_end, vm_off;
+	__u64 from, to; /* the addresses the fault maps */
 	bool file;
 };
 
+#define PMD_BYTES (1ULL << 21) /* what one page table maps */
+
+/* cached_folio looks index up in the page cache (an xarray), lock-free: a folio freed
+ * meanwhile is read as it was, which at worst widens one fault's pages. */
+static __always_inline struct folio *cached_folio(struct address_space *m, __u64 index)
+{
+	void *entry = BPF_CORE_READ(m, i_pages.xa_head);
+	bool descended = false;
+	for (int i = 0; i < 8; i++) {
+		__u64 e = (__u64)entry;
+		if ((e & 3) != 2 || e <= 4096) /* not a node */
+			break;
+		struct xa_node *node = (void *)(e - 2);
+		__u64 slot = (index >> (BPF_CORE_READ(node, shift) & 63)) & 63;
+		if (bpf_core_read(&entry, sizeof(entry), &node->slots[slot]))
+			return NULL;
+		e = (__u64)entry;
+		if ((e & 3) == 2 && e < 250) /* a sibling of a multi-index entry */
+			if (bpf_core_read(&entry, sizeof(entry), &node->slots[(e >> 2) & 63]))
+				return NULL;
+		descended = true;
+	}
+	__u64 e = (__u64)entry;
+	if (!e || (e & 3) || (!descended && index))
+		return NULL; /* empty, a shadow or an internal entry */
+	return entry;
+}
+
+/* map_whole widens [*from, *to) to the large folio cached at address va of vma, where the
+ * kernel maps that folio whole (filemap_map_folio_range): within the vma, within one page
+ * table, and ending before the file's last page. */
+static __always_inline void map_whole(struct vm_area_struct *vma, struct address_space *m,
+				      __u64 file_end, __u64 va, __u64 *from, __u64 *to)
+{
+	__u64 index = vma->vm_pgoff + ((va - vma->vm_start) >> PAGE_SHIFT);
+	struct folio *fo = cached_folio(m, index);
+	if (!fo || BPF_CORE_READ(fo, mapping) != m)
+		return;
+	__u64 flags = 0;
+	bpf_core_read(&flags, sizeof(flags), &fo->flags);
+	if (!(flags & (1ULL << bpf_core_enum_value(enum pageflags, PG_head))))
+		return;
+	__u64 n = 1ULL << (BPF_CORE_READ(fo, _flags_1) & 0xff & 31);
+	__u64 first = BPF_CORE_READ(fo, index);
+	if (index < first || index >= first + n || first + n - 1 > file_end)
+		return;
+	__u64 start = va - ((index - first) << PAGE_SHIFT), end = start + (n << PAGE_SHIFT);
+	if (start < vma->vm_start || end > vma->vm_end ||
+	    (start & ~(PMD_BYTES - 1)) != ((end - 1) & ~(PMD_BYTES - 1)))
+		return;
+	if (start < *from)
+		*from = start;
+	if (end > *to)
+		*to = end;
+}
+
+/* fault_vma finds the fault's file and the addresses it maps: the fault-around window as
+ * do_fault_around computes it (the aligned block, or as many pages from the vma's start
+ * where that cuts it), within the vma and the page table, and the large folios at its ends
+ * that the kernel maps whole. */
 static long fault_vma(struct task_struct *task, struct vm_area_struct *vma, void *data)
 {
 	struct fault_ctx *c = data;
@@ -699,6 +764,29 @@ static long fault_vma(struct task_struct *task, struct vm_area_struct *vma, void
 	c->vm_end = vma->vm_end;
 	c->vm_off = vma->vm_pgoff << PAGE_SHIFT;
 	c->file = true;
+
+	__u64 page = c->addr & ~((1ULL << PAGE_SHIFT) - 1);
+	__u64 pt_end = (page & ~(PMD_BYTES - 1)) + PMD_BYTES;
+	__u64 from = page & ~(fault_around_bytes - 1);
+	if (from < vma->vm_start)
+		from = vma->vm_start;
+	__u64 to = from + fault_around_bytes;
+	if (to > pt_end)
+		to = pt_end;
+	if (to > vma->vm_end)
+		to = vma->vm_end;
+	if (whole_folios) {
+		struct address_space *m = f->f_mapping;
+		__u64 size = inode->i_size;
+		if (size > 0) {
+			__u64 file_end = ((size + (1ULL << PAGE_SHIFT) - 1) >> PAGE_SHIFT) - 1;
+			__u64 lo = from, hi = to;
+			map_whole(vma, m, file_end, lo, &from, &to);
+			map_whole(vma, m, file_end, hi - (1ULL << PAGE_SHIFT), &from, &to);
+		}
+	}
+	c->from = from;
+	c->to = to;
 	return 0;
 }
 
@@ -709,7 +797,7 @@ int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned l
 	__u32 pid = id >> 32;
 	if (!tracked(pid))
 		return 0;
-	struct fault_ctx c = {};
+	struct fault_ctx c = { .addr = address };
 	struct task_struct *task = bpf_get_current_task_btf();
 	long err = bpf_find_vma(task, address, fault_vma, &c, 0);
 	/* With interrupts off, as here, bpf_find_vma unlocks the mm from an irq_work and
@@ -726,6 +814,8 @@ int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned l
 	e->dev = c.dev;
 	e->ino = c.ino;
 	e->addr = address;
+	e->from = c.from;
+	e->to = c.to;
 	e->vm_start = c.vm_start;
 	e->vm_end = c.vm_end;
 	e->vm_off = c.vm_off;

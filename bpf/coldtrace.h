@@ -107,14 +107,16 @@ struct event_mmap {
 	__u32 flags;
 };
 
-/* A user page fault on a file mapping, and the mapping: its addresses and the file
- * offset at its start (user space computes which pages the fault maps in). dev and ino
- * are 0 where the kernel could not look the mapping up. */
+/* A user page fault on a file mapping, the addresses [from, to) it maps, and the mapping:
+ * its addresses and the file offset at its start. dev and ino (and the rest) are 0 where
+ * the kernel could not look the mapping up. */
 struct event_fault {
 	struct hdr h;
 	__u64 dev;
 	__u64 ino;
 	__u64 addr;
+	__u64 from;
+	__u64 to;
 	__u64 vm_start;
 	__u64 vm_end;
 	__u64 vm_off;

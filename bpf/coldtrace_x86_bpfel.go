@@ -99,6 +99,8 @@ type coldtraceEventFault struct {
 	Dev     uint64
 	Ino     uint64
 	Addr    uint64
+	From    uint64
+	To      uint64
 	VmStart uint64
 	VmEnd   uint64
 	VmOff   uint64
@@ -404,8 +406,10 @@ const (
 	coldtraceVarEvSock              = "_ev_sock"
 	coldtraceVarEvType              = "_ev_type"
 	coldtraceVarEvWrite             = "_ev_write"
+	coldtraceVarFaultAroundBytes    = "fault_around_bytes"
 	coldtraceVarSampleNs            = "sample_ns"
 	coldtraceVarWakeupBytes         = "wakeup_bytes"
+	coldtraceVarWholeFolios         = "whole_folios"
 )
 
 // loadColdtrace returns the embedded CollectionSpec for coldtrace.
@@ -542,26 +546,28 @@ type coldtraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type coldtraceVariableSpecs struct {
-	EvCacheMiss *ebpf.VariableSpec `ebpf:"_ev_cache_miss"`
-	EvCall      *ebpf.VariableSpec `ebpf:"_ev_call"`
-	EvCgroup    *ebpf.VariableSpec `ebpf:"_ev_cgroup"`
-	EvChdir     *ebpf.VariableSpec `ebpf:"_ev_chdir"`
-	EvConn      *ebpf.VariableSpec `ebpf:"_ev_conn"`
-	EvExec      *ebpf.VariableSpec `ebpf:"_ev_exec"`
-	EvExit      *ebpf.VariableSpec `ebpf:"_ev_exit"`
-	EvFault     *ebpf.VariableSpec `ebpf:"_ev_fault"`
-	EvFork      *ebpf.VariableSpec `ebpf:"_ev_fork"`
-	EvIoctl     *ebpf.VariableSpec `ebpf:"_ev_ioctl"`
-	EvListen    *ebpf.VariableSpec `ebpf:"_ev_listen"`
-	EvMmap      *ebpf.VariableSpec `ebpf:"_ev_mmap"`
-	EvOpen      *ebpf.VariableSpec `ebpf:"_ev_open"`
-	EvPayload   *ebpf.VariableSpec `ebpf:"_ev_payload"`
-	EvRead      *ebpf.VariableSpec `ebpf:"_ev_read"`
-	EvSock      *ebpf.VariableSpec `ebpf:"_ev_sock"`
-	EvType      *ebpf.VariableSpec `ebpf:"_ev_type"`
-	EvWrite     *ebpf.VariableSpec `ebpf:"_ev_write"`
-	SampleNs    *ebpf.VariableSpec `ebpf:"sample_ns"`
-	WakeupBytes *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	EvCacheMiss      *ebpf.VariableSpec `ebpf:"_ev_cache_miss"`
+	EvCall           *ebpf.VariableSpec `ebpf:"_ev_call"`
+	EvCgroup         *ebpf.VariableSpec `ebpf:"_ev_cgroup"`
+	EvChdir          *ebpf.VariableSpec `ebpf:"_ev_chdir"`
+	EvConn           *ebpf.VariableSpec `ebpf:"_ev_conn"`
+	EvExec           *ebpf.VariableSpec `ebpf:"_ev_exec"`
+	EvExit           *ebpf.VariableSpec `ebpf:"_ev_exit"`
+	EvFault          *ebpf.VariableSpec `ebpf:"_ev_fault"`
+	EvFork           *ebpf.VariableSpec `ebpf:"_ev_fork"`
+	EvIoctl          *ebpf.VariableSpec `ebpf:"_ev_ioctl"`
+	EvListen         *ebpf.VariableSpec `ebpf:"_ev_listen"`
+	EvMmap           *ebpf.VariableSpec `ebpf:"_ev_mmap"`
+	EvOpen           *ebpf.VariableSpec `ebpf:"_ev_open"`
+	EvPayload        *ebpf.VariableSpec `ebpf:"_ev_payload"`
+	EvRead           *ebpf.VariableSpec `ebpf:"_ev_read"`
+	EvSock           *ebpf.VariableSpec `ebpf:"_ev_sock"`
+	EvType           *ebpf.VariableSpec `ebpf:"_ev_type"`
+	EvWrite          *ebpf.VariableSpec `ebpf:"_ev_write"`
+	FaultAroundBytes *ebpf.VariableSpec `ebpf:"fault_around_bytes"`
+	SampleNs         *ebpf.VariableSpec `ebpf:"sample_ns"`
+	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	WholeFolios      *ebpf.VariableSpec `ebpf:"whole_folios"`
 }
 
 // coldtraceObjects contains all objects after they have been loaded into the kernel.
@@ -627,26 +633,28 @@ func (m *coldtraceMaps) Close() error {
 //
 // It can be passed to loadColdtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type coldtraceVariables struct {
-	EvCacheMiss *ebpf.Variable `ebpf:"_ev_cache_miss"`
-	EvCall      *ebpf.Variable `ebpf:"_ev_call"`
-	EvCgroup    *ebpf.Variable `ebpf:"_ev_cgroup"`
-	EvChdir     *ebpf.Variable `ebpf:"_ev_chdir"`
-	EvConn      *ebpf.Variable `ebpf:"_ev_conn"`
-	EvExec      *ebpf.Variable `ebpf:"_ev_exec"`
-	EvExit      *ebpf.Variable `ebpf:"_ev_exit"`
-	EvFault     *ebpf.Variable `ebpf:"_ev_fault"`
-	EvFork      *ebpf.Variable `ebpf:"_ev_fork"`
-	EvIoctl     *ebpf.Variable `ebpf:"_ev_ioctl"`
-	EvListen    *ebpf.Variable `ebpf:"_ev_listen"`
-	EvMmap      *ebpf.Variable `ebpf:"_ev_mmap"`
-	EvOpen      *ebpf.Variable `ebpf:"_ev_open"`
-	EvPayload   *ebpf.Variable `ebpf:"_ev_payload"`
-	EvRead      *ebpf.Variable `ebpf:"_ev_read"`
-	EvSock      *ebpf.Variable `ebpf:"_ev_sock"`
-	EvType      *ebpf.Variable `ebpf:"_ev_type"`
-	EvWrite     *ebpf.Variable `ebpf:"_ev_write"`
-	SampleNs    *ebpf.Variable `ebpf:"sample_ns"`
-	WakeupBytes *ebpf.Variable `ebpf:"wakeup_bytes"`
+	EvCacheMiss      *ebpf.Variable `ebpf:"_ev_cache_miss"`
+	EvCall           *ebpf.Variable `ebpf:"_ev_call"`
+	EvCgroup         *ebpf.Variable `ebpf:"_ev_cgroup"`
+	EvChdir          *ebpf.Variable `ebpf:"_ev_chdir"`
+	EvConn           *ebpf.Variable `ebpf:"_ev_conn"`
+	EvExec           *ebpf.Variable `ebpf:"_ev_exec"`
+	EvExit           *ebpf.Variable `ebpf:"_ev_exit"`
+	EvFault          *ebpf.Variable `ebpf:"_ev_fault"`
+	EvFork           *ebpf.Variable `ebpf:"_ev_fork"`
+	EvIoctl          *ebpf.Variable `ebpf:"_ev_ioctl"`
+	EvListen         *ebpf.Variable `ebpf:"_ev_listen"`
+	EvMmap           *ebpf.Variable `ebpf:"_ev_mmap"`
+	EvOpen           *ebpf.Variable `ebpf:"_ev_open"`
+	EvPayload        *ebpf.Variable `ebpf:"_ev_payload"`
+	EvRead           *ebpf.Variable `ebpf:"_ev_read"`
+	EvSock           *ebpf.Variable `ebpf:"_ev_sock"`
+	EvType           *ebpf.Variable `ebpf:"_ev_type"`
+	EvWrite          *ebpf.Variable `ebpf:"_ev_write"`
+	FaultAroundBytes *ebpf.Variable `ebpf:"fault_around_bytes"`
+	SampleNs         *ebpf.Variable `ebpf:"sample_ns"`
+	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	WholeFolios      *ebpf.Variable `ebpf:"whole_folios"`
 }
 
 // coldtracePrograms contains all programs after they have been loaded into the kernel.

@@ -114,6 +114,12 @@ func Load(cfg Config) (*Probes, error) {
 	if err := spec.Variables["sample_ns"].Set(uint64(cfg.SampleInterval)); err != nil {
 		return nil, err
 	}
+	if err := spec.Variables["fault_around_bytes"].Set(FaultAroundBytes()); err != nil {
+		return nil, err
+	}
+	if err := spec.Variables["whole_folios"].Set(WholeFolios()); err != nil {
+		return nil, err
+	}
 	if err := spec.Variables["wakeup_bytes"].Set(uint64(min(cfg.RingBufferBytes/4, 256<<10))); err != nil {
 		return nil, err
 	}
@@ -258,6 +264,30 @@ func ensureTracefs() {
 		}
 	}
 	_ = unix.Mount("nodev", "/sys/kernel/tracing", "tracefs", 0, "")
+}
+
+// FaultAroundBytes is the kernel's fault-around window (debugfs shows it when mounted).
+func FaultAroundBytes() uint64 {
+	b, err := os.ReadFile("/sys/kernel/debug/fault_around_bytes")
+	if err == nil {
+		var n uint64
+		if _, err := fmt.Sscan(string(b), &n); err == nil && n >= 4096 && n&(n-1) == 0 {
+			return n
+		}
+	}
+	return 65536
+}
+
+// WholeFolios says whether the kernel maps a large cached folio whole at a fault near
+// it, where the folio lies within the mapping and one page table (Linux 6.18).
+func WholeFolios() bool {
+	var uts unix.Utsname
+	if unix.Uname(&uts) != nil {
+		return false
+	}
+	var major, minor int
+	fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &major, &minor)
+	return major > 6 || major == 6 && minor >= 18
 }
 
 // Status lists every program and whether it is attached.

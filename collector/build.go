@@ -109,16 +109,17 @@ func (c *Collector) finishFile(f *fileState) trace.File {
 	return out
 }
 
-// faultRanges are the pages f's faults mapped: the fault-around window, or more where
-// the faulting page came into the page cache in a large folio. Linux 6.18 maps such a
-// folio whole at the fault when it lies within the mapping, within the file and within
-// one page table (one PMD's span of addresses; a folio that size is then mapped by the
-// PMD), and the accesses to the rest of it fault no more; older kernels do so only for a
-// folio a PMD maps. Large folios cached before the recording are not seen.
+// faultRanges are the pages f's faults mapped: the range bpf saw (the fault-around window
+// and the large folios already cached at its ends), or more where the faulting page came
+// into the page cache in a large folio during the fault, which bpf could not see yet, as
+// the misses tell. Linux 6.18 maps such a folio whole when it lies within the mapping,
+// within the file and within one page table (one PMD's span of addresses; a folio that
+// size is then mapped by the PMD), and the accesses to the rest of it fault no more; older
+// kernels do so only for a folio a PMD maps.
 func (c *Collector) faultRanges(f *fileState) []trace.Range {
 	runs := slices.Clone(f.misses)
 	slices.SortFunc(runs, func(a, b missRun) int { return cmp.Compare(a.index, b.index) })
-	span := c.page * c.page / 8 // what one page table (one PMD entry) maps
+	span := c.tableSpan()
 	out := make([]trace.Range, len(f.faults))
 	for i, ft := range f.faults {
 		out[i] = ft.Range

@@ -135,9 +135,9 @@ func New(start uint64, opts Options) *Collector {
 		devices: map[uint64]string{},
 		ioctls:  map[ioctlKey]*trace.IoctlStat{},
 
-		faultAround: faultAroundBytes(),
+		faultAround: bpf.FaultAroundBytes(),
 		page:        uint64(os.Getpagesize()),
-		wholeFolios: kernelAtLeast(6, 18),
+		wholeFolios: bpf.WholeFolios(),
 	}
 }
 
@@ -221,14 +221,16 @@ func (c *Collector) Handle(raw []byte) error {
 	case bpf.EvFault:
 		e := (*bpf.EventFault)(ptr)
 		m := mapping{addr: e.VmStart, len: e.VmEnd - e.VmStart, off: int64(e.VmOff), file: fileKey{e.Dev, e.Ino}}
+		from, to := e.From, e.To
 		if m.file == (fileKey{}) {
 			var ok bool
 			if m, ok = c.proc(e.H.Pid).mappingAt(e.Addr); !ok {
 				break
 			}
+			from, to = c.faultWindow(m, e.Addr)
 		}
-		if e.Addr >= m.addr && e.Addr < m.addr+m.len {
-			c.fault(e.H.Pid, m, e.Addr, e.H.Ts)
+		if e.Addr >= m.addr && e.Addr < m.addr+m.len && m.addr <= from && from < to && to <= m.addr+m.len {
+			c.fault(e.H.Pid, m, e.Addr, from, to, e.H.Ts)
 		}
 	case bpf.EvCacheMiss:
 		e := (*bpf.EventCacheMiss)(ptr)
@@ -427,15 +429,25 @@ func (p *proc) mappingAt(addr uint64) (mapping, bool) {
 	return mapping{}, false
 }
 
-// fault notes a page fault at addr in m: the fault-around window the kernel maps around
-// it, the window-aligned block of addresses that holds addr, cut to the mapping.
-func (c *Collector) fault(pid uint32, m mapping, addr, ts uint64) {
-	win := addr &^ (c.faultAround - 1)
-	start, end := max(win, m.addr), min(win+c.faultAround, m.addr+m.len)
+// faultWindow is the fault-around window the kernel maps around addr in m, as bpf's
+// fault_vma computes it where it can look the mapping up (without the large folios at its
+// ends): the window-aligned block of addresses that holds addr, or as many pages from the
+// mapping's start where that cuts it, within the mapping and the page table.
+func (c *Collector) faultWindow(m mapping, addr uint64) (from, to uint64) {
+	page := addr &^ (c.page - 1)
+	from = max(page&^(c.faultAround-1), m.addr)
+	return from, min(from+c.faultAround, page&^(c.tableSpan()-1)+c.tableSpan(), m.addr+m.len)
+}
+
+// tableSpan is what one page table maps (a PMD entry's span).
+func (c *Collector) tableSpan() uint64 { return c.page * c.page / 8 }
+
+// fault notes a page fault at addr in m that mapped the addresses [from, to).
+func (c *Collector) fault(pid uint32, m mapping, addr, from, to, ts uint64) {
 	at := c.rel(ts)
 	f := c.file(m.file, pid, -1)
 	f.faults = append(f.faults, fault{
-		Range: trace.Range{Off: m.off + int64(start-m.addr), Len: int64(end - start), First: at, Last: at, Via: trace.AccessMmap},
+		Range: trace.Range{Off: m.off + int64(from-m.addr), Len: int64(to - from), First: at, Last: at, Via: trace.AccessMmap},
 		page:  m.off + int64(addr&^(c.page-1)-m.addr), lo: m.off, hi: m.off + int64(m.len), vmStart: m.addr,
 	})
 }

@@ -236,7 +236,7 @@ func TestDriverVersion(t *testing.T) {
 func faultEv(pid uint32, at time.Duration, dev, ino, off, n uint64) []byte {
 	const addr = 0x7f0000000000
 	return bpf.Encode(&bpf.EventFault{H: hdr(bpf.EvFault, pid, at), Dev: dev, Ino: ino, Addr: addr,
-		VmStart: addr, VmEnd: addr + n, VmOff: off})
+		From: addr, To: addr + min(n, 64<<10), VmStart: addr, VmEnd: addr + n, VmOff: off})
 }
 
 // TestFaultWithoutVMA: a fault the kernel could not look up (bpf_find_vma busy: dev and
@@ -282,8 +282,9 @@ func TestFaultMapsLargeFolio(t *testing.T) {
 	const base = 0x7f0000000000 // 2 MiB-aligned
 	ms := time.Millisecond
 	fault := func(addr, start, end, off uint64) []byte {
+		win := addr &^ (64<<10 - 1) // each fault's window is an aligned 64 KiB within the mapping
 		return bpf.Encode(&bpf.EventFault{H: hdr(bpf.EvFault, 10, 2*ms), Dev: 8, Ino: 77, Addr: addr,
-			VmStart: start, VmEnd: end, VmOff: off})
+			From: win, To: win + 64<<10, VmStart: start, VmEnd: end, VmOff: off})
 	}
 	miss := func(index, pages uint64, order uint32) []byte {
 		return bpf.Encode(&bpf.EventCacheMiss{H: hdr(bpf.EvCacheMiss, 10, 3*ms), Dev: 8, Ino: 77, Index: index, Pages: pages, Order: order})

@@ -2,7 +2,6 @@ package collector
 
 import (
 	"bufio"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -138,23 +137,4 @@ func kernelRelease() string {
 		return ""
 	}
 	return unix.ByteSliceToString(uts.Release[:])
-}
-
-// kernelAtLeast says whether the running kernel's version is at least major.minor.
-func kernelAtLeast(major, minor int) bool {
-	var ma, mi int
-	fmt.Sscanf(kernelRelease(), "%d.%d", &ma, &mi)
-	return ma > major || ma == major && mi >= minor
-}
-
-// faultAroundBytes is the kernel's fault-around window (debugfs shows it when mounted).
-func faultAroundBytes() uint64 {
-	b, err := os.ReadFile("/sys/kernel/debug/fault_around_bytes")
-	if err == nil {
-		var n uint64
-		if _, err := fmt.Sscan(string(b), &n); err == nil && n >= 4096 && n&(n-1) == 0 {
-			return n
-		}
-	}
-	return 65536
 }
