@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/coldtrace/coldtrace/collector"
-	"github.com/coldtrace/coldtrace/collector/containerd"
+	"github.com/coldtrace/coldtrace/containerd"
 	"github.com/coldtrace/coldtrace/trace"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )

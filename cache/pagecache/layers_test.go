@@ -11,7 +11,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	ctrd "github.com/coldtrace/coldtrace/collector/containerd"
+	ctrd "github.com/coldtrace/coldtrace/containerd"
 	"github.com/coldtrace/coldtrace/internal/ctrtest"
 	"github.com/coldtrace/coldtrace/manifest"
 )

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/coldtrace/coldtrace/cache/rate"
+	"github.com/coldtrace/coldtrace/internal/rate"
 	"github.com/coldtrace/coldtrace/manifest"
 )
 

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/coldtrace/coldtrace/cache/rate"
+	"github.com/coldtrace/coldtrace/internal/rate"
 	"github.com/coldtrace/coldtrace/internal/testenv"
 	"github.com/coldtrace/coldtrace/manifest"
 )

@@ -10,7 +10,7 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/coldtrace/coldtrace/cache/rate"
+	"github.com/coldtrace/coldtrace/internal/rate"
 )
 
 // resolver wraps a registry resolver so that every blob read is counted, rate-limited and

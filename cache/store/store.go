@@ -43,7 +43,7 @@ var (
 	ErrInvalid = errors.New("invalid artifact")
 )
 
-// Limiter bounds the bytes per second of downloads; cache/rate's Limiter is one.
+// Limiter bounds the bytes per second of downloads; internal/rate's Limiter is one.
 type Limiter interface {
 	Wait(ctx context.Context, n int) error
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 
-	"github.com/coldtrace/coldtrace/agent"
+	"github.com/coldtrace/coldtrace/watcher"
 	"github.com/coldtrace/coldtrace/cache"
 )
 
@@ -70,7 +70,7 @@ Examples:
 			&cli.StringFlag{Name: "namespace", Value: "k8s.io", Usage: "containerd `NAMESPACE` to watch (the kubelet's is k8s.io; ctr and nerdctl use default)"},
 			&cli.StringFlag{Name: "data-dir", Value: "/var/lib/coldtrace", Usage: "write traces under `DIR`/traces"},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "end a recording not ready this long after its container's task was created (0: no limit)"},
-			&cli.DurationFlag{Name: "pull-window", Value: agent.DefaultPullWindow, Usage: "a container's trace begins at its image's pull when the image arrived this long before the create"},
+			&cli.DurationFlag{Name: "pull-window", Value: watcher.DefaultPullWindow, Usage: "a container's trace begins at its image's pull when the image arrived this long before the create"},
 			&cli.StringFlag{Name: "ring-buffer", Value: "16MiB", Usage: "size of the kernel's event ring buffer (a power of two), shared by all containers"},
 			&cli.StringSliceFlag{Name: "device-pattern", Usage: "glob of accelerator device nodes (repeatable; default: /dev/nvidia*, /dev/dri/*, /dev/kfd, /dev/accel/*, /dev/neuron*)"},
 			&cli.StringFlag{Name: "manifests", Usage: "apply the prefetch manifests in `DIR` (DIR/TENANT/*.yaml: mount one ConfigMap per namespace there; DIR/*.yaml name their own tenant)"},
@@ -106,7 +106,7 @@ func runAgent(c *cli.Context) error {
 		}
 		defer ln.Close()
 	}
-	var ca *cache.Agent
+	var ca *cache.Warmer
 	if c.String("manifests") != "" || len(c.StringSlice("manifest-url")) > 0 {
 		cfg, err := cacheConfig(c)
 		if err != nil {
@@ -118,7 +118,7 @@ func runAgent(c *cli.Context) error {
 		defer ca.Close() // after the watch below has returned
 	}
 
-	a, err := agent.Start(ctx, agent.Options{
+	a, err := watcher.Start(ctx, watcher.Options{
 		Address:         c.String("containerd"),
 		Namespace:       c.String("namespace"),
 		DataDir:         c.String("data-dir"),

@@ -139,11 +139,11 @@ func runWarm(c *cli.Context) error {
 		found = append(found, f)
 	}
 	progress := cache.NewProgress(c.App.ErrWriter, isTerminal(os.Stderr))
-	agent, err := cache.New(cfg, nil, progress)
+	warmer, err := cache.New(cfg, nil, progress)
 	if err != nil {
 		return err
 	}
-	defer agent.Close()
+	defer warmer.Close()
 	ok := true
 	var sums []*cache.Summary
 	for _, f := range found {
@@ -151,7 +151,7 @@ func runWarm(c *cli.Context) error {
 		if err != nil {
 			return cli.Exit(err.Error(), 1)
 		}
-		s, err := agent.Apply(ctx, tenant, f.Manifest)
+		s, err := warmer.Apply(ctx, tenant, f.Manifest)
 		if s != nil {
 			ok = ok && s.OK()
 			sums = append(sums, s)

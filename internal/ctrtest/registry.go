@@ -19,7 +19,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/coldtrace/coldtrace/cache/rate"
+	"github.com/coldtrace/coldtrace/internal/rate"
 )
 
 // RegistryOptions configures StartRegistry.
@@ -111,7 +111,7 @@ func (r *Registry) Push(t testing.TB, repoTag string, img v1.Image) string {
 }
 
 // PullingName is how coldtrace names a pull, still running, of the image pushed as
-// repoTag with manifest digest top (collector/containerd.NameIngests): by digest, with the
+// repoTag with manifest digest top (containerd.NameIngests): by digest, with the
 // registry's host but not its port, as containerd's labels give it.
 func (r *Registry) PullingName(repoTag, top string) string {
 	host, _, _ := strings.Cut(r.Host, ":")

@@ -1,10 +1,10 @@
-package agent
+package watcher
 
 import (
 	"context"
 	"time"
 
-	"github.com/coldtrace/coldtrace/collector/containerd"
+	"github.com/coldtrace/coldtrace/containerd"
 )
 
 // created is what the agent knows of a container before its task: when it was created
@@ -24,14 +24,14 @@ func (c created) rejoined() created {
 
 // noteCreate remembers a container's create. It asks containerd nothing: the event loop
 // must be free for the task's create that follows (see track).
-func (a *Agent) noteCreate(id, image string, at time.Time) {
+func (a *Watcher) noteCreate(id, image string, at time.Time) {
 	a.mu.Lock()
 	a.created[id] = created{at: at, image: image}
 	a.mu.Unlock()
 }
 
 // recentPull looks for the pull of the container's image that preceded its create.
-func (a *Agent) recentPull(ctx context.Context, c created) (*containerd.Pulled, []string) {
+func (a *Watcher) recentPull(ctx context.Context, c created) (*containerd.Pulled, []string) {
 	if c.image == "" {
 		return nil, nil
 	}

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coldtrace/coldtrace/collector/sockdiag"
+	"github.com/coldtrace/coldtrace/containerd/sockdiag"
 )
 
 // sockGrace is how long the sockets are still sampled after the last poll that saw an

@@ -1,4 +1,4 @@
-package agent
+package watcher
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/coldtrace/coldtrace/collector/containerd"
+	"github.com/coldtrace/coldtrace/containerd"
 	"github.com/coldtrace/coldtrace/internal/ctrtest"
 	"github.com/coldtrace/coldtrace/internal/testenv"
 	"github.com/coldtrace/coldtrace/trace"
@@ -35,7 +35,7 @@ type node struct {
 	layers      []string // the layers' digests
 	dataDir     string
 	log         *logWriter // the agent's
-	agent       *Agent
+	agent       *Watcher
 	// suffix makes container ids unique: containerd 1.6 keeps runc's state under the
 	// host-wide /run/containerd/runc/NAMESPACE/ID, shared with every other test's daemon.
 	suffix string

@@ -1,4 +1,4 @@
-package agent
+package watcher
 
 import (
 	"math/rand/v2"

@@ -18,9 +18,9 @@ import (
 
 	"github.com/coldtrace/coldtrace/cache/pagecache"
 	"github.com/coldtrace/coldtrace/cache/prepull"
-	"github.com/coldtrace/coldtrace/cache/rate"
+	"github.com/coldtrace/coldtrace/internal/rate"
 	"github.com/coldtrace/coldtrace/cache/store"
-	"github.com/coldtrace/coldtrace/collector/containerd"
+	"github.com/coldtrace/coldtrace/containerd"
 	"github.com/coldtrace/coldtrace/manifest"
 )
 
@@ -48,8 +48,8 @@ type Config struct {
 	Images, WarmWorkers           int
 }
 
-// Agent applies manifests. Its methods may be called concurrently.
-type Agent struct {
+// Warmer applies manifests. Its methods may be called concurrently.
+type Warmer struct {
 	cfg      Config
 	store    *store.Store
 	puller   *prepull.Puller
@@ -58,7 +58,7 @@ type Agent struct {
 }
 
 // New connects to containerd and opens the store. metrics and progress may be nil.
-func New(cfg Config, metrics *Metrics, progress *Progress) (*Agent, error) {
+func New(cfg Config, metrics *Metrics, progress *Progress) (*Warmer, error) {
 	puller, err := prepull.New(cfg.Containerd, cfg.Namespace, prepull.Options{
 		PlainHTTP: cfg.PlainHTTP, HostsDir: cfg.HostsDir, Rate: cfg.PullRate, Images: cfg.Images,
 	})
@@ -72,7 +72,7 @@ func New(cfg Config, metrics *Metrics, progress *Progress) (*Agent, error) {
 		puller.Close()
 		return nil, err
 	}
-	return &Agent{cfg: cfg, store: st, puller: puller, metrics: metrics, progress: progress}, nil
+	return &Warmer{cfg: cfg, store: st, puller: puller, metrics: metrics, progress: progress}, nil
 }
 
 // yielding limits artifact downloads to a rate and pauses them while another client pulls
@@ -90,7 +90,7 @@ func (y yielding) Wait(ctx context.Context, n int) error {
 }
 
 // Close releases containerd's connections and the store.
-func (a *Agent) Close() error {
+func (a *Warmer) Close() error {
 	return errors.Join(a.puller.Close(), a.store.Close())
 }
 
@@ -100,7 +100,7 @@ func (a *Agent) Close() error {
 // both. Work already done is found and not done again, so Apply can be repeated to bring
 // back what was evicted. The error is non-nil only when ctx ended; what failed or was
 // refused is in the summary.
-func (a *Agent) Apply(ctx context.Context, tenant string, m *manifest.Manifest) (*Summary, error) {
+func (a *Warmer) Apply(ctx context.Context, tenant string, m *manifest.Manifest) (*Summary, error) {
 	start := time.Now()
 	s := &Summary{Manifest: m.Metadata.Name, Tenant: tenant}
 	var images []string // containerd names of the images pulled or present
@@ -131,7 +131,7 @@ func imagesOf(m *manifest.Manifest) []manifest.Image {
 	return []manifest.Image{{Ref: m.Spec.Workload.Image, Digest: m.Spec.Workload.Digest}}
 }
 
-func (a *Agent) pull(ctx context.Context, tenant string, m *manifest.Manifest) ([]Item, []string) {
+func (a *Warmer) pull(ctx context.Context, tenant string, m *manifest.Manifest) ([]Item, []string) {
 	imgs := imagesOf(m)
 	items := make([]Item, len(imgs))
 	names := make([]string, len(imgs))
@@ -170,7 +170,7 @@ func (a *Agent) pull(ctx context.Context, tenant string, m *manifest.Manifest) (
 
 // stage puts the artifacts in the tenant's store and returns their published files by the
 // path where the workload saw them land.
-func (a *Agent) stage(ctx context.Context, tenant string, m *manifest.Manifest) ([]Item, map[string]string) {
+func (a *Warmer) stage(ctx context.Context, tenant string, m *manifest.Manifest) ([]Item, map[string]string) {
 	staged := map[string]string{}
 	var items []Item
 	for _, art := range m.Spec.Artifacts {
@@ -216,7 +216,7 @@ func (a *Agent) stage(ctx context.Context, tenant string, m *manifest.Manifest) 
 // the pulled images' layers; entries without a layer name a file the workload downloaded,
 // and are warmed from the tenant's staged copy. Any other host path is refused: the tenant
 // directory of the store is the only host directory a manifest may read.
-func (a *Agent) warm(ctx context.Context, tenant string, m *manifest.Manifest, images []string, staged map[string]string) []Item {
+func (a *Warmer) warm(ctx context.Context, tenant string, m *manifest.Manifest, images []string, staged map[string]string) []Item {
 	if len(m.Spec.HotSet) == 0 && len(staged) == 0 {
 		return nil
 	}
@@ -312,7 +312,7 @@ func hotBytes(hot []manifest.HotEntry) int64 {
 	return n
 }
 
-func (a *Agent) done(tenant string, it Item) Item {
+func (a *Warmer) done(tenant string, it Item) Item {
 	a.metrics.observe(tenant, it)
 	return it
 }

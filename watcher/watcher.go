@@ -1,7 +1,7 @@
-// Package agent records the cold start of every new container on the node: one set of
+// Package watcher records the cold start of every new container on the node: one set of
 // probes, containerd's events to find containers, and one trace per container, written
 // under the data directory.
-package agent
+package watcher
 
 import (
 	"context"
@@ -16,11 +16,11 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/coldtrace/coldtrace/bpf"
-	"github.com/coldtrace/coldtrace/collector/containerd"
+	"github.com/coldtrace/coldtrace/containerd"
 	"github.com/coldtrace/coldtrace/recorder"
 )
 
-// Options configure the agent.
+// Options configure the watcher.
 type Options struct {
 	// Address is containerd's socket; Namespace the containerd namespace to watch.
 	Address, Namespace string
@@ -52,8 +52,8 @@ var (
 	maxBackoff = 10 * time.Second
 )
 
-// Agent watches containerd and records containers until its context ends.
-type Agent struct {
+// Watcher watches containerd and records containers until its context ends.
+type Watcher struct {
 	opts     Options
 	client   *containerd.Client
 	probes   *bpf.Probes
@@ -88,7 +88,7 @@ type Agent struct {
 // Start loads the probes, subscribes to containerd's events and starts recording the
 // namespace's new containers. Cancelling ctx stops the agent: the containers in flight get
 // partial traces, marked incomplete. Wait returns once they are written.
-func Start(ctx context.Context, opts Options) (*Agent, error) {
+func Start(ctx context.Context, opts Options) (*Watcher, error) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
@@ -101,7 +101,7 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 		client.Close()
 		return nil, err
 	}
-	a := &Agent{
+	a := &Watcher{
 		opts: opts, client: client, probes: probes, warnings: warnings, done: make(chan error, 1),
 		created: map[string]created{}, byID: map[string]*recording{},
 		byCgroup: map[uint64]*recording{}, byPID: map[uint32]*recording{},
@@ -132,12 +132,12 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 
 // Wait waits for the agent to stop and returns why it stopped early, or nil once its
 // context was cancelled.
-func (a *Agent) Wait() error { return <-a.done }
+func (a *Watcher) Wait() error { return <-a.done }
 
 // watch follows containerd's events until ctx ends. When the subscription fails
 // (containerd restarts, for an upgrade or after a crash), it resubscribes with backoff
 // and catches up with the containers whose task was created meanwhile.
-func (a *Agent) watch(ctx context.Context, events <-chan containerd.Event, errs <-chan error, unsubscribe context.CancelFunc) {
+func (a *Watcher) watch(ctx context.Context, events <-chan containerd.Event, errs <-chan error, unsubscribe context.CancelFunc) {
 	since := time.Now()
 	for {
 		lost, err := a.follow(ctx, events, errs, since)
@@ -171,7 +171,7 @@ func (a *Agent) watch(ctx context.Context, events <-chan containerd.Event, errs 
 // follow handles the subscription's events until ctx ends or the subscription fails. It
 // returns since or the time of the last event, whichever is later: the events were in
 // order, so only what happened later can be missing.
-func (a *Agent) follow(ctx context.Context, events <-chan containerd.Event, errs <-chan error, since time.Time) (time.Time, error) {
+func (a *Watcher) follow(ctx context.Context, events <-chan containerd.Event, errs <-chan error, since time.Time) (time.Time, error) {
 	for {
 		select {
 		case ev, ok := <-events:
@@ -194,7 +194,7 @@ func (a *Agent) follow(ctx context.Context, events <-chan containerd.Event, errs
 // subscribed, since lost: those it saw created without a task, and those created since.
 // Their traces begin at their create; those whose task started meanwhile say that the
 // agent joined late, and are incomplete.
-func (a *Agent) rejoin(ctx context.Context, lost time.Time) (int, error) {
+func (a *Watcher) rejoin(ctx context.Context, lost time.Time) (int, error) {
 	live, err := a.client.LiveContainers(ctx)
 	if err != nil {
 		return 0, err
@@ -222,7 +222,7 @@ func (a *Agent) rejoin(ctx context.Context, lost time.Time) (int, error) {
 	return n, nil
 }
 
-func (a *Agent) handle(ctx context.Context, ev containerd.Event) {
+func (a *Watcher) handle(ctx context.Context, ev containerd.Event) {
 	if ev.Kind == containerd.ContainerCreated {
 		a.noteCreate(ev.ContainerID, ev.Image, ev.At)
 		return
@@ -245,7 +245,7 @@ func (a *Agent) handle(ctx context.Context, ev containerd.Event) {
 }
 
 // startRecording records a container whose task was created, called with a.mu held.
-func (a *Agent) startRecording(ctx context.Context, ev containerd.Event) {
+func (a *Watcher) startRecording(ctx context.Context, ev containerd.Event) {
 	if a.byID[ev.ContainerID] != nil {
 		return
 	}
@@ -262,7 +262,7 @@ func (a *Agent) startRecording(ctx context.Context, ev containerd.Event) {
 // The init process waits for start then, so tracking its cgroup now, before anything
 // slower, is what lets the trace see the workload from its first instruction. The
 // container's events wait in the ring buffer meanwhile: dispatching them takes a.mu.
-func (a *Agent) track(ctx context.Context, ev containerd.Event) (*recording, error) {
+func (a *Watcher) track(ctx context.Context, ev containerd.Event) (*recording, error) {
 	cg, err := a.processCgroup(ev.PID)
 	if err != nil {
 		return nil, err
@@ -299,7 +299,7 @@ func (a *Agent) track(ctx context.Context, ev containerd.Event) (*recording, err
 
 // processCgroup is the cgroup v2 of a process, in the mount watchCgroups found, or in the
 // one there is now when it found none.
-func (a *Agent) processCgroup(pid uint32) (containerd.Cgroup, error) {
+func (a *Watcher) processCgroup(pid uint32) (containerd.Cgroup, error) {
 	if a.cgroupMount == "" {
 		return containerd.ProcessCgroup(int(pid))
 	}
@@ -314,7 +314,7 @@ func monotonicAt(t time.Time) uint64 {
 }
 
 // forget removes a recording from the routing tables, called with a.mu held.
-func (a *Agent) forget(r *recording) {
+func (a *Watcher) forget(r *recording) {
 	delete(a.byID, r.id)
 	delete(a.byCgroup, r.cgroup.ID)
 	for pid := range r.pids {
@@ -326,7 +326,7 @@ func (a *Agent) forget(r *recording) {
 
 // read feeds the ring buffer's events to the recordings of their containers until the
 // probes are closed.
-func (a *Agent) read() error {
+func (a *Watcher) read() error {
 	rd := a.probes.Ring()
 	var rec ringbuf.Record
 	rd.SetDeadline(time.Now().Add(bpf.PollInterval))
@@ -354,7 +354,7 @@ func (a *Agent) read() error {
 	}
 }
 
-func (a *Agent) dispatch(raw []byte) {
+func (a *Watcher) dispatch(raw []byte) {
 	typ, ptr, err := bpf.Decode(raw)
 	if err != nil {
 		return
@@ -375,7 +375,7 @@ func (a *Agent) dispatch(raw []byte) {
 }
 
 // deliver hands an event to its recording, called with a.mu held.
-func (a *Agent) deliver(r *recording, typ uint32, h *bpf.Header, raw []byte) {
+func (a *Watcher) deliver(r *recording, typ uint32, h *bpf.Header, raw []byte) {
 	r.col.Handle(raw)
 	switch {
 	case typ == bpf.EvExec && h.Pid == r.initPID:
@@ -388,7 +388,7 @@ func (a *Agent) deliver(r *recording, typ uint32, h *bpf.Header, raw []byte) {
 
 // route finds the recording an event belongs to, called with a.mu held: by the event's
 // cgroup, or its process (see byProcess).
-func (a *Agent) route(typ uint32, h *bpf.Header) *recording {
+func (a *Watcher) route(typ uint32, h *bpf.Header) *recording {
 	if !byProcess(typ) {
 		if r := a.byCgroup[h.Cgroup]; r != nil {
 			if a.byPID[h.Pid] != r {
@@ -409,7 +409,7 @@ func byProcess(typ uint32) bool { return typ == bpf.EvSock || typ == bpf.EvConn 
 
 // catchUp returns once every event the kernel sent before the call has been dispatched,
 // or after a second of a ring that never empties.
-func (a *Agent) catchUp() bool {
+func (a *Watcher) catchUp() bool {
 	ch := make(chan struct{})
 	a.mu.Lock()
 	a.waiting = append(a.waiting, ch)
@@ -423,12 +423,12 @@ func (a *Agent) catchUp() bool {
 }
 
 // path is where a container's trace goes.
-func (a *Agent) path(id string) string {
+func (a *Watcher) path(id string) string {
 	return filepath.Join(a.opts.DataDir, "traces", a.opts.Namespace, id+".json.gz")
 }
 
 // recorded says whether the container created at created has a trace already.
-func (a *Agent) recorded(id string, created time.Time) bool {
+func (a *Watcher) recorded(id string, created time.Time) bool {
 	fi, err := os.Stat(a.path(id))
 	return err == nil && fi.ModTime().After(created)
 }

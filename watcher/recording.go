@@ -1,4 +1,4 @@
-package agent
+package watcher
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 
 	"github.com/coldtrace/coldtrace/bpf"
 	"github.com/coldtrace/coldtrace/collector"
-	"github.com/coldtrace/coldtrace/collector/containerd"
+	"github.com/coldtrace/coldtrace/containerd"
 	"github.com/coldtrace/coldtrace/recorder"
 	"github.com/coldtrace/coldtrace/trace"
 )
@@ -39,7 +39,7 @@ type recording struct {
 	lostBefore   uint64
 	earlyDropped int // events of the cgroup before the recording that were not kept
 
-	// Guarded by Agent.mu.
+	// Guarded by Watcher.mu.
 	pids      map[uint32]bool // the container's processes seen so far
 	execSeen  bool            // the init process's exec: tracking began before the start
 	readySent bool
@@ -49,7 +49,7 @@ type recording struct {
 
 // record waits for the container to get ready, exit or time out, or for the agent to
 // stop, and writes its trace.
-func (a *Agent) record(ctx context.Context, r *recording) {
+func (a *Watcher) record(ctx context.Context, r *recording) {
 	// The container's description survives the agent's stop: a partial trace needs it.
 	ex, inspectErr := a.client.Inspect(context.WithoutCancel(ctx), r.id)
 	if ex != nil && ex.Labels[labelKind] == "sandbox" {
@@ -117,7 +117,7 @@ func (a *Agent) record(ctx context.Context, r *recording) {
 // stop untracks the container, gives its recording every event the kernel sent or holds
 // for it, and adds what the recording missed to meta's warnings. late says that tracking
 // began after the container's start.
-func (a *Agent) stop(r *recording, meta *collector.Meta) (late bool) {
+func (a *Watcher) stop(r *recording, meta *collector.Meta) (late bool) {
 	if err := a.probes.UntrackCgroup(r.cgroup.ID); err != nil {
 		meta.Warnings = append(meta.Warnings, "untracking the container's cgroup: "+err.Error())
 	}
@@ -160,7 +160,7 @@ func (a *Agent) stop(r *recording, meta *collector.Meta) (late bool) {
 }
 
 // write stores a trace atomically under the data directory.
-func (a *Agent) write(t *trace.Trace) error {
+func (a *Watcher) write(t *trace.Trace) error {
 	p := a.path(t.Workload.ContainerID)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err

@@ -1,4 +1,4 @@
-package agent
+package watcher
 
 import (
 	"fmt"
@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/coldtrace/coldtrace/bpf"
-	"github.com/coldtrace/coldtrace/collector/containerd"
+	"github.com/coldtrace/coldtrace/containerd"
 )
 
 // A container runtime creates a container's cgroup, then its task, then starts it; the
@@ -36,7 +36,7 @@ const (
 
 // watchCgroups watches the top-level cgroups where containers of the namespace go (see
 // containerCgroupTop) that exist; watchParentOf adds each when its first container comes.
-func (a *Agent) watchCgroups() {
+func (a *Watcher) watchCgroups() {
 	mnt, root, err := containerd.Cgroup2Mount()
 	if err != nil {
 		fmt.Fprintf(a.opts.Log, "coldtrace: containers are tracked from their task's create event only: %v\n", err)
@@ -57,13 +57,13 @@ func (a *Agent) watchCgroups() {
 // of the namespace go: /NAMESPACE (containerd's cgroupfs layout) and, for the kubelet's
 // namespace, kubepods (cgroupfs) or kubepods.slice (systemd). Not system.slice, where
 // systemd's cgroup driver puts other runtimes' containers among every service.
-func (a *Agent) containerCgroupTop(dir string) bool {
+func (a *Watcher) containerCgroupTop(dir string) bool {
 	return dir == a.opts.Namespace || a.opts.Namespace == "k8s.io" && (dir == "kubepods" || dir == "kubepods.slice")
 }
 
 // watchParentOf watches the top-level cgroup that holds a container's, if it is one of
 // the namespace's, called with a.mu held.
-func (a *Agent) watchParentOf(cg containerd.Cgroup) {
+func (a *Watcher) watchParentOf(cg containerd.Cgroup) {
 	rel, err := filepath.Rel(a.cgroupMount, cg.Path)
 	if a.cgroupMount == "" || err != nil {
 		return
@@ -77,7 +77,7 @@ func (a *Agent) watchParentOf(cg containerd.Cgroup) {
 	}
 }
 
-func (a *Agent) watch1(cg containerd.Cgroup) {
+func (a *Watcher) watch1(cg containerd.Cgroup) {
 	if err := a.probes.WatchCgroup(cg.ID); err != nil {
 		fmt.Fprintf(a.opts.Log, "coldtrace: watching cgroup %s: %v\n", cg.Path, err)
 		return
@@ -87,7 +87,7 @@ func (a *Agent) watch1(cg containerd.Cgroup) {
 
 // noteEarly notes a cgroup the kernel began tracking at its creation, called with a.mu
 // held.
-func (a *Agent) noteEarly(id uint64) {
+func (a *Watcher) noteEarly(id uint64) {
 	if a.byCgroup[id] == nil && a.early[id] == nil {
 		a.early[id] = &earlyCgroup{id: id, created: time.Now()}
 	}
@@ -95,7 +95,7 @@ func (a *Agent) noteEarly(id uint64) {
 
 // hold keeps an event of an early cgroup, called with a.mu held. Like route, it goes by
 // the event's cgroup, or its process (see byProcess).
-func (a *Agent) hold(typ uint32, h *bpf.Header, raw []byte) {
+func (a *Watcher) hold(typ uint32, h *bpf.Header, raw []byte) {
 	var e *earlyCgroup
 	if !byProcess(typ) {
 		if e = a.early[h.Cgroup]; e != nil {
@@ -116,7 +116,7 @@ func (a *Agent) hold(typ uint32, h *bpf.Header, raw []byte) {
 
 // claim hands a new recording the events its cgroup sent before the recording began,
 // called with a.mu held.
-func (a *Agent) claim(r *recording, e *earlyCgroup) {
+func (a *Watcher) claim(r *recording, e *earlyCgroup) {
 	a.dropEarly(e)
 	for _, raw := range e.events {
 		typ, ptr, err := bpf.Decode(raw)
@@ -133,7 +133,7 @@ func (a *Agent) claim(r *recording, e *earlyCgroup) {
 
 // expireEarly untracks the early cgroups that no container claimed within earlyGrace,
 // called with a.mu held, as often as the agent likes: it looks at most every expireEvery.
-func (a *Agent) expireEarly() {
+func (a *Watcher) expireEarly() {
 	if len(a.early) == 0 || time.Since(a.expired) < expireEvery {
 		return
 	}
@@ -146,7 +146,7 @@ func (a *Agent) expireEarly() {
 	}
 }
 
-func (a *Agent) dropEarly(e *earlyCgroup) {
+func (a *Watcher) dropEarly(e *earlyCgroup) {
 	delete(a.early, e.id)
 	a.earlyEvents -= len(e.events)
 	for pid, pe := range a.earlyPID {
