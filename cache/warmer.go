@@ -18,9 +18,9 @@ import (
 
 	"github.com/coldtrace/coldtrace/cache/pagecache"
 	"github.com/coldtrace/coldtrace/cache/prepull"
-	"github.com/coldtrace/coldtrace/internal/rate"
 	"github.com/coldtrace/coldtrace/cache/store"
 	"github.com/coldtrace/coldtrace/containerd"
+	"github.com/coldtrace/coldtrace/internal/rate"
 	"github.com/coldtrace/coldtrace/manifest"
 )
 

@@ -23,8 +23,8 @@ import (
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/coldtrace/coldtrace/internal/rate"
 	"github.com/coldtrace/coldtrace/containerd"
+	"github.com/coldtrace/coldtrace/internal/rate"
 )
 
 // Options tune a Puller. Zero fields take their defaults.

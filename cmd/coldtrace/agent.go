@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 
-	"github.com/coldtrace/coldtrace/watcher"
 	"github.com/coldtrace/coldtrace/cache"
+	"github.com/coldtrace/coldtrace/watcher"
 )
 
 func agentCommand() *cli.Command {
