@@ -112,6 +112,9 @@ func (a *Watcher) record(ctx context.Context, r *recording) {
 		return
 	}
 	fmt.Fprintf(a.opts.Log, "coldtrace: container %s: %s after %v, trace in %s\n", r.id, t.Outcome, t.Duration, a.path(r.id))
+	for _, sink := range a.opts.Sinks {
+		sink(t)
+	}
 }
 
 // stop untracks the container, gives its recording every event the kernel sent or holds

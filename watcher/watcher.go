@@ -18,6 +18,7 @@ import (
 	"github.com/coldtrace/coldtrace/bpf"
 	"github.com/coldtrace/coldtrace/containerd"
 	"github.com/coldtrace/coldtrace/recorder"
+	"github.com/coldtrace/coldtrace/trace"
 )
 
 // Options configure the watcher.
@@ -39,6 +40,10 @@ type Options struct {
 	DevicePatterns  []string
 	// Log receives a line per recorded container and the problems met.
 	Log io.Writer
+	// Sinks receive each trace once it is written (metrics, profiles, spans, remote
+	// stores). They are called in turn from the recording's goroutine, so each must hand the
+	// trace off quickly (a bounded queue) rather than export inline.
+	Sinks []func(*trace.Trace)
 }
 
 // DefaultPullWindow is Options.PullWindow's default: a pod's image pull and its
