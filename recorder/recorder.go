@@ -8,6 +8,8 @@ package recorder
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +54,20 @@ type Options struct {
 
 	// slowReader slows the ring's reader (see readRing).
 	slowReader time.Duration
+}
+
+// monotonic reads CLOCK_MONOTONIC, the clock of the kernel's event timestamps.
+func monotonic() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+// MonotonicAt converts a wall-clock time of the recent past into CLOCK_MONOTONIC, the
+// kernel's event clock.
+func MonotonicAt(t time.Time) uint64 {
+	now := monotonic()
+	return now - min(uint64(max(time.Since(t), 0)), now)
 }
 
 // Record runs the command and traces it. Cancelling ctx (Ctrl-C) stops the recording and
@@ -111,6 +127,53 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 	t := rec.Run(ctx, exited)
 	stop(cmd, opts.KeepRunning && t.Outcome != trace.OutcomeExited)
 	return t, nil
+}
+
+// LoadProbes loads the kernel side, reports on logw the probes that could not attach
+// (every trace made with them says so too), and uprobes the host's driver library.
+func LoadProbes(ringBytes int, logw io.Writer) (*bpf.Probes, error) {
+	if logw == nil {
+		logw = io.Discard
+	}
+	probes, err := bpf.Load(bpf.Config{RingBufferBytes: ringBytes})
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range missingProbes(probes) {
+		fmt.Fprintln(logw, "coldtrace: "+w)
+	}
+	attachHostDriver(probes)
+	return probes, nil
+}
+
+// missingProbes says which probes could not attach, and what a trace loses for it.
+func missingProbes(probes *bpf.Probes) []string {
+	var warnings []string
+	for _, p := range probes.Status() {
+		if !p.Attached {
+			warnings = append(warnings, fmt.Sprintf("probe %s is missing (%s): lost %s", p.Name, p.Error, p.Loses))
+		}
+	}
+	return warnings
+}
+
+// hostDriverLibraries are where distributions and the NVIDIA container toolkit install the
+// user-space driver. Containers get the host's file bind-mounted, and uprobes follow the
+// inode, so attaching here covers them too.
+var hostDriverLibraries = []string{
+	"/usr/lib/x86_64-linux-gnu/libcuda.so.1", "/usr/lib64/libcuda.so.1",
+	"/usr/local/nvidia/lib64/libcuda.so.1", "/usr/lib/wsl/lib/libcuda.so.1",
+}
+
+// attachHostDriver uprobes the host's libcuda before the workload starts, so that a call
+// made right after the library is loaded cannot run ahead of the attach that its open
+// would trigger.
+func attachHostDriver(probes *bpf.Probes) {
+	for _, lib := range hostDriverLibraries {
+		if real, err := filepath.EvalSymlinks(lib); err == nil {
+			probes.AttachLibrary(real) // a library without the calls is no error here
+		}
+	}
 }
 
 // startTraced starts cmd stopped at its exec (ptrace), adds it to the traced set, takes
@@ -249,4 +312,11 @@ func exitStatus(col *collector.Collector, pid int) status {
 		return status(p.ExitCode)
 	}
 	return 0
+}
+
+// newID names a trace: its start time and a random suffix.
+func newID(t time.Time) string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b)
 }

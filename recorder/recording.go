@@ -2,14 +2,8 @@ package recorder
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"io"
-	"path/filepath"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/coldtrace/coldtrace/bpf"
 	"github.com/coldtrace/coldtrace/collector"
@@ -19,14 +13,15 @@ import (
 
 // A recording's life, the same for every driver (Record, RecordImage, the watcher):
 //
-//	newRecording, Begin  time zero: its collector and metadata; a Feed starts handing it events
-//	Handle               each of the workload's kernel events, from the Feed
+//	newRecording, Begin  time zero: its collector and metadata
+//	Handle               each of the workload's kernel events, from its Feed
 //	Run: await           ready | exited | timeout | interrupted (RecordImage's fail: failed)
 //	     finish          Feed.Stop and the last events, losses, digests, pull, create, layers, host
 //	-> *trace.Trace
 //
-// A recording's tracing begins in newRecording and ends at Feed.Stop in finish: the places
-// for what only a recording needs attached.
+// Its events flow from the Feed's start (readRing; the watcher's track, which tracks the
+// container's cgroup) to Feed.Stop in finish: the two places for anything attached only
+// while something records.
 
 // Recording is one cold start from time zero to its trace. It owns the collector that its
 // kernel events go to and what is known beyond them (collector.Meta), and sees the probes
@@ -315,72 +310,4 @@ func (r *Recording) addCreate() {
 	}
 	start := r.cfg.Create.Sub(r.cfg.Zero)
 	r.meta.Activity[trace.PhaseCreate] = []trace.Interval{{Start: start, End: max(r.col.FirstExec(), start)}}
-}
-
-// LoadProbes loads the kernel side, reports on logw the probes that could not attach
-// (every trace made with them says so too), and uprobes the host's driver library.
-func LoadProbes(ringBytes int, logw io.Writer) (*bpf.Probes, error) {
-	if logw == nil {
-		logw = io.Discard
-	}
-	probes, err := bpf.Load(bpf.Config{RingBufferBytes: ringBytes})
-	if err != nil {
-		return nil, err
-	}
-	for _, w := range missingProbes(probes) {
-		fmt.Fprintln(logw, "coldtrace: "+w)
-	}
-	attachHostDriver(probes)
-	return probes, nil
-}
-
-// missingProbes says which probes could not attach, and what a trace loses for it.
-func missingProbes(probes *bpf.Probes) []string {
-	var warnings []string
-	for _, p := range probes.Status() {
-		if !p.Attached {
-			warnings = append(warnings, fmt.Sprintf("probe %s is missing (%s): lost %s", p.Name, p.Error, p.Loses))
-		}
-	}
-	return warnings
-}
-
-// hostDriverLibraries are where distributions and the NVIDIA container toolkit install the
-// user-space driver. Containers get the host's file bind-mounted, and uprobes follow the
-// inode, so attaching here covers them too.
-var hostDriverLibraries = []string{
-	"/usr/lib/x86_64-linux-gnu/libcuda.so.1", "/usr/lib64/libcuda.so.1",
-	"/usr/local/nvidia/lib64/libcuda.so.1", "/usr/lib/wsl/lib/libcuda.so.1",
-}
-
-// attachHostDriver uprobes the host's libcuda before the workload starts, so that a call
-// made right after the library is loaded cannot run ahead of the attach that its open
-// would trigger.
-func attachHostDriver(probes *bpf.Probes) {
-	for _, lib := range hostDriverLibraries {
-		if real, err := filepath.EvalSymlinks(lib); err == nil {
-			probes.AttachLibrary(real) // a library without the calls is no error here
-		}
-	}
-}
-
-// monotonic reads CLOCK_MONOTONIC, the clock of the kernel's event timestamps.
-func monotonic() uint64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
-}
-
-// MonotonicAt converts a wall-clock time of the recent past into CLOCK_MONOTONIC, the
-// kernel's event clock.
-func MonotonicAt(t time.Time) uint64 {
-	now := monotonic()
-	return now - min(uint64(max(time.Since(t), 0)), now)
-}
-
-// newID names a trace: its start time and a random suffix.
-func newID(t time.Time) string {
-	b := make([]byte, 4)
-	rand.Read(b)
-	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b)
 }
