@@ -45,12 +45,13 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 		opts.MaxWorkloads = DefaultMaxWorkloads
 	}
 	m := &Metrics{reg: reg, starts: newStarts(opts.Namespace, opts.MaxWorkloads)}
-	reg.MustRegister(m.starts, newStore(opts.DataDir), newBuild(opts.Version))
+	ZeroFirst(reg).MustRegister(m.starts.collectors()...)
+	reg.MustRegister(newStore(opts.DataDir), newBuild(opts.Version))
 	return m
 }
 
-// Observe counts one written trace: the watcher's Options.Sinks take it. It only files
-// a few numbers under a lock, so it never holds the recording up.
+// Observe counts one written trace: the watcher's Options.Sinks take it. It only adds a
+// few numbers under a lock, so it never holds the recording up.
 func (m *Metrics) Observe(t *trace.Trace) { m.starts.observe(t) }
 
 // Watch registers the health metrics of a running watcher, read at each scrape.

@@ -200,3 +200,33 @@ func TestLint(t *testing.T) {
 		t.Errorf("%s: %s", p.Metric, p.Text)
 	}
 }
+
+// TestZeroFirst: through ZeroFirst, a new counter or histogram series is gathered once at
+// zero, then as it is; a gauge as it is at once.
+func TestZeroFirst(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "c_total", Help: "c"}, []string{"l"})
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "h_seconds", Help: "h", Buckets: []float64{1}})
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g", Help: "g"})
+	z := ZeroFirst(reg)
+	z.MustRegister(c, h, g)
+	c.WithLabelValues("a").Add(3)
+	h.Observe(0.5)
+	g.Set(7)
+	want := func(lines ...string) {
+		t.Helper()
+		got := gatherText(t, reg)
+		for _, l := range lines {
+			if !strings.Contains(got, l+"\n") {
+				t.Errorf("want %s in\n%s", l, got)
+			}
+		}
+	}
+	want(`c_total{l="a"} 0`, `h_seconds_bucket{le="1"} 0`, `h_seconds_count 0`, `g 7`)
+	c.WithLabelValues("b").Inc()
+	want(`c_total{l="a"} 3`, `c_total{l="b"} 0`, `h_seconds_bucket{le="1"} 1`, `h_seconds_count 1`)
+	want(`c_total{l="b"} 1`)
+	if !z.Unregister(c) || z.Unregister(c) {
+		t.Error("Unregister: want true once")
+	}
+}

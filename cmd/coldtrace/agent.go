@@ -101,7 +101,7 @@ func runAgent(c *cli.Context) error {
 	// starts, so that a failure never leaves recordings unwritten.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := cache.NewMetrics(reg)
+	metrics := cache.NewMetrics(coldmetrics.ZeroFirst(reg))
 	agentMetrics := coldmetrics.New(reg, coldmetrics.Options{Version: version, Namespace: c.String("namespace"),
 		MaxWorkloads: c.Int("metrics-workloads"), DataDir: c.String("data-dir")})
 	var ln net.Listener
