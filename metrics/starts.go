@@ -40,9 +40,10 @@ var (
 	// the GPU metrics cover.
 	kinds = []trace.FileKind{trace.KindWeights, trace.KindLibrary, trace.KindOther}
 
-	// Cold starts of inference servers run from under a second (a warm small model) to
-	// tens of minutes (a large image on a slow link).
-	startBuckets = []float64{0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800}
+	// StartBuckets are the buckets of the time to ready and of the pull's duration: cold
+	// starts of inference servers run from under a second (a warm small model) to tens of
+	// minutes (a large image on a slow link).
+	StartBuckets = []float64{0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800}
 	// GPU initialisation runs from milliseconds (a persistent driver) to minutes.
 	gpuBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
 )
@@ -83,7 +84,7 @@ func newStarts(namespace string, max int) *starts {
 		coldStarts: counter("cold_starts_total",
 			"Cold starts recorded, by how they ended: ready, exited (before ready), timeout, interrupted (the agent stopped), failed.", "outcome"),
 		ready: histogram("time_to_ready_seconds",
-			"Time from a cold start's time zero (its image pull or its create) to ready, for starts that got ready; image says whether the start pulled its image or found it on the node.", startBuckets, "image"),
+			"Time from a cold start's time zero (its image pull or its create) to ready, for starts that got ready; image says whether the start pulled its image or found it on the node.", StartBuckets, "image"),
 		critical: counter("phase_critical_path_seconds_total",
 			"Seconds of the cold starts' critical path attributed to each phase; the phases of one start add up to its duration.", "phase"),
 		busy: counter("phase_busy_seconds_total",
@@ -91,7 +92,7 @@ func newStarts(namespace string, max int) *starts {
 		pullBytes: counter("pull_bytes_total",
 			"Image layer bytes received by the pulls of the cold starts."),
 		pull: histogram("pull_duration_seconds",
-			"Duration of each cold start's image pull, from the request to the last layer's commit.", startBuckets),
+			"Duration of each cold start's image pull, from the request to the last layer's commit.", StartBuckets),
 		contention: counter("pull_contention_seconds_total",
 			"Seconds during which a cold start's image pull shared the link: with other image pulls on the node, or with the workload's own model download.", "with"),
 		download: counter("model_download_bytes_total",
