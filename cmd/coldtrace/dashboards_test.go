@@ -221,6 +221,15 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	count("coldtrace-agent/Traces written and failed/A", nil, 3)
 	count("coldtrace-agent/Traces written and failed/B", nil, 0)
 	count("coldtrace-cache/Fallbacks/A", map[string]string{"reason": "corrupt"}, 1)
+	// The probes as the traces list them.
+	attached := 0
+	for _, p := range cold.Host.Probes {
+		if p.Attached {
+			attached++
+		}
+	}
+	count("coldtrace-agent/Probes attached/A", nil, float64(attached))
+	count("coldtrace-agent/Probes not attached/A", nil, float64(len(cold.Host.Probes)-attached))
 
 	ready := []float64{cold.Duration.Seconds(), warm.Duration.Seconds()}
 	inBucket(t, "fleet p50 by workload", value("coldtrace-fleet/Time to ready by workload (over the range)/A", map[string]string{"workload": workload}), 0.5, ready)
