@@ -26,7 +26,7 @@ type Options struct {
 	// (one started with ctr or nerdctl): the containerd namespace the agent watches.
 	Namespace string
 	// MaxWorkloads caps the distinct (namespace, workload) pairs with series of their own;
-	// later ones are counted under Other. Zero means DefaultMaxWorkloads.
+	// later ones are counted under Other. Zero or less means DefaultMaxWorkloads.
 	MaxWorkloads int
 	// DataDir is the agent's data directory, whose traces/ store.go sizes.
 	DataDir string

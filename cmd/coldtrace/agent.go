@@ -94,6 +94,9 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if n := c.Int("metrics-workloads"); n < 1 {
+		return cli.Exit(fmt.Sprintf("--metrics-workloads %d: want at least 1", n), 2)
+	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
