@@ -230,3 +230,23 @@ func TestZeroFirst(t *testing.T) {
 		t.Error("Unregister: want true once")
 	}
 }
+
+// TestSeriesPerWorkload holds docs/metrics.md's count: 94 series per (namespace, workload)
+// pair, all made at its first trace.
+func TestSeriesPerWorkload(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s := newStarts("default", DefaultMaxWorkloads)
+	reg.MustRegister(s.collectors()...)
+	for i, image := range []string{"a:v1", "b:v1"} {
+		s.observe(coldStart(image, "team-a"))
+		n := 0 // series as Prometheus stores them: a histogram's buckets, sum and count each
+		for _, l := range strings.Split(gatherText(t, reg), "\n") {
+			if l != "" && !strings.HasPrefix(l, "#") {
+				n++
+			}
+		}
+		if n != 94*(i+1) {
+			t.Errorf("%d workloads: %d series, want %d", i+1, n, 94*(i+1))
+		}
+	}
+}
