@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -399,9 +400,23 @@ func checkPromtool(t *testing.T, metricsURL string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series, ours := 0, 0
+	for _, l := range strings.Split(string(body), "\n") {
+		if l != "" && !strings.HasPrefix(l, "#") {
+			series++
+			if strings.HasPrefix(l, metrics.Prefix) {
+				ours++
+			}
+		}
+	}
+	t.Logf("a scrape of the agent: %d bytes, %d series, %d of them coldtrace_*", len(body), series, ours)
 	cmd := exec.Command("promtool", "check", "metrics")
-	cmd.Stdin = resp.Body
+	cmd.Stdin = bytes.NewReader(body)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
