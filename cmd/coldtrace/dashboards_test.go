@@ -143,7 +143,7 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	ctrd.Ctr(t, "images", "pull", "--hosts-dir", ctrd.HostsDir, ref2)
 	// It lives a moment: the agent records a container from its task's create event, and
 	// one whose process is gone by then is not recorded.
-	ctrd.Ctr(t, "run", "-d", ref2, "fail", "sh", "-c", "cat /bin/busybox > /dev/null; sleep 2; exit 3")
+	ctrd.Ctr(t, "run", "-d", ref2, "fail", "sh", "-c", "cat /bin/busybox > /dev/null; sleep 5; exit 3")
 	ag.waitLine(t, "container fail: exited")
 	fail := readAgentTrace(t, data, "fail")
 	for _, c := range []struct {
@@ -519,44 +519,63 @@ scrape_configs:
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// A free port, for the moment between its close and Prometheus' listen.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
 	logf, err := os.Create(filepath.Join(dir, "prometheus.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("prometheus", "--config.file", filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path", filepath.Join(dir, "tsdb"), "--web.listen-address", addr, "--log.level", "warn")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
 		logf.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(logf.Name())
 			t.Logf("prometheus log:\n%s", b)
 		}
 	})
-	p := &promServer{url: "http://" + addr}
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+	// A free port, for the moment between its close and Prometheus' listen: another
+	// process may take it meanwhile, and Prometheus then exits; try another.
+	for range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		cmd := exec.Command("prometheus", "--config.file", filepath.Join(dir, "prometheus.yml"),
+			"--storage.tsdb.path", filepath.Join(dir, "tsdb"), "--web.listen-address", addr, "--log.level", "warn")
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+		p := &promServer{url: "http://" + addr}
+		if p.waitReady(t, exited) {
+			return p
+		}
+	}
+	t.Fatal("prometheus exited three times before it was ready")
+	return nil
+}
+
+// waitReady waits up to a minute for Prometheus to be ready, and says false if it exited
+// before.
+func (p *promServer) waitReady(t *testing.T, exited <-chan struct{}) bool {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		select {
+		case <-exited:
+			return false
+		default:
+		}
 		if resp, err := http.Get(p.url + "/-/ready"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return p
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("prometheus did not get ready within a minute")
-		}
 	}
+	t.Fatal("prometheus did not get ready within a minute")
+	return false
 }
 
 // sample is one series of a query's result.
