@@ -67,9 +67,6 @@ type Watcher struct {
 	ingests  *containerd.IngestLog
 	wg       sync.WaitGroup
 	done     chan error
-	// written and writeFailed count the traces written and those that could not be, for
-	// Stats.
-	written, writeFailed atomic.Uint64
 
 	// cgroupMount is the cgroup v2 mount point and cgroupRoot the cgroup at its root, empty
 	// when watchCgroups found none; watched the cgroups below which new cgroups are tracked
@@ -92,6 +89,10 @@ type Watcher struct {
 	// Waiters of catchUp: those taken at the reader's last empty ring are released at its
 	// next one, which comes after they asked.
 	waiting, caughtUp []chan struct{}
+
+	// written and writeFailed count the traces written and those that could not be, for
+	// Stats.
+	written, writeFailed atomic.Uint64
 }
 
 // Start loads the probes, subscribes to containerd's events and starts recording the
@@ -137,33 +138,6 @@ func Start(ctx context.Context, opts Options) (*Watcher, error) {
 		a.done <- <-readerDone
 	}()
 	return a, nil
-}
-
-// Stats is a snapshot of the watcher's state, for its metrics.
-type Stats struct {
-	// Recording counts the containers being recorded; Held the cgroups tracked from their
-	// creation whose container no recording has claimed yet, and HeldEvents the events
-	// kept for them.
-	Recording, Held, HeldEvents int
-	// Written and WriteFailures count the traces written and those that could not be.
-	Written, WriteFailures uint64
-	// LostEvents counts the events the kernel dropped because the ring buffer was full,
-	// since the probes were loaded; LostErr says why it could not be read.
-	LostEvents uint64
-	LostErr    error
-	// Probes are the kernel attach points as they stand now.
-	Probes []trace.Probe
-}
-
-// Stats reads the watcher's state now.
-func (a *Watcher) Stats() Stats {
-	a.mu.Lock()
-	s := Stats{Recording: len(a.byID), Held: len(a.early), HeldEvents: a.earlyEvents}
-	a.mu.Unlock()
-	s.Written, s.WriteFailures = a.written.Load(), a.writeFailed.Load()
-	s.LostEvents, s.LostErr = a.probes.Lost()
-	s.Probes = a.probes.Status()
-	return s
 }
 
 // Wait waits for the agent to stop and returns why it stopped early, or nil once its
