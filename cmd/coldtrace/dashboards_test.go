@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -313,13 +314,7 @@ func matches(metric, labels map[string]string) bool {
 // shorter name it begins with).
 func substitute(t *testing.T, expr string, vars map[string]string) string {
 	t.Helper()
-	names := slices.Collect(func(yield func(string) bool) {
-		for k := range vars {
-			if !yield(k) {
-				return
-			}
-		}
-	})
+	names := slices.Collect(maps.Keys(vars))
 	slices.SortFunc(names, func(a, b string) int { return len(b) - len(a) })
 	for _, k := range names {
 		expr = strings.ReplaceAll(expr, k, vars[k])
