@@ -28,7 +28,7 @@ FUZZTIME  ?= 10s
 
 SHELL_SCRIPTS := hack/install-deps.sh .ci/run
 
-.PHONY: help generate check-generate build test bench lint fuzz install clean
+.PHONY: help generate check-generate dashboards check-dashboards build test bench lint fuzz install clean
 
 help: ## list the targets
 	@echo 'usage: make TARGET [VAR=value ...]'
@@ -59,6 +59,19 @@ check-generate: ## fail if a fresh generate differs from the committed bpf/ file
 		exit 1; \
 	fi
 	@echo 'bpf/ matches a fresh generate'
+
+dashboards: ## regenerate the Grafana dashboards' JSON in dashboards/ from their Go code; commit it
+	$(GO) run ./dashboards/gen dashboards
+
+check-dashboards: ## fail if a fresh `make dashboards` differs from the committed dashboards/*.json
+	@tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	$(GO) run ./dashboards/gen "$$tmp"; \
+	if ! diff -r -x '*.go' -x gen dashboards "$$tmp" >/dev/null || [[ -n "$$(git status --porcelain -- 'dashboards/*.json')" ]]; then \
+		diff -ru -x '*.go' -x gen dashboards "$$tmp" | head -40 || true; \
+		git status --porcelain -- 'dashboards/*.json'; \
+		echo 'dashboards/ differs from a fresh `make dashboards`: run it and commit the result'; exit 1; \
+	fi
+	@echo 'dashboards/ matches a fresh generate'
 
 build: ## build the static binary ./coldtrace
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BINARY) $(PKG)

@@ -62,9 +62,11 @@ func (a *Watcher) record(ctx context.Context, r *recording) {
 
 	t := r.rec.Run(ctx, r.exited)
 	if err := a.write(t); err != nil {
+		a.writeFailed.Add(1)
 		fmt.Fprintf(a.opts.Log, "coldtrace: container %s: %v\n", r.id, err)
 		return
 	}
+	a.written.Add(1)
 	fmt.Fprintf(a.opts.Log, "coldtrace: container %s: %s after %v, trace in %s\n", r.id, t.Outcome, t.Duration, a.path(r.id))
 	for _, sink := range a.opts.Sinks {
 		sink(t)

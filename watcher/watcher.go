@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -87,6 +88,10 @@ type Watcher struct {
 	// Waiters of catchUp: those taken at the reader's last empty ring are released at its
 	// next one, which comes after they asked.
 	waiting, caughtUp []chan struct{}
+
+	// written and writeFailed count the traces written and those that could not be, for
+	// Stats.
+	written, writeFailed atomic.Uint64
 }
 
 // Start loads the probes, subscribes to containerd's events and starts recording the

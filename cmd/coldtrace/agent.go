@@ -17,6 +17,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/coldtrace/coldtrace/cache"
+	coldmetrics "github.com/coldtrace/coldtrace/metrics"
+	"github.com/coldtrace/coldtrace/trace"
 	"github.com/coldtrace/coldtrace/watcher"
 )
 
@@ -78,6 +80,7 @@ Examples:
 			&cli.DurationFlag{Name: "manifest-poll", Value: 10 * time.Second, Usage: "look for new and changed manifests this often"},
 			&cli.DurationFlag{Name: "rewarm-every", Value: 5 * time.Minute, Usage: "apply every manifest again this often, to bring back what was evicted"},
 			&cli.StringFlag{Name: "metrics-address", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (for example :9470)"},
+			&cli.IntFlag{Name: "metrics-workloads", Value: coldmetrics.DefaultMaxWorkloads, Usage: "give at most `N` (namespace, workload) pairs series of their own; later ones count as workload \"other\" (docs/metrics.md)"},
 		}, cacheFlags()...),
 		Action: runAgent,
 	}
@@ -91,6 +94,9 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if n := c.Int("metrics-workloads"); n < 1 {
+		return cli.Exit(fmt.Sprintf("--metrics-workloads %d: want at least 1", n), 2)
+	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -98,7 +104,9 @@ func runAgent(c *cli.Context) error {
 	// starts, so that a failure never leaves recordings unwritten.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := cache.NewMetrics(reg)
+	metrics := cache.NewMetrics(coldmetrics.ZeroFirst(reg))
+	agentMetrics := coldmetrics.New(reg, coldmetrics.Options{Version: version, Namespace: c.String("namespace"),
+		MaxWorkloads: c.Int("metrics-workloads"), DataDir: c.String("data-dir")})
 	var ln net.Listener
 	if addr := c.String("metrics-address"); addr != "" {
 		if ln, err = net.Listen("tcp", addr); err != nil {
@@ -128,10 +136,12 @@ func runAgent(c *cli.Context) error {
 		RingBufferBytes: int(ring),
 		DevicePatterns:  c.StringSlice("device-pattern"),
 		Log:             os.Stderr,
+		Sinks:           []func(*trace.Trace){agentMetrics.Observe},
 	})
 	if err != nil {
 		return err
 	}
+	agentMetrics.Watch(a)
 	fmt.Fprintf(os.Stderr, "coldtrace: watching containerd at %s, namespace %s; traces in %s\n",
 		c.String("containerd"), c.String("namespace"), c.String("data-dir"))
 	// The metrics server and the manifest watch end the agent when they fail; the

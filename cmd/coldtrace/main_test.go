@@ -123,6 +123,7 @@ func TestRecordErrors(t *testing.T) {
 		"record --ring-buffer lots -- true":  "not a byte count",
 		"report /nonexistent/trace.json":     "no such file",
 		"record -- coldtrace-no-such-binary": "cannot run",
+		"agent --metrics-workloads 0":        "want at least 1",
 	} {
 		out, err := exec.Command(bin, strings.Fields(args)...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), want) {
