@@ -104,7 +104,8 @@ func (p *Puller) Client() *client.Client { return p.c }
 
 // Result is one image's pre-pull.
 type Result struct {
-	// Name is the image's name in containerd: "registry/repo@sha256:...".
+	// Name is the image's name in containerd: "registry/repo@sha256:...", or the name of
+	// the record found when the image was present (a tag, where the kubelet or ctr pulled it).
 	Name   string
 	Digest string
 	// Present says the image was already there, unpacked: nothing was fetched.
@@ -141,10 +142,12 @@ func (p *Puller) Pull(ctx context.Context, ref, dgst string, progress func(recei
 	r.Start = time.Now()
 	defer func() { r.End = time.Now() }()
 
-	if r.Present, err = p.present(ctx, r.Digest); err != nil {
+	present, err := p.present(ctx, r.Digest)
+	if err != nil {
 		return fail(err)
 	}
-	if r.Present {
+	if present != "" {
+		r.Present, r.Name = true, present
 		return r, nil
 	}
 
@@ -217,20 +220,20 @@ func canonical(ref, dgst string) (reference.Canonical, error) {
 	return c, nil
 }
 
-// present reports whether an image with the manifest digest dgst, under any name, is
-// unpacked for the snapshotter.
-func (p *Puller) present(ctx context.Context, dgst string) (bool, error) {
+// present returns the name of an image record with the manifest digest dgst that is
+// unpacked for the snapshotter, or "" where there is none.
+func (p *Puller) present(ctx context.Context, dgst string) (string, error) {
 	imgs, err := p.c.ImageService().List(ctx, "target.digest=="+dgst)
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	for _, rec := range imgs {
 		ok, err := client.NewImageWithPlatform(p.c, rec, platforms.Default()).IsUnpacked(ctx, p.opt.Snapshotter)
 		if err == nil && ok {
-			return true, nil
+			return rec.Name, nil
 		}
 	}
-	return false, nil
+	return "", nil
 }
 
 // smallBuffers sets the receive buffer of the registry connections (see Options.RecvBuffer).

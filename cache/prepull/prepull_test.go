@@ -235,6 +235,11 @@ func TestPresentLimitsAndErrors(t *testing.T) {
 		if !r.Present || r.Bytes != 0 {
 			t.Errorf("%s again: %+v, want present and nothing fetched", im.ref, r)
 		}
+		// The warmer looks the image's layers up by this name: it must be the record's,
+		// also for an image ctr pulled under its tag.
+		if _, err := d.Client(t).ImageService().Get(namespaces.WithNamespace(ctx, ns), r.Name); err != nil {
+			t.Errorf("%s again: name %s is no image record: %v", im.ref, r.Name, err)
+		}
 	}
 	if after := reg.Total(); after != before {
 		t.Errorf("pre-pulling present images made the registry serve %d bytes", after-before)
