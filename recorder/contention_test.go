@@ -50,7 +50,7 @@ func pushMarked(t *testing.T, reg *ctrtest.Registry, name string, dataBytes int)
 		}
 		blobs = append(blobs, d.String())
 	}
-	// The manifest is downloaded through an ingest too.
+	// The manifest is downloaded through an ingest too, and the registry counts it by digest.
 	m, err := img.Digest()
 	if err != nil {
 		t.Fatal(err)
