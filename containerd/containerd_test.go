@@ -338,3 +338,20 @@ func TestNameIngests(t *testing.T) {
 		t.Errorf("the recording's own image names the blob %q", got)
 	}
 }
+
+// TestRelativeSocket: a socket path relative to the working directory is a path, as for
+// ctr, not "invalid (non-empty) authority".
+func TestRelativeSocket(t *testing.T) {
+	ctrd := ctrtest.StartContainerd(t)
+	dir, sock := filepath.Split(ctrd.Address)
+	t.Chdir(filepath.Dir(filepath.Clean(dir)))
+	rel := filepath.Join(filepath.Base(dir), sock)
+	c, err := New(rel, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.c.Version(context.Background()); err != nil {
+		t.Errorf("containerd at %s (relative): %v", rel, err)
+	}
+}
