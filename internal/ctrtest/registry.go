@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -40,8 +41,9 @@ type Registry struct {
 
 	mu        sync.Mutex
 	served    map[string]int64 // blobs and manifests, by digest
-	total     int64            // blobs only
-	failAfter int64            // blob bytes left before the registry dies; -1 for never
+	sent      map[string]*sendTimes
+	total     int64 // blobs only
+	failAfter int64 // blob bytes left before the registry dies; -1 for never
 	dead      bool
 }
 
@@ -62,7 +64,7 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Registry{Host: ln.Addr().String(), served: map[string]int64{}, failAfter: -1}
+	r := &Registry{Host: ln.Addr().String(), served: map[string]int64{}, sent: map[string]*sendTimes{}, failAfter: -1}
 	if opts.Rate > 0 {
 		r.bucket = &bucket{rate: opts.Rate, burst: max(2*chunk, opts.Rate/4)}
 	}
@@ -93,6 +95,22 @@ func (r *Registry) Served(digest string) int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.served[digest]
+}
+
+// sendTimes is a blob's download on the registry's clock.
+type sendTimes struct{ requested, last time.Time }
+
+// Sent returns when the first request for a blob arrived and when the last write of its
+// bytes began (zero times for a blob never requested): on the registry's clock, ground
+// truth that a client's own timing of the download must lie around, however busy the
+// machine.
+func (r *Registry) Sent(digest string) (requested, last time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.sent[digest]; s != nil {
+		return s.requested, s.last
+	}
+	return time.Time{}, time.Time{}
 }
 
 // Total returns the blob bytes sent in all (layers and configs; manifests are left out).
@@ -136,6 +154,11 @@ func (r *Registry) wrap(h http.Handler) http.Handler {
 		if manifestPath.MatchString(req.URL.Path) && req.Method == http.MethodGet {
 			w = &manifestWriter{ResponseWriter: w, r: r}
 		} else if m := blobPath.FindStringSubmatch(req.URL.Path); m != nil && req.Method == http.MethodGet {
+			r.mu.Lock()
+			if r.sent[m[1]] == nil {
+				r.sent[m[1]] = &sendTimes{requested: time.Now()}
+			}
+			r.mu.Unlock()
 			closeRange(h, req)
 			w = &blobWriter{ResponseWriter: w, r: r, digest: m[1]}
 			if r.bucket != nil {
@@ -178,9 +201,10 @@ func (w *blobWriter) Write(p []byte) (int, error) {
 		if w.r.bucket != nil {
 			w.r.bucket.wait(n)
 		}
+		at := time.Now() // before the write: the client cannot have the bytes earlier
 		n, err := w.ResponseWriter.Write(p[:n])
 		written += n
-		w.r.count(w.digest, n)
+		w.r.count(w.digest, n, at)
 		if err != nil {
 			return written, err
 		}
@@ -210,11 +234,12 @@ func (r *Registry) admit(n int) (int, bool) {
 	return n, false
 }
 
-func (r *Registry) count(digest string, n int) {
+func (r *Registry) count(digest string, n int, at time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.served[digest] += int64(n)
 	r.total += int64(n)
+	r.sent[digest].last = at
 }
 
 // manifestWriter counts a manifest's body under its digest, which the registry gives in
