@@ -18,7 +18,7 @@ import (
 	"github.com/coldtrace/coldtrace/trace"
 )
 
-// DefaultDevicePatterns are the accelerator device nodes of the gpu phase (docs/architecture.md), as path.Match globs.
+// DefaultDevicePatterns are the accelerator device nodes of docs/architecture.md, as path.Match globs.
 var DefaultDevicePatterns = []string{
 	"/dev/nvidia*", "/dev/nvidia-uvm*", "/dev/nvidia-caps/*", "/dev/dri/*", "/dev/kfd",
 	"/dev/accel/*", "/dev/neuron*",
