@@ -82,12 +82,16 @@ test: ## run every test (as root; CI=true turns skips for missing root/BPF/tools
 bench: ## run the benchmarks (BENCH_PKGS, BENCH, BENCHTIME)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) $(BENCHFLAGS) $(BENCH_PKGS)
 
-lint: ## gofmt, go vet, and shellcheck where installed
+# staticcheck (a go.mod tool, so CI needs nothing installed) with its default checks: the
+# bugs and simplifications vet does not catch (unused code, values never used, deprecated
+# calls, impossible comparisons), without the style checks.
+lint: ## gofmt, go vet, staticcheck, and shellcheck where installed
 	@files="$$(git ls-files --cached --others --exclude-standard -- '*.go' | grep -v '/testdata/' || true)"; \
 	out="$$([[ -z "$$files" ]] || gofmt -l $$files)"; \
 	if [[ -n "$$out" ]]; then echo 'gofmt -l: these files need gofmt -w:'; echo "$$out"; exit 1; fi; \
 	echo 'gofmt: ok'
 	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
 	@if command -v shellcheck >/dev/null; then \
 		echo shellcheck $(SHELL_SCRIPTS); shellcheck $(SHELL_SCRIPTS); \
 	else echo 'shellcheck not installed: skipped'; fi

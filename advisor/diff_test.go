@@ -97,3 +97,81 @@ func TestMannWhitney(t *testing.T) {
 		t.Errorf("large shifted samples: p = %v", p)
 	}
 }
+
+// runsOfReady builds one trace per time to ready, a pull then an init phase of 1:4.
+func runsOfReady(t *testing.T, secs ...float64) []*trace.Trace {
+	var out []*trace.Trace
+	for _, s := range secs {
+		out = append(out, genTrace(t, "r", step{trace.PhasePull, s / 5, 0}, step{trace.PhaseInit, 4 * s / 5, 0}))
+	}
+	return out
+}
+
+// TestDiffFewRuns: with 3 runs a side no p-value can pass the level, so the diff is
+// inconclusive and says why, unless the effect is large: the 16x (time to ready
+// 0.36 s -> 5.70 s) is a large regression. With 2 runs a side, not even that.
+func TestDiffFewRuns(t *testing.T) {
+	warm := []float64{0.35, 0.36, 0.38}
+	cases := []struct {
+		name     string
+		old, new []float64
+		want     Verdict
+		large    bool // time to ready, pull and init all large
+	}{
+		{"16x", warm, []float64{5.61, 5.70, 5.93}, VerdictLarge, true},
+		{"every run 30% slower", warm, []float64{0.47, 0.48, 0.50}, VerdictInconclusive, false},
+		{"overlapping", warm, []float64{0.34, 0.37, 0.39}, VerdictInconclusive, false},
+		// One new run only 1.5x the slowest old: not every run is twice as slow.
+		{"one run not twice", warm, []float64{0.57, 5.70, 5.93}, VerdictInconclusive, false},
+		{"2 runs a side, 16x", warm[:2], []float64{5.61, 5.70}, VerdictInconclusive, false},
+	}
+	for _, c := range cases {
+		d, err := Diff(runsOfReady(t, c.old...), runsOfReady(t, c.new...), DiffOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Verdict != c.want || d.Regressed() != (c.want == VerdictLarge) {
+			t.Errorf("%s: verdict %q (regressed %v), want %q: %s", c.name, d.Verdict, d.Regressed(), c.want, d.Reason)
+		}
+		// 3 comparisons (pull, init, time to ready) at 0.05/3; C(6,3) = 20 orderings, and
+		// 4 a side would do: C(8,4) = 70.
+		if len(c.old) == 3 && (!near(d.MinP, 0.05, 1e-12) || !near(d.Level, 0.05/3, 1e-12)) {
+			t.Errorf("%s: min p %v, level %v; want 0.05 and %v", c.name, d.MinP, d.Level, 0.05/3)
+		}
+		if d.Verdict != VerdictNone && !strings.Contains(d.Reason, "no difference can be significant; give at least 4 runs a side") {
+			t.Errorf("%s: the reason does not say that the runs are too few: %q", c.name, d.Reason)
+		}
+		for _, cmp := range append(d.Phases, d.TimeToReady) {
+			if cmp.Large != c.large || cmp.Regression {
+				t.Errorf("%s: %s large %v, regression %v; want large %v", c.name, cmp.Name, cmp.Large, cmp.Regression, c.large)
+			}
+		}
+		var text strings.Builder
+		if err := d.Format(&text); err != nil {
+			t.Fatal(err)
+		}
+		if want := "\n" + string(c.want) + ": "; !strings.Contains(text.String(), want) || strings.Contains(text.String(), "no significant regression") {
+			t.Errorf("%s: the text does not conclude %q:\n%s", c.name, want, text.String())
+		}
+	}
+}
+
+// TestDiffEnoughRuns: with 5 runs a side the test decides, and a large effect is a
+// significant regression, not a large one.
+func TestDiffEnoughRuns(t *testing.T) {
+	old := runsOfReady(t, 0.35, 0.36, 0.38, 0.36, 0.37)
+	d, err := Diff(old, runsOfReady(t, 5.61, 5.70, 5.93, 5.8, 5.65), DiffOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Verdict != VerdictRegression || d.Reason != "" || d.MinP >= d.Level {
+		t.Errorf("16x with 5 runs a side: verdict %q (%s), min p %v, level %v", d.Verdict, d.Reason, d.MinP, d.Level)
+	}
+	same, err := Diff(old, runsOfReady(t, 0.36, 0.35, 0.37, 0.38, 0.36), DiffOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if same.Verdict != VerdictNone || same.Reason != "" {
+		t.Errorf("no change with 5 runs a side: verdict %q (%s)", same.Verdict, same.Reason)
+	}
+}

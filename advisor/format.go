@@ -83,16 +83,22 @@ func (d *DiffReport) Format(w io.Writer) error {
 	fmt.Fprintln(tw, "PHASE\tOLD MEDIAN\tNEW MEDIAN\tCHANGE\tP\t")
 	for _, c := range append(d.Phases, d.TimeToReady) {
 		mark := ""
-		if c.Regression {
+		switch {
+		case c.Regression:
 			mark = "REGRESSION"
+		case c.Large:
+			mark = "LARGE REGRESSION"
 		}
 		fmt.Fprintf(tw, "%s\t%.2f s\t%.2f s\t%+.1f%%\t%.4f\t%s\n", c.Name, c.OldMedian, c.NewMedian, 100*c.Change, c.P, mark)
 	}
 	tw.Flush()
-	if d.Regressed() {
+	switch d.Verdict {
+	case VerdictRegression:
 		ew.printf("\nsignificant regression\n")
-	} else {
+	case VerdictNone:
 		ew.printf("\nno significant regression\n")
+	default:
+		ew.printf("\n%s: %s\n", d.Verdict, d.Reason)
 	}
 	return ew.err
 }

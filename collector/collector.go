@@ -90,7 +90,6 @@ type missRun struct {
 
 type connState struct {
 	trace.Conn
-	sampled bool
 	request []byte // the first bytes sent
 }
 

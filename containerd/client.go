@@ -9,6 +9,7 @@ package containerd
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/platforms"
@@ -28,11 +29,27 @@ type Client struct {
 // namespace to work in ("default" for ctr, "k8s.io" for the kubelet), for every call
 // whose context names none.
 func New(address, namespace string) (*Client, error) {
-	c, err := client.New(address, client.WithDefaultNamespace(namespace))
+	c, err := Dial(address, namespace)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{c: c, namespace: namespace, platform: platforms.Default()}, nil
+}
+
+// Dial connects containerd's own client to the daemon's socket at address, a path, in
+// namespace. A relative path is taken from the working directory: the client makes the
+// address a URL, unix://ADDRESS, in which the first component of a relative path would
+// be a host ("invalid (non-empty) authority").
+func Dial(address, namespace string) (*client.Client, error) {
+	abs, err := filepath.Abs(address)
+	if err != nil {
+		return nil, fmt.Errorf("containerd socket %s: %w", address, err)
+	}
+	c, err := client.New(abs, client.WithDefaultNamespace(namespace))
 	if err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", address, err)
 	}
-	return &Client{c: c, namespace: namespace, platform: platforms.Default()}, nil
+	return c, nil
 }
 
 // Close closes the connection.

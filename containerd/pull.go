@@ -175,7 +175,12 @@ func (c *Client) Pull(ctx context.Context, ref string, opts PullOptions) (*Pulle
 	watch := c.watchIngests(ctx)
 	p.Start = time.Now()
 	img, err := c.c.Fetch(ctx, p.Ref, client.WithResolver(f), client.WithPlatformMatcher(c.platform))
-	fetched := time.Now()
+	// Other pulls overlap ours while ours downloads: until its last blob's commit, not the
+	// return of Fetch, which runs its handlers after that (long on a busy machine).
+	fetched := f.lastCommit()
+	if err != nil || fetched.IsZero() {
+		fetched = time.Now()
+	}
 	var watchErr error
 	p.Others, watchErr = watch.stop(f.fetched, p.Start, fetched)
 	if err != nil {
@@ -302,6 +307,19 @@ func (r *countingResolver) fetched(d digest.Digest) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.blobs[d] != nil
+}
+
+// lastCommit is the latest commit of a blob this pull downloaded; zero when none was.
+func (r *countingResolver) lastCommit() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var last time.Time
+	for _, b := range r.blobs {
+		if b.fetched.After(last) {
+			last = b.fetched
+		}
+	}
+	return last
 }
 
 // total is the bytes received for all blobs.

@@ -84,7 +84,9 @@ func TestRecordImage(t *testing.T) {
 		t.Errorf("workload %+v, want image %s digest %s", w, ref, im.Digest)
 	}
 
-	// The pull: every layer's bytes as the registry counted them, at the registry's rate.
+	// The pull: every layer's bytes as the registry counted them, each layer fetched after
+	// the registry sent its last byte (the registry's clock bounds the trace's however busy
+	// the machine is), and the whole no faster than the registry's rate allows.
 	var fetched trace.Duration
 	for i, l := range layers {
 		d, err := l.Digest()
@@ -96,14 +98,18 @@ func TestRecordImage(t *testing.T) {
 		if lp.Digest != d.String() || lp.Bytes != reg.Served(d.String()) || lp.Bytes != size {
 			t.Errorf("layer %d: %s %d bytes, registry served %s %d of %d", i, lp.Digest, lp.Bytes, d, reg.Served(d.String()), size)
 		}
+		if requested, last := reg.Sent(d.String()); tr.Start.Add(tr.Pull.Start).After(requested) || tr.Start.Add(lp.Fetched).Before(last) {
+			t.Errorf("layer %d: pull started at %v, fetched at %v; the registry had the request %v and sent the last byte %v after the trace's start",
+				i, tr.Pull.Start, lp.Fetched, requested.Sub(tr.Start), last.Sub(tr.Start))
+		}
 		fetched = max(fetched, lp.Fetched)
 	}
 	took := fetched - tr.Pull.Start
 	wantTook := time.Duration(float64(reg.Total()) / rate * float64(time.Second))
 	t.Logf("pulled %d bytes in %v (%.2f MiB/s, limit %.2f MiB/s)", reg.Total(), took,
 		float64(reg.Total())/took.Seconds()/(1<<20), float64(rate)/(1<<20))
-	if took < wantTook*8/10 || took > wantTook*12/10 {
-		t.Errorf("download took %v, want %v ± 20%%", took, wantTook)
+	if took < wantTook {
+		t.Errorf("download took %v, less than the registry's rate allows: %v", took, wantTook)
 	}
 
 	// The registry connections: to the registry, carrying every blob byte it served plus

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// PhaseName is one of the phases of DESIGN.md.
+// PhaseName is one of the phases of docs/architecture.md.
 type PhaseName string
 
 const (

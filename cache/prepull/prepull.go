@@ -81,9 +81,9 @@ type Puller struct {
 // New connects to the containerd socket at address and pulls into namespace ("k8s.io"
 // for the kubelet's images).
 func New(address, namespace string, opt Options) (*Puller, error) {
-	c, err := client.New(address, client.WithDefaultNamespace(namespace))
+	c, err := containerd.Dial(address, namespace)
 	if err != nil {
-		return nil, fmt.Errorf("connect to containerd at %s: %w", address, err)
+		return nil, err
 	}
 	opt = opt.withDefaults()
 	return &Puller{

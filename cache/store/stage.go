@@ -319,8 +319,7 @@ func (d *download) run(ctx context.Context) error {
 		d.r.ResumedFrom = off
 	}
 	if off < d.a.Size || off == 0 {
-		var err error
-		if off, err = d.get(ctx, off, sum); err != nil {
+		if err := d.get(ctx, off, sum); err != nil {
 			return err
 		}
 	}
@@ -334,14 +333,14 @@ func (d *download) run(ctx context.Context) error {
 }
 
 // get requests the artifact from off on and writes it into the partial file, hashing it into
-// sum; it returns the length of the partial file when done.
-func (d *download) get(ctx context.Context, off int64, sum hash.Hash) (int64, error) {
+// sum, to the artifact's size.
+func (d *download) get(ctx context.Context, off int64, sum hash.Hash) error {
 	// Cancelled with errStalled when the origin stops sending.
 	ctx, stall := context.WithCancelCause(ctx)
 	defer stall(nil)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.a.Origin, nil)
 	if err != nil {
-		return off, err
+		return err
 	}
 	// Bytes as stored: a transparently decompressed body would break ranges and lengths.
 	req.Header.Set("Accept-Encoding", "identity")
@@ -364,18 +363,18 @@ func (d *download) get(ctx context.Context, off int64, sum hash.Hash) (int64, er
 		// A refused address or redirect is the artifact's fault, not the network's.
 		var oe *net.OpError
 		if errors.As(err, &oe) && errors.Is(oe.Err, ErrInvalid) {
-			return off, oe.Err
+			return oe.Err
 		}
 		if errors.Is(err, ErrInvalid) {
-			return off, err
+			return err
 		}
-		return off, fmt.Errorf("origin unreachable: %w", err)
+		return fmt.Errorf("origin unreachable: %w", err)
 	}
 	defer resp.Body.Close()
 	switch {
 	case off > 0 && resp.StatusCode == http.StatusPartialContent:
 		if start, total, ok := contentRange(resp.Header.Get("Content-Range")); !ok || start != off || (total >= 0 && total != d.a.Size) {
-			return off, fmt.Errorf("origin answered bytes=%d- with another range or size", off)
+			return fmt.Errorf("origin answered bytes=%d- with another range or size", off)
 		}
 	case resp.StatusCode == http.StatusOK:
 		if off > 0 {
@@ -384,20 +383,20 @@ func (d *download) get(ctx context.Context, off int64, sum hash.Hash) (int64, er
 			sum.Reset()
 		}
 		if resp.ContentLength >= 0 && resp.ContentLength != d.a.Size {
-			return off, fmt.Errorf("%w: the origin serves another size than the manifest says (%d bytes)", ErrCorrupt, d.a.Size)
+			return fmt.Errorf("%w: the origin serves another size than the manifest says (%d bytes)", ErrCorrupt, d.a.Size)
 		}
 		if err := d.f.Truncate(0); err != nil {
-			return off, err
+			return err
 		}
 		d.meta = partialMeta{Origin: d.a.Origin, Size: d.a.Size, ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}
 		if err := d.saveMeta(); err != nil {
-			return off, err
+			return err
 		}
 	default:
-		return off, fmt.Errorf("origin answered %s", resp.Status)
+		return fmt.Errorf("origin answered %s", resp.Status)
 	}
 	if _, err := d.f.Seek(off, io.SeekStart); err != nil {
-		return off, err
+		return err
 	}
 	body := newIdleReader(resp.Body, d.s.opt.IdleTimeout, stall)
 	buf := make([]byte, 256<<10)
@@ -405,15 +404,15 @@ func (d *download) get(ctx context.Context, off int64, sum hash.Hash) (int64, er
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			if off+int64(n) > d.a.Size {
-				return off, fmt.Errorf("%w: the origin sends more than the manifest's %d bytes", ErrCorrupt, d.a.Size)
+				return fmt.Errorf("%w: the origin sends more than the manifest's %d bytes", ErrCorrupt, d.a.Size)
 			}
 			if l := d.s.opt.Limiter; l != nil {
 				if err := l.Wait(ctx, n); err != nil {
-					return off, err
+					return err
 				}
 			}
 			if _, err := d.f.Write(buf[:n]); err != nil {
-				return off, full(err, d.f.Name(), off, d.a.Size)
+				return full(err, d.f.Name(), off, d.a.Size)
 			}
 			sum.Write(buf[:n])
 			off += int64(n)
@@ -429,13 +428,13 @@ func (d *download) get(ctx context.Context, off int64, sum hash.Hash) (int64, er
 			if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
 				rerr = cause
 			}
-			return off, fmt.Errorf("download interrupted at %d of %d bytes (kept to resume): %w", off, d.a.Size, rerr)
+			return fmt.Errorf("download interrupted at %d of %d bytes (kept to resume): %w", off, d.a.Size, rerr)
 		}
 	}
 	if off != d.a.Size {
-		return off, fmt.Errorf("the origin ended before the manifest's %d bytes (kept to resume)", d.a.Size)
+		return fmt.Errorf("the origin ended before the manifest's %d bytes (kept to resume)", d.a.Size)
 	}
-	return off, nil
+	return nil
 }
 
 // contentRange parses "bytes START-END/TOTAL"; total is -1 for "*".

@@ -113,17 +113,22 @@ func advise(c *cli.Context) error {
 
 // interspersed returns the command's arguments after parsing the flags among them:
 // urfave/cli v2 stops at the first argument, and "advise TRACE... -o FILE" reads
-// naturally. A "--" is kept, for diff to split on.
+// naturally. A "--" is kept, for diff to split on. Each flag found among the arguments is
+// handed to the command's own flag, value by value in the order given, so that a
+// repeatable flag adds every value (its text form, "[a b]", would be one value).
 func interspersed(c *cli.Context) ([]string, error) {
 	set := flag.NewFlagSet(c.Command.Name, flag.ContinueOnError)
 	set.SetOutput(io.Discard)
-	canonical := map[string]string{}
+	var given []occurrence
 	for _, f := range c.Command.Flags {
-		if err := f.Apply(set); err != nil {
+		// The flag's own value, in a scratch set, says whether it takes no argument.
+		scratch := flag.NewFlagSet("", flag.ContinueOnError)
+		if err := f.Apply(scratch); err != nil {
 			return nil, err
 		}
+		b, ok := scratch.Lookup(f.Names()[0]).Value.(interface{ IsBoolFlag() bool })
 		for _, n := range f.Names() {
-			canonical[n] = f.Names()[0]
+			set.Var(&occurrences{name: f.Names()[0], isBool: ok && b.IsBoolFlag(), to: &given}, n, "")
 		}
 	}
 	var out []string
@@ -141,14 +146,31 @@ func interspersed(c *cli.Context) ([]string, error) {
 		}
 		args = rest
 	}
-	var err error
-	set.Visit(func(f *flag.Flag) {
-		if err == nil {
-			err = c.Set(canonical[f.Name], f.Value.String())
+	for _, g := range given {
+		if err := c.Set(g.name, g.value); err != nil {
+			return nil, cli.Exit(fmt.Sprintf("invalid value %q for flag --%s: %v", g.value, g.name, err), 2)
 		}
-	})
-	return out, err
+	}
+	return out, nil
 }
+
+// occurrence is one flag given among the arguments, by its canonical name.
+type occurrence struct{ name, value string }
+
+// occurrences is a flag.Value that appends each value given to the flag to a list.
+type occurrences struct {
+	name   string
+	isBool bool
+	to     *[]occurrence
+}
+
+func (o *occurrences) Set(v string) error {
+	*o.to = append(*o.to, occurrence{o.name, v})
+	return nil
+}
+
+func (o *occurrences) String() string   { return "" }
+func (o *occurrences) IsBoolFlag() bool { return o.isBool }
 
 func readTraces(paths []string) ([]*trace.Trace, error) {
 	if len(paths) == 0 {

@@ -34,7 +34,10 @@ func TestAgentCommand(t *testing.T) {
 
 	bin := build(t)
 	data := t.TempDir()
-	cmd := exec.Command(bin, "agent", "--containerd", ctrd.Address, "--namespace", "default", "--data-dir", data)
+	// The socket by a path relative to the agent's working directory.
+	sockDir, sock := filepath.Split(ctrd.Address)
+	cmd := exec.Command(bin, "agent", "--containerd", filepath.Join(filepath.Base(sockDir), sock), "--namespace", "default", "--data-dir", data)
+	cmd.Dir = filepath.Dir(filepath.Clean(sockDir))
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

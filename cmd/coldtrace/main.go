@@ -13,7 +13,19 @@ import (
 var version = "dev"
 
 func main() {
-	app := &cli.App{
+	if err := newApp().Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "coldtrace:", err)
+		var ec cli.ExitCoder
+		if errors.As(err, &ec) {
+			os.Exit(ec.ExitCode())
+		}
+		os.Exit(1)
+	}
+}
+
+// newApp is the command line: its commands and their flags.
+func newApp() *cli.App {
+	return &cli.App{
 		Name:    "coldtrace",
 		Usage:   "find out where a cold start goes, and take it away",
 		Version: version,
@@ -36,13 +48,5 @@ Look at a trace again:             coldtrace report trace.json.gz --format html 
 			lookupCommand(),
 			exampleWorkloadCommand(),
 		},
-	}
-	if err := app.Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "coldtrace:", err)
-		var ec cli.ExitCoder
-		if errors.As(err, &ec) {
-			os.Exit(ec.ExitCode())
-		}
-		os.Exit(1)
 	}
 }

@@ -371,7 +371,8 @@ func TestWarmKilledResumes(t *testing.T) {
 	if _, err := os.Stat(blob); err == nil {
 		t.Fatal("a killed warm published its file")
 	}
-	b, err := exec.Command(bin, "warm", "--containerd", ctrd.Address, "--store", store, "--origin-allow", "127.0.0.0/8", mpath).CombinedOutput()
+	// Flags after the manifest, as the README's command table orders them.
+	b, err := exec.Command(bin, "warm", mpath, "--containerd", ctrd.Address, "--store", store, "--origin-allow", "127.0.0.0/8").CombinedOutput()
 	if err != nil {
 		t.Fatalf("warm again: %v\n%s", err, b)
 	}

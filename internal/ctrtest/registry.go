@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -29,7 +30,8 @@ type RegistryOptions struct {
 	Rate int64
 }
 
-// Registry is an in-process OCI registry on 127.0.0.1 that counts the blob bytes it serves.
+// Registry is an in-process OCI registry on 127.0.0.1 that counts the bytes it serves:
+// blobs, and manifests by their digest.
 type Registry struct {
 	// Host is "127.0.0.1:port", the registry part of image references.
 	Host string
@@ -38,14 +40,19 @@ type Registry struct {
 	bucket *bucket // nil when unlimited
 
 	mu        sync.Mutex
-	served    map[string]int64
-	total     int64
+	served    map[string]int64 // blobs and manifests, by digest
+	sent      map[string]*sendTimes
+	total     int64 // blobs only
 	failAfter int64 // blob bytes left before the registry dies; -1 for never
 	dead      bool
 }
 
-// blobPath matches blob downloads: /v2/<repository>/blobs/<digest>.
-var blobPath = regexp.MustCompile(`^/v2/.+/blobs/(sha256:[0-9a-f]{64})$`)
+// blobPath matches blob downloads: /v2/<repository>/blobs/<digest>; manifestPath manifest
+// downloads, by tag or digest.
+var (
+	blobPath     = regexp.MustCompile(`^/v2/.+/blobs/(sha256:[0-9a-f]{64})$`)
+	manifestPath = regexp.MustCompile(`^/v2/.+/manifests/[^/]+$`)
+)
 
 // chunk bounds each rate-limited write so that the bucket meters smoothly.
 const chunk = 32 << 10
@@ -57,7 +64,7 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Registry{Host: ln.Addr().String(), served: map[string]int64{}, failAfter: -1}
+	r := &Registry{Host: ln.Addr().String(), served: map[string]int64{}, sent: map[string]*sendTimes{}, failAfter: -1}
 	if opts.Rate > 0 {
 		r.bucket = &bucket{rate: opts.Rate, burst: max(2*chunk, opts.Rate/4)}
 	}
@@ -82,14 +89,31 @@ func (r *Registry) FailAfter(n int64) {
 	r.failAfter = n
 }
 
-// Served returns the blob bytes sent for one digest ("sha256:...").
+// Served returns the bytes sent for one digest ("sha256:..."), a blob's or a manifest's: a
+// pull downloads its manifests into containerd's content store like its blobs.
 func (r *Registry) Served(digest string) int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.served[digest]
 }
 
-// Total returns the blob bytes sent in all.
+// sendTimes is a blob's download on the registry's clock.
+type sendTimes struct{ requested, last time.Time }
+
+// Sent returns when the first request for a blob arrived and when the last write of its
+// bytes began (zero times for a blob never requested): on the registry's clock, ground
+// truth that a client's own timing of the download must lie around, however busy the
+// machine.
+func (r *Registry) Sent(digest string) (requested, last time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.sent[digest]; s != nil {
+		return s.requested, s.last
+	}
+	return time.Time{}, time.Time{}
+}
+
+// Total returns the blob bytes sent in all (layers and configs; manifests are left out).
 func (r *Registry) Total() int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -127,7 +151,14 @@ func (r *Registry) wrap(h http.Handler) http.Handler {
 		if dead {
 			panic(http.ErrAbortHandler) // drops the connection without a response
 		}
-		if m := blobPath.FindStringSubmatch(req.URL.Path); m != nil && req.Method == http.MethodGet {
+		if manifestPath.MatchString(req.URL.Path) && req.Method == http.MethodGet {
+			w = &manifestWriter{ResponseWriter: w, r: r}
+		} else if m := blobPath.FindStringSubmatch(req.URL.Path); m != nil && req.Method == http.MethodGet {
+			r.mu.Lock()
+			if r.sent[m[1]] == nil {
+				r.sent[m[1]] = &sendTimes{requested: time.Now()}
+			}
+			r.mu.Unlock()
 			closeRange(h, req)
 			w = &blobWriter{ResponseWriter: w, r: r, digest: m[1]}
 			if r.bucket != nil {
@@ -170,9 +201,10 @@ func (w *blobWriter) Write(p []byte) (int, error) {
 		if w.r.bucket != nil {
 			w.r.bucket.wait(n)
 		}
+		at := time.Now() // before the write: the client cannot have the bytes earlier
 		n, err := w.ResponseWriter.Write(p[:n])
 		written += n
-		w.r.count(w.digest, n)
+		w.r.count(w.digest, n, at)
 		if err != nil {
 			return written, err
 		}
@@ -202,11 +234,28 @@ func (r *Registry) admit(n int) (int, bool) {
 	return n, false
 }
 
-func (r *Registry) count(digest string, n int) {
+func (r *Registry) count(digest string, n int, at time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.served[digest] += int64(n)
 	r.total += int64(n)
+	r.sent[digest].last = at
+}
+
+// manifestWriter counts a manifest's body under its digest, which the registry gives in
+// the response's header (a manifest fetched by tag has no digest in its path). Manifests
+// are neither metered nor part of Total.
+type manifestWriter struct {
+	http.ResponseWriter
+	r *Registry
+}
+
+func (w *manifestWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.r.mu.Lock()
+	w.r.served[w.Header().Get("Docker-Content-Digest")] += int64(n)
+	w.r.mu.Unlock()
+	return n, err
 }
 
 // bucket meters all blob responses together, as one link: writers take what they need

@@ -69,6 +69,12 @@ func TestRegistryRateAndCounts(t *testing.T) {
 	if reg.Total() != size {
 		t.Errorf("registry total %d, want %d", reg.Total(), size)
 	}
+	// The manifest, fetched by tag, is counted under its digest but not in the total.
+	raw, _ := img.RawManifest()
+	md, _ := img.Digest()
+	if got := reg.Served(md.String()); got != int64(len(raw)) {
+		t.Errorf("registry counted %d bytes for the manifest %s, it is %d bytes", got, md, len(raw))
+	}
 	want := time.Duration(float64(size) / rate * float64(time.Second))
 	t.Logf("%d bytes in %v at limit %d B/s: %.1f MiB/s (expected %v)", size, took, rate, float64(size)/took.Seconds()/(1<<20), want)
 	if took < want*8/10 || took > want*12/10 {

@@ -181,8 +181,20 @@ static void gpu(const char *device, const char *lib)
 	int (*retain)(void **, int) = dlsym(h, "cuDevicePrimaryCtxRetain");
 	int (*create)(void **, unsigned, int) = dlsym(h, "cuCtxCreate_v2");
 	void *ctx;
-	if (init(0) || retain(&ctx, 0) || create(&ctx, 0, 0))
-		die("driver calls");
+	/* Each call between marks: the call's own probes fire between them, however late the
+	 * machine lets the caller run. */
+	mark("cuInit");
+	if (init(0))
+		die("cuInit");
+	mark("cuInit_end");
+	mark("cuDevicePrimaryCtxRetain");
+	if (retain(&ctx, 0))
+		die("cuDevicePrimaryCtxRetain");
+	mark("cuDevicePrimaryCtxRetain_end");
+	mark("cuCtxCreate_v2");
+	if (create(&ctx, 0, 0))
+		die("cuCtxCreate_v2");
+	mark("cuCtxCreate_v2_end");
 	close(fd);
 }
 
