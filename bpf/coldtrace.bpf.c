@@ -32,33 +32,12 @@ char LICENSE[] SEC("license") = "GPL";
 #define S_IFCHR 0020000
 #define PAGE_SHIFT 12
 
-/* x86-64 syscall numbers: the object is built for amd64 only. */
-#define NR_read 0
+/* x86-64 syscall numbers of the calls whose buffer emit_payload follows: the object is
+ * built for amd64 only. */
 #define NR_write 1
-#define NR_open 2
-#define NR_close 3
-#define NR_mmap 9
-#define NR_ioctl 16
-#define NR_pread64 17
-#define NR_pwrite64 18
-#define NR_readv 19
 #define NR_writev 20
-#define NR_sendfile64 40
-#define NR_accept 43
 #define NR_sendto 44
 #define NR_sendmsg 46
-#define NR_listen 50
-#define NR_chdir 80
-#define NR_fchdir 81
-#define NR_openat 257
-#define NR_splice 275
-#define NR_accept4 288
-#define NR_preadv 295
-#define NR_pwritev 296
-#define NR_copy_file_range 326
-#define NR_preadv2 327
-#define NR_pwritev2 328
-#define NR_openat2 437
 
 /* Casts a kernel address read as a number into a typed pointer that can be dereferenced
  * directly: a plain load instead of a bpf_probe_read_kernel call per field. */
@@ -70,6 +49,9 @@ const volatile __u64 fault_around_bytes = 65536; /* the kernel's fault-around wi
 /* The kernel maps a large cached folio whole at a fault near it (Linux 6.18). */
 const volatile bool whole_folios = false;
 const volatile __u64 wakeup_bytes = 262144; /* wake the reader once this much is queued */
+/* The kernel reports each fault's mapped file pages on rss_stat (Linux 6.2 and later): see
+ * fault_mapped. */
+const volatile bool rss_gate = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -115,6 +97,9 @@ struct args {
 	__u32 busy; /* inside that syscall (BUSY or BUSY_OVERLAY); 0 means the slot is empty */
 	__u64 a[6];
 	__u64 rsk;  /* the TCP socket this thread last received bytes from; take() keeps it */
+	/* The user page fault the thread is in, noted by page_fault for fault_mapped: the
+	 * faulting address and instruction; fault_ip is 0 once taken. */
+	__u64 fault_addr, fault_ip;
 };
 
 #define BUSY 1
@@ -313,7 +298,27 @@ static __always_inline struct sock *fd_sock(int fd)
 	return BPF_CORE_READ(sock, sk);
 }
 
-/* The x86-64 syscall arguments in the user registers that sys_enter passes. */
+/* The contexts of the syscalls:sys_enter_NAME and sys_exit_NAME tracepoints (see their
+ * format files in tracefs). */
+struct sys_enter_ctx {
+	__u64 _common;
+	__s32 nr;
+	__u32 _pad;
+	__u64 args[6];
+};
+
+struct sys_exit_ctx {
+	__u64 _common;
+	__s32 nr;
+	__u32 _pad;
+	__s64 ret;
+};
+
+struct sys_args {
+	__u64 di, si, dx, r10, r8, r9;
+};
+
+/* The syscall arguments, in the order of the x86-64 registers that carry them. */
 #define ARG0(regs) ((regs)->di)
 #define ARG1(regs) ((regs)->si)
 #define ARG2(regs) ((regs)->dx)
@@ -323,7 +328,7 @@ static __always_inline struct sock *fd_sock(int fd)
 
 /* save_args keeps the first n arguments, zeroing the rest, which reading() compares, and
  * the entry time if stamp. */
-static __always_inline void save_args(struct pt_regs *regs, long nr, int n, bool stamp)
+static __always_inline void save_args(struct sys_args *regs, long nr, int n, bool stamp)
 {
 	struct args *a = slot(true);
 	if (!a)
@@ -350,11 +355,23 @@ static __always_inline bool take(struct args *out)
 	return true;
 }
 
-/* Syscall handlers: sys_enter and sys_exit (at the end) tail-call them by syscall number.
- * An enter handler gets the user registers and the syscall number, an exit handler the
- * registers and the return value. */
-#define ENTER(name) SEC("tp_btf/sys_enter") int BPF_PROG(enter_##name, struct pt_regs *regs, long nr)
-#define EXIT(name) SEC("tp_btf/sys_exit") int BPF_PROG(exit_##name, struct pt_regs *regs, long ret)
+/* Syscall handlers, each on its own syscall's tracepoint (syscalls:sys_enter_NAME and
+ * sys_exit_NAME), so that the syscalls coldtrace does not follow run no program at all. An
+ * enter handler gets the arguments (as regs->di..r9, their x86-64 registers) and the syscall
+ * number, an exit handler the return value. */
+#define ENTER(name)                                                            \
+	static __always_inline int enter_##name##_(struct sys_args *regs, long nr); \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                \
+	int enter_##name(struct sys_enter_ctx *ctx)                                \
+	{                                                                          \
+		return enter_##name##_((struct sys_args *)ctx->args, ctx->nr);        \
+	}                                                                          \
+	static __always_inline int enter_##name##_(struct sys_args *regs, long nr)
+#define EXIT(name)                                                             \
+	static __always_inline int exit_##name##_(long ret);                      \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                 \
+	int exit_##name(struct sys_exit_ctx *ctx) { return exit_##name##_(ctx->ret); } \
+	static __always_inline int exit_##name##_(long ret)
 
 #define ENTER_SAVE(name, nargs, stamp)                                         \
 	ENTER(name)                                                                \
@@ -372,14 +389,18 @@ int BPF_PROG(sched_fork, struct task_struct *parent, struct task_struct *child)
 	__u32 ppid = parent->tgid;
 	__u32 pid = child->tgid;
 
-	if (child->pid != child->tgid) /* a thread */
-		return 0;
+	bool thread = child->pid != child->tgid;
 	if (bpf_map_lookup_elem(&tracked_pids, &ppid)) {
 		__u8 one = 1;
-		bpf_map_update_elem(&tracked_pids, &pid, &one, BPF_ANY);
+		if (!thread)
+			bpf_map_update_elem(&tracked_pids, &pid, &one, BPF_ANY);
 	} else if (!tracked(ppid)) {
 		return 0;
 	}
+	/* A slot from the start, where page_fault notes the new task's first faults. */
+	bpf_task_storage_get(&pending, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (thread)
+		return 0;
 	struct event_fork *e;
 	if (!reserve(e, EV_FORK, ppid, parent->pid))
 		return 0;
@@ -396,6 +417,7 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	__u32 pid = p->tgid;
 	if (!tracked(pid))
 		return 0;
+	slot(true); /* for page_fault: the new program faults before its first syscall */
 	struct event_exec *e;
 	if (!reserve(e, EV_EXEC, pid, p->pid))
 		return 0;
@@ -790,9 +812,37 @@ static long fault_vma(struct task_struct *task, struct vm_area_struct *vma, void
 	return 0;
 }
 
+static __always_inline void emit_fault(__u32 pid, __u32 tid, __u64 address, struct fault_ctx *c)
+{
+	struct event_fault *e;
+	if (!reserve(e, EV_FAULT, pid, tid))
+		return;
+	e->dev = c->dev;
+	e->ino = c->ino;
+	e->addr = address;
+	e->from = c->from;
+	e->to = c->to;
+	e->vm_start = c->vm_start;
+	e->vm_end = c->vm_end;
+	e->vm_off = c->vm_off;
+	submit(e);
+}
+
+/* A user page fault. With rss_gate it only notes where the thread faults, in the slot that
+ * only threads of traced processes have: fault_mapped looks at the faults that map file
+ * pages, so anonymous memory costs a slot lookup. Without (before Linux 6.2) it looks the
+ * mapping up itself, for every fault of a traced process. */
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
+	if (rss_gate) {
+		struct args *a = slot(false);
+		if (a) {
+			a->fault_addr = address;
+			a->fault_ip = regs->ip;
+		}
+		return 0;
+	}
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = id >> 32;
 	if (!tracked(pid))
@@ -808,18 +858,42 @@ int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned l
 		c.file = true;
 	else if (err || !c.file)
 		return 0;
-	struct event_fault *e;
-	if (!reserve(e, EV_FAULT, pid, (__u32)id))
+	emit_fault(pid, id, address, &c);
+	return 0;
+}
+
+#define MM_FILEPAGES 0
+#define MM_SHMEMPAGES 3
+
+/* Since Linux 6.2 every change of a process's resident pages passes here, in the task that
+ * makes it, and a fault that maps pages of a file reports them (MM_FILEPAGES, MM_SHMEMPAGES
+ * for tmpfs) before it returns, however it mapped them: one page, the pages around it, or a
+ * PMD; an anonymous fault reports MM_ANONPAGES. So the mapping is looked up only for faults
+ * that mapped file pages, and with interrupts on, where bpf_find_vma unlocks the mm at once
+ * (on page_fault_user, with them off, each lookup costs an irq_work, a self-interrupt, and
+ * refuses the next until it ran). The faulting instruction in the user registers tells the
+ * noted fault from a later syscall that unmaps file pages. */
+SEC("tp_btf/rss_stat")
+int BPF_PROG(fault_mapped, struct mm_struct *mm, int member)
+{
+	if (member != MM_FILEPAGES && member != MM_SHMEMPAGES)
 		return 0;
-	e->dev = c.dev;
-	e->ino = c.ino;
-	e->addr = address;
-	e->from = c.from;
-	e->to = c.to;
-	e->vm_start = c.vm_start;
-	e->vm_end = c.vm_end;
-	e->vm_off = c.vm_off;
-	submit(e);
+	struct args *a = slot(false);
+	if (!a || !a->fault_ip)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	if (!regs || regs->ip != a->fault_ip || task->mm != mm)
+		return 0;
+	a->fault_ip = 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32;
+	if (!tracked(pid))
+		return 0;
+	struct fault_ctx c = { .addr = a->fault_addr };
+	if (bpf_find_vma(task, c.addr, fault_vma, &c, 0) || !c.file)
+		return 0;
+	emit_fault(pid, id, c.addr, &c);
 	return 0;
 }
 
@@ -851,7 +925,7 @@ int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
 		__u8 one = 1;
 		bpf_map_update_elem(&tracked_cgroups, &cg, &one, BPF_ANY);
 		e->id = cg;
-		submit(e);
+		submit_now(e); /* an idle agent's reader sleeps until one comes */
 		return 0;
 	}
 	return 0;
@@ -1285,99 +1359,6 @@ int call_exit(struct pt_regs *ctx)
 		submit(e);
 	}
 	bpf_map_delete_elem(&calls, &k);
-	return 0;
-}
-
-/* ---- syscall dispatch ----
- * Two raw tracepoints see every syscall on the node and tail-call the handler of the
- * syscall, if it has one. A syscall without a handler costs a failed tail call; one with a
- * handler, from an untracked process, a map lookup more (exit handlers find no slot). The
- * per-syscall tracepoints cost more than that for every call of a traced process: the
- * kernel formats each event's arguments into a perf buffer before the program runs. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 512);
-	__type(key, __u32);
-	__array(values, int(void *));
-} enter_calls SEC(".maps") = {
-	.values = {
-		[NR_read] = (void *)&enter_read,
-		[NR_write] = (void *)&enter_write,
-		[NR_open] = (void *)&enter_open,
-		[NR_close] = (void *)&enter_close,
-		[NR_mmap] = (void *)&enter_mmap,
-		[NR_ioctl] = (void *)&enter_ioctl,
-		[NR_pread64] = (void *)&enter_pread64,
-		[NR_pwrite64] = (void *)&enter_pwrite64,
-		[NR_readv] = (void *)&enter_readv,
-		[NR_writev] = (void *)&enter_writev,
-		[NR_sendfile64] = (void *)&enter_sendfile64,
-		[NR_accept] = (void *)&enter_accept,
-		[NR_sendto] = (void *)&enter_sendto,
-		[NR_sendmsg] = (void *)&enter_sendmsg,
-		[NR_listen] = (void *)&enter_listen,
-		[NR_chdir] = (void *)&enter_chdir,
-		[NR_fchdir] = (void *)&enter_fchdir,
-		[NR_openat] = (void *)&enter_openat,
-		[NR_splice] = (void *)&enter_splice,
-		[NR_accept4] = (void *)&enter_accept4,
-		[NR_preadv] = (void *)&enter_preadv,
-		[NR_pwritev] = (void *)&enter_pwritev,
-		[NR_copy_file_range] = (void *)&enter_copy_file_range,
-		[NR_preadv2] = (void *)&enter_preadv2,
-		[NR_pwritev2] = (void *)&enter_pwritev2,
-		[NR_openat2] = (void *)&enter_openat2,
-	},
-};
-
-/* close has no exit handler: nothing waits for its return. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 512);
-	__type(key, __u32);
-	__array(values, int(void *));
-} exit_calls SEC(".maps") = {
-	.values = {
-		[NR_read] = (void *)&exit_read,
-		[NR_write] = (void *)&exit_write,
-		[NR_open] = (void *)&exit_open,
-		[NR_mmap] = (void *)&exit_mmap,
-		[NR_ioctl] = (void *)&exit_ioctl,
-		[NR_pread64] = (void *)&exit_pread64,
-		[NR_pwrite64] = (void *)&exit_pwrite64,
-		[NR_readv] = (void *)&exit_readv,
-		[NR_writev] = (void *)&exit_writev,
-		[NR_sendfile64] = (void *)&exit_sendfile64,
-		[NR_accept] = (void *)&exit_accept,
-		[NR_sendto] = (void *)&exit_sendto,
-		[NR_sendmsg] = (void *)&exit_sendmsg,
-		[NR_listen] = (void *)&exit_listen,
-		[NR_chdir] = (void *)&exit_chdir,
-		[NR_fchdir] = (void *)&exit_fchdir,
-		[NR_openat] = (void *)&exit_openat,
-		[NR_splice] = (void *)&exit_splice,
-		[NR_accept4] = (void *)&exit_accept4,
-		[NR_preadv] = (void *)&exit_preadv,
-		[NR_pwritev] = (void *)&exit_pwritev,
-		[NR_copy_file_range] = (void *)&exit_copy_file_range,
-		[NR_preadv2] = (void *)&exit_preadv2,
-		[NR_pwritev2] = (void *)&exit_pwritev2,
-		[NR_openat2] = (void *)&exit_openat2,
-	},
-};
-
-SEC("tp_btf/sys_enter")
-int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
-{
-	bpf_tail_call(ctx, &enter_calls, nr);
-	return 0;
-}
-
-/* The exit tracepoint passes no syscall number: orig_ax still holds it. */
-SEC("tp_btf/sys_exit")
-int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
-{
-	bpf_tail_call(ctx, &exit_calls, regs->orig_ax);
 	return 0;
 }
 

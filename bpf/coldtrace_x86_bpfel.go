@@ -14,12 +14,14 @@ import (
 )
 
 type coldtraceArgs struct {
-	_    structs.HostLayout
-	Ts   uint64
-	Nr   uint32
-	Busy uint32
-	A    [6]uint64
-	Rsk  uint64
+	_         structs.HostLayout
+	Ts        uint64
+	Nr        uint32
+	Busy      uint32
+	A         [6]uint64
+	Rsk       uint64
+	FaultAddr uint64
+	FaultIp   uint64
 }
 
 type coldtraceCallkey struct {
@@ -310,9 +312,7 @@ type coldtraceWstate struct {
 const (
 	coldtraceMapCalls               = "calls"
 	coldtraceMapDevfds              = "devfds"
-	coldtraceMapEnterCalls          = "enter_calls"
 	coldtraceMapEvents              = "events"
-	coldtraceMapExitCalls           = "exit_calls"
 	coldtraceMapLost                = "lost"
 	coldtraceMapMisses              = "misses"
 	coldtraceMapOpenScratch         = "open_scratch"
@@ -379,6 +379,7 @@ const (
 	coldtraceProgExitSplice         = "exit_splice"
 	coldtraceProgExitWrite          = "exit_write"
 	coldtraceProgExitWritev         = "exit_writev"
+	coldtraceProgFaultMapped        = "fault_mapped"
 	coldtraceProgPageFault          = "page_fault"
 	coldtraceProgSchedExec          = "sched_exec"
 	coldtraceProgSchedExit          = "sched_exit"
@@ -386,8 +387,6 @@ const (
 	coldtraceProgSockRecv           = "sock_recv"
 	coldtraceProgSockSend           = "sock_send"
 	coldtraceProgSockState          = "sock_state"
-	coldtraceProgSysEnter           = "sys_enter"
-	coldtraceProgSysExit            = "sys_exit"
 	coldtraceVarEvCacheMiss         = "_ev_cache_miss"
 	coldtraceVarEvCall              = "_ev_call"
 	coldtraceVarEvCgroup            = "_ev_cgroup"
@@ -407,6 +406,7 @@ const (
 	coldtraceVarEvType              = "_ev_type"
 	coldtraceVarEvWrite             = "_ev_write"
 	coldtraceVarFaultAroundBytes    = "fault_around_bytes"
+	coldtraceVarRssGate             = "rss_gate"
 	coldtraceVarSampleNs            = "sample_ns"
 	coldtraceVarWakeupBytes         = "wakeup_bytes"
 	coldtraceVarWholeFolios         = "whole_folios"
@@ -509,6 +509,7 @@ type coldtraceProgramSpecs struct {
 	ExitSplice         *ebpf.ProgramSpec `ebpf:"exit_splice"`
 	ExitWrite          *ebpf.ProgramSpec `ebpf:"exit_write"`
 	ExitWritev         *ebpf.ProgramSpec `ebpf:"exit_writev"`
+	FaultMapped        *ebpf.ProgramSpec `ebpf:"fault_mapped"`
 	PageFault          *ebpf.ProgramSpec `ebpf:"page_fault"`
 	SchedExec          *ebpf.ProgramSpec `ebpf:"sched_exec"`
 	SchedExit          *ebpf.ProgramSpec `ebpf:"sched_exit"`
@@ -516,8 +517,6 @@ type coldtraceProgramSpecs struct {
 	SockRecv           *ebpf.ProgramSpec `ebpf:"sock_recv"`
 	SockSend           *ebpf.ProgramSpec `ebpf:"sock_send"`
 	SockState          *ebpf.ProgramSpec `ebpf:"sock_state"`
-	SysEnter           *ebpf.ProgramSpec `ebpf:"sys_enter"`
-	SysExit            *ebpf.ProgramSpec `ebpf:"sys_exit"`
 }
 
 // coldtraceMapSpecs contains maps before they are loaded into the kernel.
@@ -526,9 +525,7 @@ type coldtraceProgramSpecs struct {
 type coldtraceMapSpecs struct {
 	Calls          *ebpf.MapSpec `ebpf:"calls"`
 	Devfds         *ebpf.MapSpec `ebpf:"devfds"`
-	EnterCalls     *ebpf.MapSpec `ebpf:"enter_calls"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
-	ExitCalls      *ebpf.MapSpec `ebpf:"exit_calls"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	Misses         *ebpf.MapSpec `ebpf:"misses"`
 	OpenScratch    *ebpf.MapSpec `ebpf:"open_scratch"`
@@ -565,6 +562,7 @@ type coldtraceVariableSpecs struct {
 	EvType           *ebpf.VariableSpec `ebpf:"_ev_type"`
 	EvWrite          *ebpf.VariableSpec `ebpf:"_ev_write"`
 	FaultAroundBytes *ebpf.VariableSpec `ebpf:"fault_around_bytes"`
+	RssGate          *ebpf.VariableSpec `ebpf:"rss_gate"`
 	SampleNs         *ebpf.VariableSpec `ebpf:"sample_ns"`
 	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 	WholeFolios      *ebpf.VariableSpec `ebpf:"whole_folios"`
@@ -592,9 +590,7 @@ func (o *coldtraceObjects) Close() error {
 type coldtraceMaps struct {
 	Calls          *ebpf.Map `ebpf:"calls"`
 	Devfds         *ebpf.Map `ebpf:"devfds"`
-	EnterCalls     *ebpf.Map `ebpf:"enter_calls"`
 	Events         *ebpf.Map `ebpf:"events"`
-	ExitCalls      *ebpf.Map `ebpf:"exit_calls"`
 	Lost           *ebpf.Map `ebpf:"lost"`
 	Misses         *ebpf.Map `ebpf:"misses"`
 	OpenScratch    *ebpf.Map `ebpf:"open_scratch"`
@@ -612,9 +608,7 @@ func (m *coldtraceMaps) Close() error {
 	return _ColdtraceClose(
 		m.Calls,
 		m.Devfds,
-		m.EnterCalls,
 		m.Events,
-		m.ExitCalls,
 		m.Lost,
 		m.Misses,
 		m.OpenScratch,
@@ -652,6 +646,7 @@ type coldtraceVariables struct {
 	EvType           *ebpf.Variable `ebpf:"_ev_type"`
 	EvWrite          *ebpf.Variable `ebpf:"_ev_write"`
 	FaultAroundBytes *ebpf.Variable `ebpf:"fault_around_bytes"`
+	RssGate          *ebpf.Variable `ebpf:"rss_gate"`
 	SampleNs         *ebpf.Variable `ebpf:"sample_ns"`
 	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
 	WholeFolios      *ebpf.Variable `ebpf:"whole_folios"`
@@ -716,6 +711,7 @@ type coldtracePrograms struct {
 	ExitSplice         *ebpf.Program `ebpf:"exit_splice"`
 	ExitWrite          *ebpf.Program `ebpf:"exit_write"`
 	ExitWritev         *ebpf.Program `ebpf:"exit_writev"`
+	FaultMapped        *ebpf.Program `ebpf:"fault_mapped"`
 	PageFault          *ebpf.Program `ebpf:"page_fault"`
 	SchedExec          *ebpf.Program `ebpf:"sched_exec"`
 	SchedExit          *ebpf.Program `ebpf:"sched_exit"`
@@ -723,8 +719,6 @@ type coldtracePrograms struct {
 	SockRecv           *ebpf.Program `ebpf:"sock_recv"`
 	SockSend           *ebpf.Program `ebpf:"sock_send"`
 	SockState          *ebpf.Program `ebpf:"sock_state"`
-	SysEnter           *ebpf.Program `ebpf:"sys_enter"`
-	SysExit            *ebpf.Program `ebpf:"sys_exit"`
 }
 
 func (p *coldtracePrograms) Close() error {
@@ -784,6 +778,7 @@ func (p *coldtracePrograms) Close() error {
 		p.ExitSplice,
 		p.ExitWrite,
 		p.ExitWritev,
+		p.FaultMapped,
 		p.PageFault,
 		p.SchedExec,
 		p.SchedExit,
@@ -791,8 +786,6 @@ func (p *coldtracePrograms) Close() error {
 		p.SockRecv,
 		p.SockSend,
 		p.SockState,
-		p.SysEnter,
-		p.SysExit,
 	)
 }
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -26,6 +25,11 @@ type Config struct {
 	// SampleInterval is the least time between two byte-count samples of one socket.
 	// Zero means one millisecond.
 	SampleInterval time.Duration
+	// OnDemand leaves detached, until SetActive(true), every program but those that run
+	// rarely and must never miss a moment: cgroup creation (which tracks a new container
+	// in the kernel) and process fork, exec and exit. The node's syscalls and page faults
+	// then run no coldtrace program while nothing is recorded.
+	OnDemand bool
 }
 
 // Probes is the loaded and attached kernel side.
@@ -34,6 +38,12 @@ type Probes struct {
 	links  []link.Link
 	ring   *ringbuf.Reader
 	status []trace.Probe
+
+	// The programs attached only while active (Config.OnDemand), by section, and their
+	// links while attached.
+	active   sync.Mutex
+	onDemand map[string]string // program -> section
+	armed    []link.Link
 
 	mu       sync.Mutex
 	uprobed  map[[2]uint64]bool // libraries (device, inode) whose driver calls are uprobed
@@ -45,9 +55,8 @@ var loses = map[string]string{
 	"sched_fork":    "child processes are not followed",
 	"sched_exec":    "exec'd programs are not named",
 	"sched_exit":    "process exits and exit codes",
-	"sys_enter":     "every syscall: opens, reads, mmaps, listen (readiness), accepts, ioctls, chdir",
-	"sys_exit":      "every syscall: opens, reads, mmaps, listen (readiness), accepts, ioctls, chdir",
 	"page_fault":    "reads of mmapped files (model weights are usually mmapped)",
+	"fault_mapped":  "reads of mmapped files (model weights are usually mmapped)",
 	"cache_add":     "page-cache misses",
 	"sock_state":    "outgoing TCP connections and their close",
 	"sock_recv":     "bytes received per connection",
@@ -123,12 +132,28 @@ func Load(cfg Config) (*Probes, error) {
 	if err := spec.Variables["wakeup_bytes"].Set(uint64(min(cfg.RingBufferBytes/4, 256<<10))); err != nil {
 		return nil, err
 	}
-	return load(spec)
+	gate := RSSPerFault()
+	if err := spec.Variables["rss_gate"].Set(gate); err != nil {
+		return nil, err
+	}
+	if !gate {
+		delete(spec.Programs, "fault_mapped")
+	}
+	return load(spec, cfg.OnDemand)
 }
 
-// load loads and attaches what the kernel accepts of spec.
-func load(spec *ebpf.CollectionSpec) (*Probes, error) {
-	p := &Probes{uprobed: map[[2]uint64]bool{}}
+// alwaysOn are the programs that stay attached with Config.OnDemand.
+var alwaysOn = map[string]bool{"cgroup_mkdir": true, "sched_fork": true, "sched_exec": true, "sched_exit": true}
+
+// RSSPerFault says whether the kernel reports the pages each fault maps on the rss_stat
+// tracepoint (Linux 6.2, where mm's counters became per-CPU; before, it reported only
+// every 128 pages), which lets page faults that map no file cost nearly nothing.
+func RSSPerFault() bool { return kernelAtLeast(6, 2) }
+
+// load loads and attaches what the kernel accepts of spec; with onDemand, the programs not
+// alwaysOn are attached once, to learn whether they can be, and detached until SetActive.
+func load(spec *ebpf.CollectionSpec, onDemand bool) (*Probes, error) {
+	p := &Probes{uprobed: map[[2]uint64]bool{}, onDemand: map[string]string{}}
 	// Drop the programs this kernel refuses one at a time, keeping the rest.
 	for {
 		coll, err := ebpf.NewCollection(spec)
@@ -142,7 +167,6 @@ func load(spec *ebpf.CollectionSpec) (*Probes, error) {
 		}
 		p.status = append(p.status, trace.Probe{Name: bad, Error: firstLine(err), Loses: losesFor(bad)})
 		delete(spec.Programs, bad)
-		dropTailCall(spec, bad)
 	}
 	ensureTracefs()
 	names := make([]string, 0, len(spec.Programs))
@@ -150,35 +174,26 @@ func load(spec *ebpf.CollectionSpec) (*Probes, error) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	targets := tailCallTargets(spec)
-	attached := map[string]bool{} // section names with an attached program
+	var later []link.Link
 	for _, name := range names {
-		ps := spec.Programs[name]
-		if targets[name] {
-			continue
-		}
-		l, err := attach(ps.SectionName, p.coll.Programs[name])
+		sec := spec.Programs[name].SectionName
+		l, err := attach(sec, p.coll.Programs[name])
 		switch {
 		case err != nil:
 			p.status = append(p.status, trace.Probe{Name: name, Error: firstLine(err), Loses: losesFor(name)})
 		case l != nil:
-			p.links = append(p.links, l)
-			attached[ps.SectionName] = true
 			p.status = append(p.status, trace.Probe{Name: name, Attached: true})
+			if onDemand && !alwaysOn[name] {
+				p.onDemand[name] = sec
+				later = append(later, l)
+			} else {
+				p.links = append(p.links, l)
+			}
 		}
 	}
-	// A tail-called handler runs when the program attached to its section (its
-	// dispatcher) does.
-	for name := range targets {
-		sec := spec.Programs[name].SectionName
-		if attached[sec] {
-			p.status = append(p.status, trace.Probe{Name: name, Attached: true})
-		} else {
-			p.status = append(p.status, trace.Probe{Name: name, Error: "nothing attached to " + sec + " calls it", Loses: losesFor(name)})
-		}
-	}
+	closeAll(later)
 	sort.Slice(p.status, func(i, j int) bool { return p.status[i].Name < p.status[j].Name })
-	if len(p.links) == 0 {
+	if len(p.links) == 0 && len(p.onDemand) == 0 {
 		p.Close()
 		return nil, fmt.Errorf("no probe could be attached (%s: %s)", p.status[0].Name, p.status[0].Error)
 	}
@@ -189,6 +204,45 @@ func load(spec *ebpf.CollectionSpec) (*Probes, error) {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
 	return p, nil
+}
+
+// SetActive attaches (true) or detaches (false) the programs that Config.OnDemand left
+// detached; it does nothing without OnDemand or when they already are so. A program that
+// cannot attach again is reported in the error, the others attached.
+func (p *Probes) SetActive(on bool) error {
+	p.active.Lock()
+	defer p.active.Unlock()
+	if !on {
+		closeAll(p.armed)
+		p.armed = nil
+		return nil
+	}
+	if p.armed != nil || len(p.onDemand) == 0 {
+		return nil
+	}
+	var errs []error
+	for name, sec := range p.onDemand {
+		l, err := attach(sec, p.coll.Programs[name])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			continue
+		}
+		if l != nil {
+			p.armed = append(p.armed, l)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// closeAll detaches links in parallel: each detach waits for an RCU grace period, and
+// parallel detaches share them.
+func closeAll(links []link.Link) {
+	var wg sync.WaitGroup
+	for _, l := range links {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.Close() }()
+	}
+	wg.Wait()
 }
 
 // attach attaches a program by its section name. Uprobes are attached later, per library.
@@ -204,34 +258,6 @@ func attach(section string, prog *ebpf.Program) (link.Link, error) {
 		return nil, nil
 	}
 	return nil, fmt.Errorf("unknown section %q", section)
-}
-
-// tailCallTargets names the programs that program arrays hold: the syscall handlers, which
-// sys_enter and sys_exit tail-call rather than being attached themselves.
-func tailCallTargets(spec *ebpf.CollectionSpec) map[string]bool {
-	targets := map[string]bool{}
-	for _, m := range spec.Maps {
-		if m.Type != ebpf.ProgramArray {
-			continue
-		}
-		for _, kv := range m.Contents {
-			if name, ok := kv.Value.(string); ok {
-				targets[name] = true
-			}
-		}
-	}
-	return targets
-}
-
-// dropTailCall removes a program that failed to load from the program arrays that hold it,
-// so that the rest still load.
-func dropTailCall(spec *ebpf.CollectionSpec, prog string) {
-	for _, m := range spec.Maps {
-		if m.Type != ebpf.ProgramArray {
-			continue
-		}
-		m.Contents = slices.DeleteFunc(m.Contents, func(kv ebpf.MapKV) bool { return kv.Value == prog })
-	}
 }
 
 func failingProgram(spec *ebpf.CollectionSpec, err error) string {
@@ -280,14 +306,16 @@ func FaultAroundBytes() uint64 {
 
 // WholeFolios says whether the kernel maps a large cached folio whole at a fault near
 // it, where the folio lies within the mapping and one page table (Linux 6.18).
-func WholeFolios() bool {
+func WholeFolios() bool { return kernelAtLeast(6, 18) }
+
+func kernelAtLeast(major, minor int) bool {
 	var uts unix.Utsname
 	if unix.Uname(&uts) != nil {
 		return false
 	}
-	var major, minor int
-	fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &major, &minor)
-	return major > 6 || major == 6 && minor >= 18
+	var maj, min int
+	fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &maj, &min)
+	return maj > major || maj == major && min >= minor
 }
 
 // Status lists every program and whether it is attached.
@@ -392,13 +420,10 @@ func (p *Probes) Close() error {
 		l.Close()
 	}
 	p.mu.Unlock()
-	// Each detach waits for an RCU grace period; detaching in parallel shares them.
-	var wg sync.WaitGroup
-	for _, l := range p.links {
-		wg.Add(1)
-		go func() { defer wg.Done(); l.Close() }()
-	}
-	wg.Wait()
+	p.active.Lock()
+	closeAll(append(p.links, p.armed...))
+	p.armed = nil
+	p.active.Unlock()
 	if p.coll != nil {
 		p.coll.Close()
 	}

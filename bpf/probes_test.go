@@ -35,7 +35,7 @@ func TestDegrades(t *testing.T) {
 	// The verifier refuses a program that returns without setting R0.
 	spec.Programs["page_fault"].Instructions = asm.Instructions{asm.Return()}
 	spec.Programs["enter_openat2"].SectionName = "tracepoint/syscalls/sys_enter_no_such_call"
-	p, err := load(spec)
+	p, err := load(spec, false)
 	if err != nil {
 		t.Fatal(err)
 	}
