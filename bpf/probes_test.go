@@ -1,10 +1,14 @@
 package bpf
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/coldtrace/coldtrace/internal/testenv"
 )
@@ -64,6 +68,52 @@ func TestRingBufferSize(t *testing.T) {
 	for _, n := range []int{1000, 3 << 12} {
 		if _, err := Load(Config{RingBufferBytes: n}); err == nil || !strings.Contains(err.Error(), "power of two") {
 			t.Errorf("ring buffer of %d bytes: %v", n, err)
+		}
+	}
+}
+
+// TestOnDemand: with Config.OnDemand a traced process's opens reach the ring only while
+// the probes are active, and again after they were detached and attached anew.
+func TestOnDemand(t *testing.T) {
+	testenv.RequireBPF(t)
+	p, err := Load(Config{RingBufferBytes: 1 << 20, OnDemand: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.TrackPID(uint32(os.Getpid())); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "marker")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, active := range []bool{false, true, false, true} {
+		if err := p.SetActive(active); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if seen := sawOpen(t, p, path); seen != active {
+			t.Errorf("step %d: active %v, but the open was seen: %v", i, active, seen)
+		}
+	}
+}
+
+// sawOpen reads the ring until it is empty and says whether an open of path was in it.
+func sawOpen(t *testing.T, p *Probes, path string) bool {
+	seen := false
+	var rec ringbuf.Record
+	for {
+		p.Ring().SetDeadline(time.Now().Add(100 * time.Millisecond))
+		if err := p.Ring().ReadInto(&rec); err != nil {
+			return seen
+		}
+		if typ, _, err := Decode(rec.RawSample); err == nil && typ == EvOpen && OpenPath(rec.RawSample) == path {
+			seen = true
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -88,6 +89,10 @@ type Watcher struct {
 	// Waiters of catchUp: those taken at the reader's last empty ring are released at its
 	// next one, which comes after they asked.
 	waiting, caughtUp []chan struct{}
+	// kick asks arm to attach the probes or detach them (see activate); ahead counts the
+	// new cgroups the reader attached the probes for and has yet to dispatch.
+	kick  chan struct{}
+	ahead atomic.Int32
 }
 
 // Start loads the probes, subscribes to containerd's events and starts recording the
@@ -101,7 +106,7 @@ func Start(ctx context.Context, opts Options) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	probes, warnings, err := recorder.LoadProbes(opts.RingBufferBytes, opts.Log)
+	probes, warnings, err := recorder.LoadProbes(opts.RingBufferBytes, true, opts.Log)
 	if err != nil {
 		client.Close()
 		return nil, err
@@ -111,6 +116,7 @@ func Start(ctx context.Context, opts Options) (*Watcher, error) {
 		created: map[string]created{}, byID: map[string]*recording{},
 		byCgroup: map[uint64]*recording{}, byPID: map[uint32]*recording{},
 		watched: map[uint64]bool{}, early: map[uint64]*earlyCgroup{}, earlyPID: map[uint32]*earlyCgroup{},
+		kick: make(chan struct{}, 1),
 	}
 	a.watchCgroups()
 	if a.opts.PullWindow == 0 {
@@ -124,6 +130,7 @@ func Start(ctx context.Context, opts Options) (*Watcher, error) {
 	events, errs := client.Watch(sub)
 	readerDone := make(chan error, 1)
 	go func() { readerDone <- a.read() }()
+	go a.arm(ctx)
 	go func() {
 		a.watch(ctx, events, errs, unsubscribe)
 		a.wg.Wait() // the recordings end with ctx
@@ -275,6 +282,9 @@ func (a *Watcher) track(ctx context.Context, ev containerd.Event) (*recording, e
 	if err := a.probes.TrackCgroup(cg.ID); err != nil {
 		return nil, err
 	}
+	if err := a.probes.SetActive(true); err != nil {
+		fmt.Fprintf(a.opts.Log, "coldtrace: attaching the probes: %v\n", err)
+	}
 	r := &recording{id: ev.ContainerID, cgroup: cg, initPID: ev.PID, tracked: time.Now(),
 		pids: map[uint32]bool{}, ready: make(chan struct{}), exited: make(chan containerd.Event, 1)}
 	c, createSeen := a.created[ev.ContainerID]
@@ -295,6 +305,7 @@ func (a *Watcher) track(ctx context.Context, ev containerd.Event) (*recording, e
 	r.col, r.uprobeErrs = recorder.NewCollector(monotonicAt(r.zero), a.probes, a.opts.DevicePatterns)
 	r.lostBefore, _ = a.probes.Lost()
 	a.byID[r.id], a.byCgroup[cg.ID] = r, r
+	a.activate()
 	if e := a.early[cg.ID]; e != nil {
 		a.claim(r, e)
 	}
@@ -318,8 +329,66 @@ func monotonicAt(t time.Time) uint64 {
 	return now - min(uint64(max(time.Since(t), 0)), now)
 }
 
+// idle says that nothing is recorded, about to be, or waits for the reader, called with
+// a.mu held.
+func (a *Watcher) idle() bool {
+	return len(a.byID) == 0 && len(a.early) == 0 && len(a.waiting) == 0 && len(a.caughtUp) == 0
+}
+
+// activate has arm attach the probes while anything is recorded or about to be, and
+// detach them once nothing is (see linger), called after each change.
+func (a *Watcher) activate() {
+	select {
+	case a.kick <- struct{}{}:
+	default: // arm has yet to look: it sees this change too
+	}
+}
+
+// linger is how long the probes stay attached after the agent starts and after its last
+// recording: a pod's containers start one after another, and a container whose cgroup the
+// kernel did not see created (the first of a namespace) is tracked only from containerd's
+// event, when it may be running already.
+const linger = 10 * time.Second
+
+// arm attaches and detaches the probes as activate asks, until ctx ends. A new container
+// is tracked in the kernel from its cgroup's creation, before its first process runs, and
+// the reader attaches the probes as soon as it hears of it (see read), or track when
+// containerd announces the task: its syscalls and faults are seen from then on, a few
+// milliseconds after the cgroup's creation, while runc is still setting the container up.
+func (a *Watcher) arm(ctx context.Context) {
+	busySince := time.Now() // the agent's start counts as a recording
+	a.activate()
+	for {
+		select {
+		case <-a.kick:
+		case <-ctx.Done():
+			return
+		}
+		// Decided and applied under a.mu, and after the reader counted a new cgroup in
+		// ahead: a detach never undoes the reader's attach.
+		a.mu.Lock()
+		busy := len(a.byID) > 0 || len(a.early) > 0 || a.ahead.Load() > 0
+		if busy {
+			busySince = time.Now()
+		}
+		left := linger - time.Since(busySince)
+		err := a.probes.SetActive(busy || left > 0)
+		a.mu.Unlock()
+		if err != nil {
+			fmt.Fprintf(a.opts.Log, "coldtrace: attaching the probes: %v\n", err)
+		}
+		if !busy && left > 0 {
+			time.AfterFunc(left, a.activate)
+		}
+		if busy {
+			a.probes.Ring().Flush() // the reader polls again
+		}
+	}
+}
+
 // forget removes a recording from the routing tables, called with a.mu held.
 func (a *Watcher) forget(r *recording) {
+	defer a.activate()
 	delete(a.byID, r.id)
 	delete(a.byCgroup, r.cgroup.ID)
 	for pid := range r.pids {
@@ -338,22 +407,36 @@ func (a *Watcher) read() error {
 	for {
 		err := rd.ReadInto(&rec)
 		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
 			// The reader has emptied the ring.
 			a.mu.Lock()
 			release := a.caughtUp
 			a.caughtUp, a.waiting = a.waiting, nil
 			a.expireEarly()
+			idle := a.idle()
 			a.mu.Unlock()
 			for _, ch := range release {
 				close(ch)
 			}
-			rd.SetDeadline(time.Now().Add(bpf.PollInterval))
+			// Idle, it sleeps until the kernel wakes it (a new cgroup) or activate does.
+			deadline := time.Time{}
+			if !idle {
+				deadline = time.Now().Add(bpf.PollInterval)
+			}
+			rd.SetDeadline(deadline)
 			continue
 		case errors.Is(err, ringbuf.ErrClosed):
 			return nil
 		case err != nil:
 			return err
+		}
+		if typ, _, err := bpf.Decode(rec.RawSample); err == nil && typ == bpf.EvCgroup {
+			// A new container's cgroup: attach the probes before waiting for a.mu, so
+			// that they are there, milliseconds later, when the container runs.
+			a.ahead.Add(1)
+			if err := a.probes.SetActive(true); err != nil {
+				fmt.Fprintf(a.opts.Log, "coldtrace: attaching the probes: %v\n", err)
+			}
 		}
 		a.dispatch(rec.RawSample)
 	}
@@ -369,6 +452,7 @@ func (a *Watcher) dispatch(raw []byte) {
 	defer a.mu.Unlock()
 	if typ == bpf.EvCgroup {
 		a.noteEarly((*bpf.EventCgroup)(ptr).Id)
+		a.ahead.Add(-1)
 		return
 	}
 	if r := a.route(typ, h); r != nil {
@@ -419,6 +503,7 @@ func (a *Watcher) catchUp() bool {
 	a.mu.Lock()
 	a.waiting = append(a.waiting, ch)
 	a.mu.Unlock()
+	a.probes.Ring().Flush() // wake an idle reader
 	select {
 	case <-ch:
 		return true
