@@ -30,6 +30,9 @@ type Config struct {
 	// in the kernel) and process fork, exec and exit. The node's syscalls and page faults
 	// then run no coldtrace program while nothing is recorded.
 	OnDemand bool
+	// FaultLookup looks every page fault's mapping up at the fault, as on kernels before
+	// 6.2 (see RSSPerFault), whatever the kernel: for tests and benchmarks of that path.
+	FaultLookup bool
 }
 
 // Probes is the loaded and attached kernel side.
@@ -132,7 +135,7 @@ func Load(cfg Config) (*Probes, error) {
 	if err := spec.Variables["wakeup_bytes"].Set(uint64(min(cfg.RingBufferBytes/4, 256<<10))); err != nil {
 		return nil, err
 	}
-	gate := RSSPerFault()
+	gate := RSSPerFault() && !cfg.FaultLookup
 	if err := spec.Variables["rss_gate"].Set(gate); err != nil {
 		return nil, err
 	}
