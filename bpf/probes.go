@@ -346,8 +346,9 @@ func (p *Probes) UntrackCgroup(id uint64) error {
 }
 
 // Ring is the ring buffer the events arrive on. The kernel wakes its reader only when a
-// quarter of it is full or for events that need an answer now (listen, exit), so a reader
-// must poll: set a deadline of PollInterval before each wait.
+// quarter of it is full or for events that need an answer now (listen, exit, a new
+// container's cgroup), so a reader must poll while it records: set a deadline of
+// PollInterval before each wait. An idle reader may block with no deadline.
 func (p *Probes) Ring() *ringbuf.Reader { return p.ring }
 
 // PollInterval bounds how long events wait in the ring buffer before the reader sees them.
