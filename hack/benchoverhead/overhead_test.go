@@ -38,10 +38,12 @@ var (
 )
 
 // BenchmarkOverhead runs each workload untraced and under recorder.Record, interleaved,
-// and prints the traced/untraced ratio of the times the workload measured itself: the
-// median over the pairs and a 90% bootstrap interval of it. Then the tax on an untraced
-// process's syscalls with no probes, with the agent's idle probes, and with the probes
-// active (another process recorded), and the idle agent's CPU and memory.
+// and prints the traced/untraced ratios of what the workload measured of itself, its wall
+// time and its CPU time (where the probes' work lands, and what other work on a shared
+// machine disturbs least): the median over the pairs and a 90% bootstrap interval of it.
+// Then the tax on an untraced process's syscalls with no probes, with the agent's idle
+// probes, and with the probes active (another process recorded), and the idle agent's CPU
+// and memory.
 //
 //	make bench-overhead PAIRS=7   (go test -tags overhead -run '^$' -bench Overhead -benchtime 1x ./hack/benchoverhead -args -pairs 7)
 func BenchmarkOverhead(b *testing.B) {
@@ -80,11 +82,11 @@ func workloads(b *testing.B) {
 	port := serve(b, 256<<20)
 	script, _ := filepath.Abs("testdata/shapes.py")
 
-	fmt.Printf("\n%-11s %12s %12s %8s  %-17s %9s  %s\n", "workload", "untraced", "traced", "ratio", "90% interval", "min ratio", "lost events")
+	fmt.Printf("\n%-11s %10s %8s  %-15s %10s %8s  %-15s %s\n", "workload", "wall", "ratio", "90% interval", "CPU", "ratio", "90% interval", "lost events")
 	for _, shape := range strings.Split(*shapes, ",") {
 		args := []string{"python3", script, shape, dir, strconv.Itoa(port)}
 		run(args) // warm the page cache and the .pyc files
-		var plain, traced []float64
+		var plain, traced []sample
 		var lost uint64
 		for i := range *pairs {
 			// Alternate which goes first, so that a drift favours neither.
@@ -99,12 +101,36 @@ func workloads(b *testing.B) {
 					b.Fatal(err)
 				}
 				lost += t.LostEvents
-				traced = append(traced, elapsed(b, out.Bytes()))
+				traced = append(traced, parse(out.Bytes()))
 			}
 		}
-		lo, mid, hi := ratio(plain, traced)
-		fmt.Printf("%-11s %12s %12s %7.3fx  [%.3f, %.3f]   %7.3fx  %d\n", shape, ms(median(plain)), ms(median(traced)), mid, lo, hi, slices.Min(traced)/slices.Min(plain), lost)
+		fmt.Printf("%-11s %10s %s %10s %s %d\n", shape, ms(median(walls(plain))), ratioCol(walls(plain), walls(traced)),
+			ms(median(cpus(plain))), ratioCol(cpus(plain), cpus(traced)), lost)
 	}
+}
+
+// sample is what a workload measured of itself: wall time and its CPU time (ns).
+type sample struct{ wall, cpu float64 }
+
+func walls(s []sample) []float64 {
+	out := make([]float64, len(s))
+	for i := range s {
+		out[i] = s[i].wall
+	}
+	return out
+}
+
+func cpus(s []sample) []float64 {
+	out := make([]float64, len(s))
+	for i := range s {
+		out[i] = s[i].cpu
+	}
+	return out
+}
+
+func ratioCol(plain, traced []float64) string {
+	lo, mid, hi := ratio(plain, traced)
+	return fmt.Sprintf("%7.3fx  [%.3f, %.3f]", mid, lo, hi)
 }
 
 // tax times an untraced process's syscalls: a getppid loop and dd with 512-byte blocks.
@@ -114,13 +140,17 @@ func tax(b *testing.B) {
 		b.Fatalf("gcc: %v\n%s", err, out)
 	}
 	const calls = 200000
-	getppid := func() float64 { return run([]string{bin, strconv.Itoa(calls)}) / calls }
-	dd := func() float64 {
+	getppid := func() sample {
+		s := run([]string{bin, strconv.Itoa(calls)})
+		return sample{s.wall / calls, s.cpu / calls}
+	}
+	dd := func() sample {
 		start := time.Now()
-		if err := exec.Command("dd", "if=/dev/zero", "of=/dev/null", "bs=512", "count=200000").Run(); err != nil {
+		cmd := exec.Command("dd", "if=/dev/zero", "of=/dev/null", "bs=512", "count=200000")
+		if err := cmd.Run(); err != nil {
 			b.Fatal(err)
 		}
-		return float64(time.Since(start))
+		return sample{float64(time.Since(start)), float64(cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime())}
 	}
 	other := exec.Command("sleep", "3600") // the process "recorded" meanwhile
 	if err := other.Start(); err != nil {
@@ -128,7 +158,7 @@ func tax(b *testing.B) {
 	}
 	defer other.Process.Kill()
 	states := []string{"no probes", "idle agent", "recording"}
-	res := map[string][2][]float64{}
+	res := map[string][2][]sample{}
 	for range *pairs {
 		for _, st := range states {
 			var p *bpf.Probes
@@ -155,14 +185,14 @@ func tax(b *testing.B) {
 		}
 	}
 	base := res["no probes"]
-	fmt.Printf("\n%-11s %16s %8s  %-17s %9s %14s %8s  %-17s %9s\n", "agent", "getppid ns/call", "ratio", "90% interval", "min ratio",
-		"dd 200k x512B", "ratio", "90% interval", "min ratio")
+	fmt.Printf("\n%-11s %14s %8s  %-15s %10s %8s  %-15s %s\n", "untraced", "getppid CPU", "ratio", "90% interval",
+		"dd CPU", "ratio", "90% interval", "wall ratios (getppid, dd)")
 	for _, st := range states {
 		r := res[st]
-		lo0, m0, hi0 := ratio(base[0], r[0])
-		lo1, m1, hi1 := ratio(base[1], r[1])
-		fmt.Printf("%-11s %16.1f %7.3fx  [%.3f, %.3f]  %7.3fx %14s %7.3fx  [%.3f, %.3f]  %7.3fx\n", st, median(r[0]), m0, lo0, hi0, slices.Min(r[0])/slices.Min(base[0]),
-			ms(median(r[1])), m1, lo1, hi1, slices.Min(r[1])/slices.Min(base[1]))
+		_, w0, _ := ratio(walls(base[0]), walls(r[0]))
+		_, w1, _ := ratio(walls(base[1]), walls(r[1]))
+		fmt.Printf("%-11s %11.1f ns %s %10s %s %.3fx, %.3fx\n", st, median(cpus(r[0])), ratioCol(cpus(base[0]), cpus(r[0])),
+			ms(median(cpus(r[1]))), ratioCol(cpus(base[1]), cpus(r[1])), w0, w1)
 	}
 }
 
@@ -203,30 +233,37 @@ func rssMiB(b *testing.B) int {
 	return -1
 }
 
-// run runs a workload untraced and returns the time it measured.
-func run(args []string) float64 {
+// run runs a workload untraced and returns what it measured.
+func run(args []string) sample {
 	out, err := exec.Command(args[0], args[1:]...).Output()
 	if err != nil {
 		panic(fmt.Sprintf("%v: %v", args, err))
 	}
-	return elapsed(nil, out)
+	return parse(out)
 }
 
-func elapsed(b *testing.B, out []byte) float64 {
+// parse reads a workload's ELAPSED and CPU lines.
+func parse(out []byte) sample {
+	var s sample
 	for _, line := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(line, "ELAPSED "); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err == nil {
-				return float64(n)
-			}
+		k, v, _ := strings.Cut(line, " ")
+		n, err := strconv.ParseInt(v, 10, 64)
+		switch {
+		case err != nil:
+		case k == "ELAPSED":
+			s.wall = float64(n)
+		case k == "CPU":
+			s.cpu = float64(n)
 		}
 	}
-	panic(fmt.Sprintf("no ELAPSED line in %q", out))
+	if s.wall == 0 || s.cpu == 0 {
+		panic(fmt.Sprintf("no ELAPSED and CPU lines in %q", out))
+	}
+	return s
 }
 
 // ratio is the ratio of the medians of traced and plain, and a 90% bootstrap interval of
-// it, resampling the pairs. (The minimum ratio printed beside it is the figure least
-// disturbed by other work on a shared machine.)
+// it, resampling the pairs.
 func ratio(plain, traced []float64) (lo, mid, hi float64) {
 	mid = median(traced) / median(plain)
 	var boot []float64
