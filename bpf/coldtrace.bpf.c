@@ -32,12 +32,33 @@ char LICENSE[] SEC("license") = "GPL";
 #define S_IFCHR 0020000
 #define PAGE_SHIFT 12
 
-/* x86-64 syscall numbers of the calls whose buffer emit_payload follows: the object is
- * built for amd64 only. */
+/* x86-64 syscall numbers: the object is built for amd64 only. */
+#define NR_read 0
 #define NR_write 1
+#define NR_open 2
+#define NR_close 3
+#define NR_mmap 9
+#define NR_ioctl 16
+#define NR_pread64 17
+#define NR_pwrite64 18
+#define NR_readv 19
 #define NR_writev 20
+#define NR_sendfile64 40
+#define NR_accept 43
 #define NR_sendto 44
 #define NR_sendmsg 46
+#define NR_listen 50
+#define NR_chdir 80
+#define NR_fchdir 81
+#define NR_openat 257
+#define NR_splice 275
+#define NR_accept4 288
+#define NR_preadv 295
+#define NR_pwritev 296
+#define NR_copy_file_range 326
+#define NR_preadv2 327
+#define NR_pwritev2 328
+#define NR_openat2 437
 
 /* Casts a kernel address read as a number into a typed pointer that can be dereferenced
  * directly: a plain load instead of a bpf_probe_read_kernel call per field. */
@@ -298,27 +319,7 @@ static __always_inline struct sock *fd_sock(int fd)
 	return BPF_CORE_READ(sock, sk);
 }
 
-/* The contexts of the syscalls:sys_enter_NAME and sys_exit_NAME tracepoints (see their
- * format files in tracefs). */
-struct sys_enter_ctx {
-	__u64 _common;
-	__s32 nr;
-	__u32 _pad;
-	__u64 args[6];
-};
-
-struct sys_exit_ctx {
-	__u64 _common;
-	__s32 nr;
-	__u32 _pad;
-	__s64 ret;
-};
-
-struct sys_args {
-	__u64 di, si, dx, r10, r8, r9;
-};
-
-/* The syscall arguments, in the order of the x86-64 registers that carry them. */
+/* The x86-64 syscall arguments in the user registers that sys_enter passes. */
 #define ARG0(regs) ((regs)->di)
 #define ARG1(regs) ((regs)->si)
 #define ARG2(regs) ((regs)->dx)
@@ -328,7 +329,7 @@ struct sys_args {
 
 /* save_args keeps the first n arguments, zeroing the rest, which reading() compares, and
  * the entry time if stamp. */
-static __always_inline void save_args(struct sys_args *regs, long nr, int n, bool stamp)
+static __always_inline void save_args(struct pt_regs *regs, long nr, int n, bool stamp)
 {
 	struct args *a = slot(true);
 	if (!a)
@@ -355,23 +356,11 @@ static __always_inline bool take(struct args *out)
 	return true;
 }
 
-/* Syscall handlers, each on its own syscall's tracepoint (syscalls:sys_enter_NAME and
- * sys_exit_NAME), so that the syscalls coldtrace does not follow run no program at all. An
- * enter handler gets the arguments (as regs->di..r9, their x86-64 registers) and the syscall
- * number, an exit handler the return value. */
-#define ENTER(name)                                                            \
-	static __always_inline int enter_##name##_(struct sys_args *regs, long nr); \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                                \
-	int enter_##name(struct sys_enter_ctx *ctx)                                \
-	{                                                                          \
-		return enter_##name##_((struct sys_args *)ctx->args, ctx->nr);        \
-	}                                                                          \
-	static __always_inline int enter_##name##_(struct sys_args *regs, long nr)
-#define EXIT(name)                                                             \
-	static __always_inline int exit_##name##_(long ret);                      \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                                 \
-	int exit_##name(struct sys_exit_ctx *ctx) { return exit_##name##_(ctx->ret); } \
-	static __always_inline int exit_##name##_(long ret)
+/* Syscall handlers: sys_enter and sys_exit (at the end) tail-call them by syscall number.
+ * An enter handler gets the user registers and the syscall number, an exit handler the
+ * registers and the return value. */
+#define ENTER(name) SEC("tp_btf/sys_enter") int BPF_PROG(enter_##name, struct pt_regs *regs, long nr)
+#define EXIT(name) SEC("tp_btf/sys_exit") int BPF_PROG(exit_##name, struct pt_regs *regs, long ret)
 
 #define ENTER_SAVE(name, nargs, stamp)                                         \
 	ENTER(name)                                                                \
@@ -1359,6 +1348,101 @@ int call_exit(struct pt_regs *ctx)
 		submit(e);
 	}
 	bpf_map_delete_elem(&calls, &k);
+	return 0;
+}
+
+/* ---- syscall dispatch ----
+ * Two raw tracepoints see every syscall on the node and tail-call the handler of the
+ * syscall, if it has one. A syscall without a handler costs a failed tail call; one with a
+ * handler, from an untracked process, a map lookup more (exit handlers find no slot). The
+ * per-syscall tracepoints (syscalls:sys_enter_NAME) cost more than that, for the calls of
+ * traced processes and of every other (the kernel formats each event's arguments into a
+ * perf buffer before the program runs; docs/overhead.md has the figures). So these two are
+ * attached only while something is recorded: see Config.OnDemand. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 512);
+	__type(key, __u32);
+	__array(values, int(void *));
+} enter_calls SEC(".maps") = {
+	.values = {
+		[NR_read] = (void *)&enter_read,
+		[NR_write] = (void *)&enter_write,
+		[NR_open] = (void *)&enter_open,
+		[NR_close] = (void *)&enter_close,
+		[NR_mmap] = (void *)&enter_mmap,
+		[NR_ioctl] = (void *)&enter_ioctl,
+		[NR_pread64] = (void *)&enter_pread64,
+		[NR_pwrite64] = (void *)&enter_pwrite64,
+		[NR_readv] = (void *)&enter_readv,
+		[NR_writev] = (void *)&enter_writev,
+		[NR_sendfile64] = (void *)&enter_sendfile64,
+		[NR_accept] = (void *)&enter_accept,
+		[NR_sendto] = (void *)&enter_sendto,
+		[NR_sendmsg] = (void *)&enter_sendmsg,
+		[NR_listen] = (void *)&enter_listen,
+		[NR_chdir] = (void *)&enter_chdir,
+		[NR_fchdir] = (void *)&enter_fchdir,
+		[NR_openat] = (void *)&enter_openat,
+		[NR_splice] = (void *)&enter_splice,
+		[NR_accept4] = (void *)&enter_accept4,
+		[NR_preadv] = (void *)&enter_preadv,
+		[NR_pwritev] = (void *)&enter_pwritev,
+		[NR_copy_file_range] = (void *)&enter_copy_file_range,
+		[NR_preadv2] = (void *)&enter_preadv2,
+		[NR_pwritev2] = (void *)&enter_pwritev2,
+		[NR_openat2] = (void *)&enter_openat2,
+	},
+};
+
+/* close has no exit handler: nothing waits for its return. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 512);
+	__type(key, __u32);
+	__array(values, int(void *));
+} exit_calls SEC(".maps") = {
+	.values = {
+		[NR_read] = (void *)&exit_read,
+		[NR_write] = (void *)&exit_write,
+		[NR_open] = (void *)&exit_open,
+		[NR_mmap] = (void *)&exit_mmap,
+		[NR_ioctl] = (void *)&exit_ioctl,
+		[NR_pread64] = (void *)&exit_pread64,
+		[NR_pwrite64] = (void *)&exit_pwrite64,
+		[NR_readv] = (void *)&exit_readv,
+		[NR_writev] = (void *)&exit_writev,
+		[NR_sendfile64] = (void *)&exit_sendfile64,
+		[NR_accept] = (void *)&exit_accept,
+		[NR_sendto] = (void *)&exit_sendto,
+		[NR_sendmsg] = (void *)&exit_sendmsg,
+		[NR_listen] = (void *)&exit_listen,
+		[NR_chdir] = (void *)&exit_chdir,
+		[NR_fchdir] = (void *)&exit_fchdir,
+		[NR_openat] = (void *)&exit_openat,
+		[NR_splice] = (void *)&exit_splice,
+		[NR_accept4] = (void *)&exit_accept4,
+		[NR_preadv] = (void *)&exit_preadv,
+		[NR_pwritev] = (void *)&exit_pwritev,
+		[NR_copy_file_range] = (void *)&exit_copy_file_range,
+		[NR_preadv2] = (void *)&exit_preadv2,
+		[NR_pwritev2] = (void *)&exit_pwritev2,
+		[NR_openat2] = (void *)&exit_openat2,
+	},
+};
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
+{
+	bpf_tail_call(ctx, &enter_calls, nr);
+	return 0;
+}
+
+/* The exit tracepoint passes no syscall number: orig_ax still holds it. */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
+{
+	bpf_tail_call(ctx, &exit_calls, regs->orig_ax);
 	return 0;
 }
 

@@ -312,7 +312,9 @@ type coldtraceWstate struct {
 const (
 	coldtraceMapCalls               = "calls"
 	coldtraceMapDevfds              = "devfds"
+	coldtraceMapEnterCalls          = "enter_calls"
 	coldtraceMapEvents              = "events"
+	coldtraceMapExitCalls           = "exit_calls"
 	coldtraceMapLost                = "lost"
 	coldtraceMapMisses              = "misses"
 	coldtraceMapOpenScratch         = "open_scratch"
@@ -387,6 +389,8 @@ const (
 	coldtraceProgSockRecv           = "sock_recv"
 	coldtraceProgSockSend           = "sock_send"
 	coldtraceProgSockState          = "sock_state"
+	coldtraceProgSysEnter           = "sys_enter"
+	coldtraceProgSysExit            = "sys_exit"
 	coldtraceVarEvCacheMiss         = "_ev_cache_miss"
 	coldtraceVarEvCall              = "_ev_call"
 	coldtraceVarEvCgroup            = "_ev_cgroup"
@@ -517,6 +521,8 @@ type coldtraceProgramSpecs struct {
 	SockRecv           *ebpf.ProgramSpec `ebpf:"sock_recv"`
 	SockSend           *ebpf.ProgramSpec `ebpf:"sock_send"`
 	SockState          *ebpf.ProgramSpec `ebpf:"sock_state"`
+	SysEnter           *ebpf.ProgramSpec `ebpf:"sys_enter"`
+	SysExit            *ebpf.ProgramSpec `ebpf:"sys_exit"`
 }
 
 // coldtraceMapSpecs contains maps before they are loaded into the kernel.
@@ -525,7 +531,9 @@ type coldtraceProgramSpecs struct {
 type coldtraceMapSpecs struct {
 	Calls          *ebpf.MapSpec `ebpf:"calls"`
 	Devfds         *ebpf.MapSpec `ebpf:"devfds"`
+	EnterCalls     *ebpf.MapSpec `ebpf:"enter_calls"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
+	ExitCalls      *ebpf.MapSpec `ebpf:"exit_calls"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	Misses         *ebpf.MapSpec `ebpf:"misses"`
 	OpenScratch    *ebpf.MapSpec `ebpf:"open_scratch"`
@@ -590,7 +598,9 @@ func (o *coldtraceObjects) Close() error {
 type coldtraceMaps struct {
 	Calls          *ebpf.Map `ebpf:"calls"`
 	Devfds         *ebpf.Map `ebpf:"devfds"`
+	EnterCalls     *ebpf.Map `ebpf:"enter_calls"`
 	Events         *ebpf.Map `ebpf:"events"`
+	ExitCalls      *ebpf.Map `ebpf:"exit_calls"`
 	Lost           *ebpf.Map `ebpf:"lost"`
 	Misses         *ebpf.Map `ebpf:"misses"`
 	OpenScratch    *ebpf.Map `ebpf:"open_scratch"`
@@ -608,7 +618,9 @@ func (m *coldtraceMaps) Close() error {
 	return _ColdtraceClose(
 		m.Calls,
 		m.Devfds,
+		m.EnterCalls,
 		m.Events,
+		m.ExitCalls,
 		m.Lost,
 		m.Misses,
 		m.OpenScratch,
@@ -719,6 +731,8 @@ type coldtracePrograms struct {
 	SockRecv           *ebpf.Program `ebpf:"sock_recv"`
 	SockSend           *ebpf.Program `ebpf:"sock_send"`
 	SockState          *ebpf.Program `ebpf:"sock_state"`
+	SysEnter           *ebpf.Program `ebpf:"sys_enter"`
+	SysExit            *ebpf.Program `ebpf:"sys_exit"`
 }
 
 func (p *coldtracePrograms) Close() error {
@@ -786,6 +800,8 @@ func (p *coldtracePrograms) Close() error {
 		p.SockRecv,
 		p.SockSend,
 		p.SockState,
+		p.SysEnter,
+		p.SysExit,
 	)
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -58,6 +59,8 @@ var loses = map[string]string{
 	"sched_fork":    "child processes are not followed",
 	"sched_exec":    "exec'd programs are not named",
 	"sched_exit":    "process exits and exit codes",
+	"sys_enter":     "every syscall: opens, reads, mmaps, listen (readiness), accepts, ioctls, chdir",
+	"sys_exit":      "every syscall: opens, reads, mmaps, listen (readiness), accepts, ioctls, chdir",
 	"page_fault":    "reads of mmapped files (model weights are usually mmapped)",
 	"fault_mapped":  "reads of mmapped files (model weights are usually mmapped)",
 	"cache_add":     "page-cache misses",
@@ -170,6 +173,7 @@ func load(spec *ebpf.CollectionSpec, onDemand bool) (*Probes, error) {
 		}
 		p.status = append(p.status, trace.Probe{Name: bad, Error: firstLine(err), Loses: losesFor(bad)})
 		delete(spec.Programs, bad)
+		dropTailCall(spec, bad)
 	}
 	ensureTracefs()
 	names := make([]string, 0, len(spec.Programs))
@@ -177,14 +181,20 @@ func load(spec *ebpf.CollectionSpec, onDemand bool) (*Probes, error) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	targets := tailCallTargets(spec)
+	attached := map[string]bool{} // section names with an attached program
 	var later []link.Link
 	for _, name := range names {
 		sec := spec.Programs[name].SectionName
+		if targets[name] {
+			continue
+		}
 		l, err := attach(sec, p.coll.Programs[name])
 		switch {
 		case err != nil:
 			p.status = append(p.status, trace.Probe{Name: name, Error: firstLine(err), Loses: losesFor(name)})
 		case l != nil:
+			attached[sec] = true
 			p.status = append(p.status, trace.Probe{Name: name, Attached: true})
 			if onDemand && !alwaysOn[name] {
 				p.onDemand[name] = sec
@@ -195,6 +205,16 @@ func load(spec *ebpf.CollectionSpec, onDemand bool) (*Probes, error) {
 		}
 	}
 	closeAll(later)
+	// A tail-called handler runs when the program attached to its section (its
+	// dispatcher) does.
+	for name := range targets {
+		sec := spec.Programs[name].SectionName
+		if attached[sec] {
+			p.status = append(p.status, trace.Probe{Name: name, Attached: true})
+		} else {
+			p.status = append(p.status, trace.Probe{Name: name, Error: "nothing attached to " + sec + " calls it", Loses: losesFor(name)})
+		}
+	}
 	sort.Slice(p.status, func(i, j int) bool { return p.status[i].Name < p.status[j].Name })
 	if len(p.links) == 0 && len(p.onDemand) == 0 {
 		p.Close()
@@ -261,6 +281,34 @@ func attach(section string, prog *ebpf.Program) (link.Link, error) {
 		return nil, nil
 	}
 	return nil, fmt.Errorf("unknown section %q", section)
+}
+
+// tailCallTargets names the programs that program arrays hold: the syscall handlers, which
+// sys_enter and sys_exit tail-call rather than being attached themselves.
+func tailCallTargets(spec *ebpf.CollectionSpec) map[string]bool {
+	targets := map[string]bool{}
+	for _, m := range spec.Maps {
+		if m.Type != ebpf.ProgramArray {
+			continue
+		}
+		for _, kv := range m.Contents {
+			if name, ok := kv.Value.(string); ok {
+				targets[name] = true
+			}
+		}
+	}
+	return targets
+}
+
+// dropTailCall removes a program that failed to load from the program arrays that hold it,
+// so that the rest still load.
+func dropTailCall(spec *ebpf.CollectionSpec, prog string) {
+	for _, m := range spec.Maps {
+		if m.Type != ebpf.ProgramArray {
+			continue
+		}
+		m.Contents = slices.DeleteFunc(m.Contents, func(kv ebpf.MapKV) bool { return kv.Value == prog })
+	}
 }
 
 func failingProgram(spec *ebpf.CollectionSpec, err error) string {
