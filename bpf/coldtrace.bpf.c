@@ -1358,7 +1358,7 @@ int call_exit(struct pt_regs *ctx)
  * per-syscall tracepoints (syscalls:sys_enter_NAME) cost more than that, for the calls of
  * traced processes and of every other (the kernel formats each event's arguments into a
  * perf buffer before the program runs; docs/overhead.md has the figures). So these two are
- * attached only while something is recorded: see Config.OnDemand. */
+ * attached only while something is recorded: see Probes.SetActive. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
 	__uint(max_entries, 512);

@@ -26,11 +26,6 @@ type Config struct {
 	// SampleInterval is the least time between two byte-count samples of one socket.
 	// Zero means one millisecond.
 	SampleInterval time.Duration
-	// OnDemand leaves detached, until SetActive(true), every program but those that run
-	// rarely and must never miss a moment: cgroup creation (which tracks a new container
-	// in the kernel) and process fork, exec and exit. The node's syscalls and page faults
-	// then run no coldtrace program while nothing is recorded.
-	OnDemand bool
 	// FaultLookup looks every page fault's mapping up at the fault, as on kernels before
 	// 6.2 (see RSSPerFault), whatever the kernel: for tests and benchmarks of that path.
 	FaultLookup bool
@@ -43,8 +38,8 @@ type Probes struct {
 	ring   *ringbuf.Reader
 	status []trace.Probe
 
-	// The programs attached only while active (Config.OnDemand), by section, and their
-	// links while attached.
+	// The programs that SetActive detaches and attaches (all but alwaysOn), by section,
+	// and their links while attached.
 	active   sync.Mutex
 	onDemand map[string]string // program -> section
 	armed    []link.Link
@@ -145,10 +140,12 @@ func Load(cfg Config) (*Probes, error) {
 	if !gate {
 		delete(spec.Programs, "fault_mapped")
 	}
-	return load(spec, cfg.OnDemand)
+	return load(spec)
 }
 
-// alwaysOn are the programs that stay attached with Config.OnDemand.
+// alwaysOn are the programs that SetActive(false) leaves attached: they run rarely and
+// must never miss a moment (cgroup creation, which tracks a new container in the kernel;
+// process fork, exec and exit).
 var alwaysOn = map[string]bool{"cgroup_mkdir": true, "sched_fork": true, "sched_exec": true, "sched_exit": true}
 
 // RSSPerFault says whether the kernel reports the pages each fault maps on the rss_stat
@@ -156,9 +153,8 @@ var alwaysOn = map[string]bool{"cgroup_mkdir": true, "sched_fork": true, "sched_
 // every 128 pages), which lets page faults that map no file cost nearly nothing.
 func RSSPerFault() bool { return kernelAtLeast(6, 2) }
 
-// load loads and attaches what the kernel accepts of spec; with onDemand, the programs not
-// alwaysOn are attached once, to learn whether they can be, and detached until SetActive.
-func load(spec *ebpf.CollectionSpec, onDemand bool) (*Probes, error) {
+// load loads and attaches what the kernel accepts of spec.
+func load(spec *ebpf.CollectionSpec) (*Probes, error) {
 	p := &Probes{uprobed: map[[2]uint64]bool{}, onDemand: map[string]string{}}
 	// Drop the programs this kernel refuses one at a time, keeping the rest.
 	for {
@@ -183,7 +179,6 @@ func load(spec *ebpf.CollectionSpec, onDemand bool) (*Probes, error) {
 	sort.Strings(names)
 	targets := tailCallTargets(spec)
 	attached := map[string]bool{} // section names with an attached program
-	var later []link.Link
 	for _, name := range names {
 		sec := spec.Programs[name].SectionName
 		if targets[name] {
@@ -196,15 +191,14 @@ func load(spec *ebpf.CollectionSpec, onDemand bool) (*Probes, error) {
 		case l != nil:
 			attached[sec] = true
 			p.status = append(p.status, trace.Probe{Name: name, Attached: true})
-			if onDemand && !alwaysOn[name] {
-				p.onDemand[name] = sec
-				later = append(later, l)
-			} else {
+			if alwaysOn[name] {
 				p.links = append(p.links, l)
+			} else {
+				p.onDemand[name] = sec
+				p.armed = append(p.armed, l)
 			}
 		}
 	}
-	closeAll(later)
 	// A tail-called handler runs when the program attached to its section (its
 	// dispatcher) does.
 	for name := range targets {
@@ -229,9 +223,10 @@ func load(spec *ebpf.CollectionSpec, onDemand bool) (*Probes, error) {
 	return p, nil
 }
 
-// SetActive attaches (true) or detaches (false) the programs that Config.OnDemand left
-// detached; it does nothing without OnDemand or when they already are so. A program that
-// cannot attach again is reported in the error, the others attached.
+// SetActive detaches (false) every program but the alwaysOn ones, or attaches them again
+// (true); Load attaches them all. An agent that records now and then keeps them detached
+// meanwhile: the node's syscalls and page faults then run no coldtrace program. A program
+// that cannot attach again is reported in the error, the others attached.
 func (p *Probes) SetActive(on bool) error {
 	p.active.Lock()
 	defer p.active.Unlock()

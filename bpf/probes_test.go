@@ -43,7 +43,7 @@ func TestDegrades(t *testing.T) {
 	// The verifier refuses a program that returns without setting R0.
 	spec.Programs["page_fault"].Instructions = asm.Instructions{asm.Return()}
 	spec.Programs["enter_openat2"].SectionName = "tracepoint/syscalls/sys_enter_no_such_call"
-	p, err := load(spec, false)
+	p, err := load(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,20 +76,20 @@ func TestRingBufferSize(t *testing.T) {
 	}
 }
 
-// TestOnDemand: with Config.OnDemand a traced process's opens reach the ring only while
-// the probes are active, and again after they were detached and attached anew.
+// TestOnDemand: a traced process's opens reach the ring only while the probes are active,
+// and again after they were detached and attached anew.
 func TestOnDemand(t *testing.T) {
 	testenv.RequireBPF(t)
-	p, err := Load(Config{RingBufferBytes: 1 << 20, OnDemand: true})
+	p, err := Load(Config{RingBufferBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	if err := p.TrackPID(uint32(os.Getpid())); err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(t.TempDir(), "marker")
 	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.TrackPID(uint32(os.Getpid())); err != nil {
 		t.Fatal(err)
 	}
 	for i, active := range []bool{false, true, false, true} {

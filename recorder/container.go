@@ -51,7 +51,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 		return nil, err
 	}
 	defer client.Close()
-	probes, warnings, err := LoadProbes(opts.RingBufferBytes, false, opts.Log)
+	probes, warnings, err := LoadProbes(opts.RingBufferBytes, opts.Log)
 	if err != nil {
 		return nil, err
 	}

@@ -70,7 +70,7 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot run %q: %w", opts.Command[0], errors.Unwrap(err))
 	}
-	probes, warnings, err := LoadProbes(opts.RingBufferBytes, false, opts.Log)
+	probes, warnings, err := LoadProbes(opts.RingBufferBytes, opts.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -159,11 +159,11 @@ func await[T any](ctx context.Context, readyc <-chan struct{}, timeout time.Dura
 
 // LoadProbes loads the kernel side, reports, as warnings and on logw, the probes that
 // could not attach, and uprobes the host's driver library.
-func LoadProbes(ringBytes int, onDemand bool, logw io.Writer) (*bpf.Probes, []string, error) {
+func LoadProbes(ringBytes int, logw io.Writer) (*bpf.Probes, []string, error) {
 	if logw == nil {
 		logw = io.Discard
 	}
-	probes, err := bpf.Load(bpf.Config{RingBufferBytes: ringBytes, OnDemand: onDemand})
+	probes, err := bpf.Load(bpf.Config{RingBufferBytes: ringBytes})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -106,7 +106,7 @@ func Start(ctx context.Context, opts Options) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	probes, warnings, err := recorder.LoadProbes(opts.RingBufferBytes, true, opts.Log)
+	probes, warnings, err := recorder.LoadProbes(opts.RingBufferBytes, opts.Log)
 	if err != nil {
 		client.Close()
 		return nil, err

@@ -164,14 +164,13 @@ func tax(b *testing.B) {
 			var p *bpf.Probes
 			if st != "no probes" {
 				var err error
-				if p, err = bpf.Load(bpf.Config{OnDemand: true}); err != nil {
+				if p, err = bpf.Load(bpf.Config{}); err != nil {
 					b.Fatal(err)
 				}
 				if st == "recording" {
 					p.TrackPID(uint32(other.Process.Pid))
-					if err := p.SetActive(true); err != nil {
-						b.Fatal(err)
-					}
+				} else if err := p.SetActive(false); err != nil {
+					b.Fatal(err)
 				}
 			}
 			r := res[st]
