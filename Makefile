@@ -28,7 +28,7 @@ FUZZTIME  ?= 10s
 
 SHELL_SCRIPTS := hack/install-deps.sh .ci/run
 
-.PHONY: help generate check-generate dashboards check-dashboards build test bench lint fuzz install clean
+.PHONY: help generate check-generate dashboards check-dashboards build test bench bench-overhead lint fuzz install clean
 
 help: ## list the targets
 	@echo 'usage: make TARGET [VAR=value ...]'
@@ -81,6 +81,11 @@ test: ## run every test (as root; CI=true turns skips for missing root/BPF/tools
 
 bench: ## run the benchmarks (BENCH_PKGS, BENCH, BENCHTIME)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) $(BENCHFLAGS) $(BENCH_PKGS)
+
+# The overhead bench takes minutes: its file is built only with the tag overhead.
+PAIRS ?= 7
+bench-overhead: ## what recording costs the workloads and the node, traced vs untraced (docs/overhead.md; PAIRS)
+	$(GO) test -tags overhead -count=1 -timeout 60m -run '^$$' -bench Overhead -benchtime 1x ./hack/benchoverhead -args -pairs $(PAIRS)
 
 # staticcheck (a go.mod tool, so CI needs nothing installed) with its default checks: the
 # bugs and simplifications vet does not catch (unused code, values never used, deprecated

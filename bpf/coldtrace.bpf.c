@@ -70,6 +70,9 @@ const volatile __u64 fault_around_bytes = 65536; /* the kernel's fault-around wi
 /* The kernel maps a large cached folio whole at a fault near it (Linux 6.18). */
 const volatile bool whole_folios = false;
 const volatile __u64 wakeup_bytes = 262144; /* wake the reader once this much is queued */
+/* The kernel reports each fault's mapped file pages on rss_stat (Linux 6.2 and later): see
+ * fault_mapped. */
+const volatile bool rss_gate = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -115,6 +118,9 @@ struct args {
 	__u32 busy; /* inside that syscall (BUSY or BUSY_OVERLAY); 0 means the slot is empty */
 	__u64 a[6];
 	__u64 rsk;  /* the TCP socket this thread last received bytes from; take() keeps it */
+	/* The user page fault the thread is in, noted by page_fault for fault_mapped: the
+	 * faulting address and instruction; fault_ip is 0 once taken. */
+	__u64 fault_addr, fault_ip;
 };
 
 #define BUSY 1
@@ -372,14 +378,18 @@ int BPF_PROG(sched_fork, struct task_struct *parent, struct task_struct *child)
 	__u32 ppid = parent->tgid;
 	__u32 pid = child->tgid;
 
-	if (child->pid != child->tgid) /* a thread */
-		return 0;
+	bool thread = child->pid != child->tgid;
 	if (bpf_map_lookup_elem(&tracked_pids, &ppid)) {
 		__u8 one = 1;
-		bpf_map_update_elem(&tracked_pids, &pid, &one, BPF_ANY);
+		if (!thread)
+			bpf_map_update_elem(&tracked_pids, &pid, &one, BPF_ANY);
 	} else if (!tracked(ppid)) {
 		return 0;
 	}
+	/* A slot from the start, where page_fault notes the new task's first faults. */
+	bpf_task_storage_get(&pending, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (thread)
+		return 0;
 	struct event_fork *e;
 	if (!reserve(e, EV_FORK, ppid, parent->pid))
 		return 0;
@@ -396,6 +406,7 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	__u32 pid = p->tgid;
 	if (!tracked(pid))
 		return 0;
+	slot(true); /* for page_fault: the new program faults before its first syscall */
 	struct event_exec *e;
 	if (!reserve(e, EV_EXEC, pid, p->pid))
 		return 0;
@@ -790,9 +801,37 @@ static long fault_vma(struct task_struct *task, struct vm_area_struct *vma, void
 	return 0;
 }
 
+static __always_inline void emit_fault(__u32 pid, __u32 tid, __u64 address, struct fault_ctx *c)
+{
+	struct event_fault *e;
+	if (!reserve(e, EV_FAULT, pid, tid))
+		return;
+	e->dev = c->dev;
+	e->ino = c->ino;
+	e->addr = address;
+	e->from = c->from;
+	e->to = c->to;
+	e->vm_start = c->vm_start;
+	e->vm_end = c->vm_end;
+	e->vm_off = c->vm_off;
+	submit(e);
+}
+
+/* A user page fault. With rss_gate it only notes where the thread faults, in the slot that
+ * only threads of traced processes have: fault_mapped looks at the faults that map file
+ * pages, so anonymous memory costs a slot lookup. Without (before Linux 6.2) it looks the
+ * mapping up itself, for every fault of a traced process. */
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
+	if (rss_gate) {
+		struct args *a = slot(false);
+		if (a) {
+			a->fault_addr = address;
+			a->fault_ip = regs->ip;
+		}
+		return 0;
+	}
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = id >> 32;
 	if (!tracked(pid))
@@ -808,18 +847,42 @@ int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned l
 		c.file = true;
 	else if (err || !c.file)
 		return 0;
-	struct event_fault *e;
-	if (!reserve(e, EV_FAULT, pid, (__u32)id))
+	emit_fault(pid, id, address, &c);
+	return 0;
+}
+
+#define MM_FILEPAGES 0
+#define MM_SHMEMPAGES 3
+
+/* Since Linux 6.2 every change of a process's resident pages passes here, in the task that
+ * makes it, and a fault that maps pages of a file reports them (MM_FILEPAGES, MM_SHMEMPAGES
+ * for tmpfs) before it returns, however it mapped them: one page, the pages around it, or a
+ * PMD; an anonymous fault reports MM_ANONPAGES. So the mapping is looked up only for faults
+ * that mapped file pages, and with interrupts on, where bpf_find_vma unlocks the mm at once
+ * (on page_fault_user, with them off, each lookup costs an irq_work, a self-interrupt, and
+ * refuses the next until it ran). The faulting instruction in the user registers tells the
+ * noted fault from a later syscall that unmaps file pages. */
+SEC("tp_btf/rss_stat")
+int BPF_PROG(fault_mapped, struct mm_struct *mm, int member)
+{
+	if (member != MM_FILEPAGES && member != MM_SHMEMPAGES)
 		return 0;
-	e->dev = c.dev;
-	e->ino = c.ino;
-	e->addr = address;
-	e->from = c.from;
-	e->to = c.to;
-	e->vm_start = c.vm_start;
-	e->vm_end = c.vm_end;
-	e->vm_off = c.vm_off;
-	submit(e);
+	struct args *a = slot(false);
+	if (!a || !a->fault_ip)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	if (!regs || regs->ip != a->fault_ip || task->mm != mm)
+		return 0;
+	a->fault_ip = 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32;
+	if (!tracked(pid))
+		return 0;
+	struct fault_ctx c = { .addr = a->fault_addr };
+	if (bpf_find_vma(task, c.addr, fault_vma, &c, 0) || !c.file)
+		return 0;
+	emit_fault(pid, id, c.addr, &c);
 	return 0;
 }
 
@@ -851,7 +914,7 @@ int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
 		__u8 one = 1;
 		bpf_map_update_elem(&tracked_cgroups, &cg, &one, BPF_ANY);
 		e->id = cg;
-		submit(e);
+		submit_now(e); /* an idle agent's reader sleeps until one comes */
 		return 0;
 	}
 	return 0;
@@ -1292,8 +1355,10 @@ int call_exit(struct pt_regs *ctx)
  * Two raw tracepoints see every syscall on the node and tail-call the handler of the
  * syscall, if it has one. A syscall without a handler costs a failed tail call; one with a
  * handler, from an untracked process, a map lookup more (exit handlers find no slot). The
- * per-syscall tracepoints cost more than that for every call of a traced process: the
- * kernel formats each event's arguments into a perf buffer before the program runs. */
+ * per-syscall tracepoints (syscalls:sys_enter_NAME) cost more than that, for the calls of
+ * traced processes and of every other (the kernel formats each event's arguments into a
+ * perf buffer before the program runs; docs/overhead.md has the figures). So these two are
+ * attached only while something is recorded: see Probes.SetActive. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
 	__uint(max_entries, 512);

@@ -14,12 +14,14 @@ import (
 )
 
 type coldtraceArgs struct {
-	_    structs.HostLayout
-	Ts   uint64
-	Nr   uint32
-	Busy uint32
-	A    [6]uint64
-	Rsk  uint64
+	_         structs.HostLayout
+	Ts        uint64
+	Nr        uint32
+	Busy      uint32
+	A         [6]uint64
+	Rsk       uint64
+	FaultAddr uint64
+	FaultIp   uint64
 }
 
 type coldtraceCallkey struct {
@@ -379,6 +381,7 @@ const (
 	coldtraceProgExitSplice         = "exit_splice"
 	coldtraceProgExitWrite          = "exit_write"
 	coldtraceProgExitWritev         = "exit_writev"
+	coldtraceProgFaultMapped        = "fault_mapped"
 	coldtraceProgPageFault          = "page_fault"
 	coldtraceProgSchedExec          = "sched_exec"
 	coldtraceProgSchedExit          = "sched_exit"
@@ -407,6 +410,7 @@ const (
 	coldtraceVarEvType              = "_ev_type"
 	coldtraceVarEvWrite             = "_ev_write"
 	coldtraceVarFaultAroundBytes    = "fault_around_bytes"
+	coldtraceVarRssGate             = "rss_gate"
 	coldtraceVarSampleNs            = "sample_ns"
 	coldtraceVarWakeupBytes         = "wakeup_bytes"
 	coldtraceVarWholeFolios         = "whole_folios"
@@ -509,6 +513,7 @@ type coldtraceProgramSpecs struct {
 	ExitSplice         *ebpf.ProgramSpec `ebpf:"exit_splice"`
 	ExitWrite          *ebpf.ProgramSpec `ebpf:"exit_write"`
 	ExitWritev         *ebpf.ProgramSpec `ebpf:"exit_writev"`
+	FaultMapped        *ebpf.ProgramSpec `ebpf:"fault_mapped"`
 	PageFault          *ebpf.ProgramSpec `ebpf:"page_fault"`
 	SchedExec          *ebpf.ProgramSpec `ebpf:"sched_exec"`
 	SchedExit          *ebpf.ProgramSpec `ebpf:"sched_exit"`
@@ -565,6 +570,7 @@ type coldtraceVariableSpecs struct {
 	EvType           *ebpf.VariableSpec `ebpf:"_ev_type"`
 	EvWrite          *ebpf.VariableSpec `ebpf:"_ev_write"`
 	FaultAroundBytes *ebpf.VariableSpec `ebpf:"fault_around_bytes"`
+	RssGate          *ebpf.VariableSpec `ebpf:"rss_gate"`
 	SampleNs         *ebpf.VariableSpec `ebpf:"sample_ns"`
 	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 	WholeFolios      *ebpf.VariableSpec `ebpf:"whole_folios"`
@@ -652,6 +658,7 @@ type coldtraceVariables struct {
 	EvType           *ebpf.Variable `ebpf:"_ev_type"`
 	EvWrite          *ebpf.Variable `ebpf:"_ev_write"`
 	FaultAroundBytes *ebpf.Variable `ebpf:"fault_around_bytes"`
+	RssGate          *ebpf.Variable `ebpf:"rss_gate"`
 	SampleNs         *ebpf.Variable `ebpf:"sample_ns"`
 	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
 	WholeFolios      *ebpf.Variable `ebpf:"whole_folios"`
@@ -716,6 +723,7 @@ type coldtracePrograms struct {
 	ExitSplice         *ebpf.Program `ebpf:"exit_splice"`
 	ExitWrite          *ebpf.Program `ebpf:"exit_write"`
 	ExitWritev         *ebpf.Program `ebpf:"exit_writev"`
+	FaultMapped        *ebpf.Program `ebpf:"fault_mapped"`
 	PageFault          *ebpf.Program `ebpf:"page_fault"`
 	SchedExec          *ebpf.Program `ebpf:"sched_exec"`
 	SchedExit          *ebpf.Program `ebpf:"sched_exit"`
@@ -784,6 +792,7 @@ func (p *coldtracePrograms) Close() error {
 		p.ExitSplice,
 		p.ExitWrite,
 		p.ExitWritev,
+		p.FaultMapped,
 		p.PageFault,
 		p.SchedExec,
 		p.SchedExit,

@@ -26,6 +26,9 @@ type Config struct {
 	// SampleInterval is the least time between two byte-count samples of one socket.
 	// Zero means one millisecond.
 	SampleInterval time.Duration
+	// FaultLookup looks every page fault's mapping up at the fault, as on kernels before
+	// 6.2 (see RSSPerFault), whatever the kernel: for tests and benchmarks of that path.
+	FaultLookup bool
 }
 
 // Probes is the loaded and attached kernel side.
@@ -34,6 +37,12 @@ type Probes struct {
 	links  []link.Link
 	ring   *ringbuf.Reader
 	status []trace.Probe
+
+	// The programs that SetActive detaches and attaches (all but alwaysOn), by section,
+	// and their links while attached.
+	active   sync.Mutex
+	onDemand map[string]string // program -> section
+	armed    []link.Link
 
 	mu       sync.Mutex
 	uprobed  map[[2]uint64]bool // libraries (device, inode) whose driver calls are uprobed
@@ -48,6 +57,7 @@ var loses = map[string]string{
 	"sys_enter":     "every syscall: opens, reads, mmaps, listen (readiness), accepts, ioctls, chdir",
 	"sys_exit":      "every syscall: opens, reads, mmaps, listen (readiness), accepts, ioctls, chdir",
 	"page_fault":    "reads of mmapped files (model weights are usually mmapped)",
+	"fault_mapped":  "reads of mmapped files (model weights are usually mmapped)",
 	"cache_add":     "page-cache misses",
 	"sock_state":    "outgoing TCP connections and their close",
 	"sock_recv":     "bytes received per connection",
@@ -123,12 +133,29 @@ func Load(cfg Config) (*Probes, error) {
 	if err := spec.Variables["wakeup_bytes"].Set(uint64(min(cfg.RingBufferBytes/4, 256<<10))); err != nil {
 		return nil, err
 	}
+	gate := RSSPerFault() && !cfg.FaultLookup
+	if err := spec.Variables["rss_gate"].Set(gate); err != nil {
+		return nil, err
+	}
+	if !gate {
+		delete(spec.Programs, "fault_mapped")
+	}
 	return load(spec)
 }
 
+// alwaysOn are the programs that SetActive(false) leaves attached: they run rarely and
+// must never miss a moment (cgroup creation, which tracks a new container in the kernel;
+// process fork, exec and exit).
+var alwaysOn = map[string]bool{"cgroup_mkdir": true, "sched_fork": true, "sched_exec": true, "sched_exit": true}
+
+// RSSPerFault says whether the kernel reports the pages each fault maps on the rss_stat
+// tracepoint (Linux 6.2, where mm's counters became per-CPU; before, it reported only
+// every 128 pages), which lets page faults that map no file cost nearly nothing.
+func RSSPerFault() bool { return kernelAtLeast(6, 2) }
+
 // load loads and attaches what the kernel accepts of spec.
 func load(spec *ebpf.CollectionSpec) (*Probes, error) {
-	p := &Probes{uprobed: map[[2]uint64]bool{}}
+	p := &Probes{uprobed: map[[2]uint64]bool{}, onDemand: map[string]string{}}
 	// Drop the programs this kernel refuses one at a time, keeping the rest.
 	for {
 		coll, err := ebpf.NewCollection(spec)
@@ -153,18 +180,23 @@ func load(spec *ebpf.CollectionSpec) (*Probes, error) {
 	targets := tailCallTargets(spec)
 	attached := map[string]bool{} // section names with an attached program
 	for _, name := range names {
-		ps := spec.Programs[name]
+		sec := spec.Programs[name].SectionName
 		if targets[name] {
 			continue
 		}
-		l, err := attach(ps.SectionName, p.coll.Programs[name])
+		l, err := attach(sec, p.coll.Programs[name])
 		switch {
 		case err != nil:
 			p.status = append(p.status, trace.Probe{Name: name, Error: firstLine(err), Loses: losesFor(name)})
 		case l != nil:
-			p.links = append(p.links, l)
-			attached[ps.SectionName] = true
+			attached[sec] = true
 			p.status = append(p.status, trace.Probe{Name: name, Attached: true})
+			if alwaysOn[name] {
+				p.links = append(p.links, l)
+			} else {
+				p.onDemand[name] = sec
+				p.armed = append(p.armed, l)
+			}
 		}
 	}
 	// A tail-called handler runs when the program attached to its section (its
@@ -178,7 +210,7 @@ func load(spec *ebpf.CollectionSpec) (*Probes, error) {
 		}
 	}
 	sort.Slice(p.status, func(i, j int) bool { return p.status[i].Name < p.status[j].Name })
-	if len(p.links) == 0 {
+	if len(p.links) == 0 && len(p.onDemand) == 0 {
 		p.Close()
 		return nil, fmt.Errorf("no probe could be attached (%s: %s)", p.status[0].Name, p.status[0].Error)
 	}
@@ -189,6 +221,46 @@ func load(spec *ebpf.CollectionSpec) (*Probes, error) {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
 	return p, nil
+}
+
+// SetActive detaches (false) every program but the alwaysOn ones, or attaches them again
+// (true); Load attaches them all. An agent that records now and then keeps them detached
+// meanwhile: the node's syscalls and page faults then run no coldtrace program. A program
+// that cannot attach again is reported in the error, the others attached.
+func (p *Probes) SetActive(on bool) error {
+	p.active.Lock()
+	defer p.active.Unlock()
+	if !on {
+		closeAll(p.armed)
+		p.armed = nil
+		return nil
+	}
+	if p.armed != nil || len(p.onDemand) == 0 {
+		return nil
+	}
+	var errs []error
+	for name, sec := range p.onDemand {
+		l, err := attach(sec, p.coll.Programs[name])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			continue
+		}
+		if l != nil {
+			p.armed = append(p.armed, l)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// closeAll detaches links in parallel: each detach waits for an RCU grace period, and
+// parallel detaches share them.
+func closeAll(links []link.Link) {
+	var wg sync.WaitGroup
+	for _, l := range links {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.Close() }()
+	}
+	wg.Wait()
 }
 
 // attach attaches a program by its section name. Uprobes are attached later, per library.
@@ -280,14 +352,16 @@ func FaultAroundBytes() uint64 {
 
 // WholeFolios says whether the kernel maps a large cached folio whole at a fault near
 // it, where the folio lies within the mapping and one page table (Linux 6.18).
-func WholeFolios() bool {
+func WholeFolios() bool { return kernelAtLeast(6, 18) }
+
+func kernelAtLeast(major, minor int) bool {
 	var uts unix.Utsname
 	if unix.Uname(&uts) != nil {
 		return false
 	}
-	var major, minor int
-	fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &major, &minor)
-	return major > 6 || major == 6 && minor >= 18
+	var maj, min int
+	fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &maj, &min)
+	return maj > major || maj == major && min >= minor
 }
 
 // Status lists every program and whether it is attached.
@@ -315,8 +389,9 @@ func (p *Probes) UntrackCgroup(id uint64) error {
 }
 
 // Ring is the ring buffer the events arrive on. The kernel wakes its reader only when a
-// quarter of it is full or for events that need an answer now (listen, exit), so a reader
-// must poll: set a deadline of PollInterval before each wait.
+// quarter of it is full or for events that need an answer now (listen, exit, a new
+// container's cgroup), so a reader must poll while it records: set a deadline of
+// PollInterval before each wait. An idle reader may block with no deadline.
 func (p *Probes) Ring() *ringbuf.Reader { return p.ring }
 
 // PollInterval bounds how long events wait in the ring buffer before the reader sees them.
@@ -392,13 +467,10 @@ func (p *Probes) Close() error {
 		l.Close()
 	}
 	p.mu.Unlock()
-	// Each detach waits for an RCU grace period; detaching in parallel shares them.
-	var wg sync.WaitGroup
-	for _, l := range p.links {
-		wg.Add(1)
-		go func() { defer wg.Done(); l.Close() }()
-	}
-	wg.Wait()
+	p.active.Lock()
+	closeAll(append(p.links, p.armed...))
+	p.armed = nil
+	p.active.Unlock()
 	if p.coll != nil {
 		p.coll.Close()
 	}

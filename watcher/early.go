@@ -90,6 +90,7 @@ func (a *Watcher) watch1(cg containerd.Cgroup) {
 func (a *Watcher) noteEarly(id uint64) {
 	if a.byCgroup[id] == nil && a.early[id] == nil {
 		a.early[id] = &earlyCgroup{id: id, created: time.Now()}
+		a.activate()
 	}
 }
 
@@ -148,6 +149,7 @@ func (a *Watcher) expireEarly() {
 
 func (a *Watcher) dropEarly(e *earlyCgroup) {
 	delete(a.early, e.id)
+	a.activate()
 	a.earlyEvents -= len(e.events)
 	for pid, pe := range a.earlyPID {
 		if pe == e {

@@ -88,6 +88,10 @@ type Watcher struct {
 	// Waiters of catchUp: those taken at the reader's last empty ring are released at its
 	// next one, which comes after they asked.
 	waiting, caughtUp []chan struct{}
+	// kick asks arm to attach the probes or detach them (see activate); ahead counts the
+	// new cgroups the reader attached the probes for and has yet to dispatch.
+	kick  chan struct{}
+	ahead atomic.Int32
 
 	// written and writeFailed count the traces written and those that could not be, for
 	// Stats.
@@ -115,6 +119,7 @@ func Start(ctx context.Context, opts Options) (*Watcher, error) {
 		created: map[string]created{}, byID: map[string]*recording{},
 		byCgroup: map[uint64]*recording{}, byPID: map[uint32]*recording{},
 		watched: map[uint64]bool{}, early: map[uint64]*earlyCgroup{}, earlyPID: map[uint32]*earlyCgroup{},
+		kick: make(chan struct{}, 1),
 	}
 	a.watchCgroups()
 	if a.opts.PullWindow == 0 {
@@ -128,6 +133,7 @@ func Start(ctx context.Context, opts Options) (*Watcher, error) {
 	events, errs := client.Watch(sub)
 	readerDone := make(chan error, 1)
 	go func() { readerDone <- a.read() }()
+	go a.arm(ctx)
 	go func() {
 		a.watch(ctx, events, errs, unsubscribe)
 		a.wg.Wait() // the recordings end with ctx
@@ -279,6 +285,9 @@ func (a *Watcher) track(ctx context.Context, ev containerd.Event) (*recording, e
 	if err := a.probes.TrackCgroup(cg.ID); err != nil {
 		return nil, err
 	}
+	if err := a.probes.SetActive(true); err != nil {
+		fmt.Fprintf(a.opts.Log, "coldtrace: attaching the probes: %v\n", err)
+	}
 	tracked := time.Now()
 	r := &recording{w: a, id: ev.ContainerID, cgroup: cg, initPID: ev.PID,
 		pids: map[uint32]bool{}, exited: make(chan recorder.Exit, 1)}
@@ -290,6 +299,7 @@ func (a *Watcher) track(ctx context.Context, ev containerd.Event) (*recording, e
 	a.begin(ctx, r, tracked)
 	delete(a.created, ev.ContainerID)
 	a.byID[r.id], a.byCgroup[cg.ID] = r, r
+	a.activate()
 	if e := a.early[cg.ID]; e != nil {
 		a.claim(r, e)
 	}
@@ -308,6 +318,7 @@ func (a *Watcher) processCgroup(pid uint32) (containerd.Cgroup, error) {
 
 // forget removes a recording from the routing tables, called with a.mu held.
 func (a *Watcher) forget(r *recording) {
+	defer a.activate()
 	delete(a.byID, r.id)
 	delete(a.byCgroup, r.cgroup.ID)
 	for pid := range r.pids {
@@ -326,22 +337,36 @@ func (a *Watcher) read() error {
 	for {
 		err := rd.ReadInto(&rec)
 		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
 			// The reader has emptied the ring.
 			a.mu.Lock()
 			release := a.caughtUp
 			a.caughtUp, a.waiting = a.waiting, nil
 			a.expireEarly()
+			idle := a.idle()
 			a.mu.Unlock()
 			for _, ch := range release {
 				close(ch)
 			}
-			rd.SetDeadline(time.Now().Add(bpf.PollInterval))
+			// Idle, it sleeps until the kernel wakes it (a new cgroup) or activate does.
+			deadline := time.Time{}
+			if !idle {
+				deadline = time.Now().Add(bpf.PollInterval)
+			}
+			rd.SetDeadline(deadline)
 			continue
 		case errors.Is(err, ringbuf.ErrClosed):
 			return nil
 		case err != nil:
 			return err
+		}
+		if typ, _, err := bpf.Decode(rec.RawSample); err == nil && typ == bpf.EvCgroup {
+			// A new container's cgroup: attach the probes before waiting for a.mu, so
+			// that they are there, milliseconds later, when the container runs.
+			a.ahead.Add(1)
+			if err := a.probes.SetActive(true); err != nil {
+				fmt.Fprintf(a.opts.Log, "coldtrace: attaching the probes: %v\n", err)
+			}
 		}
 		a.dispatch(rec.RawSample)
 	}
@@ -357,6 +382,7 @@ func (a *Watcher) dispatch(raw []byte) {
 	defer a.mu.Unlock()
 	if typ == bpf.EvCgroup {
 		a.noteEarly((*bpf.EventCgroup)(ptr).Id)
+		a.ahead.Add(-1)
 		return
 	}
 	if r := a.route(typ, h); r != nil {
@@ -403,6 +429,7 @@ func (a *Watcher) catchUp() bool {
 	a.mu.Lock()
 	a.waiting = append(a.waiting, ch)
 	a.mu.Unlock()
+	a.probes.Ring().Flush() // wake an idle reader
 	select {
 	case <-ch:
 		return true
