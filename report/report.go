@@ -1,6 +1,6 @@
 // Package report renders a cold-start trace for people and tools: a terminal table, the
 // trace as pretty JSON, an SVG waterfall, a self-contained HTML page and Chrome trace-event
-// JSON for Perfetto.
+// JSON for Perfetto, a pprof profile for flame graphs.
 package report
 
 import (
@@ -15,7 +15,7 @@ import (
 )
 
 // Formats lists the formats Render accepts.
-var Formats = []string{"table", "json", "svg", "html", "chrome"}
+var Formats = []string{"table", "json", "svg", "html", "chrome", "pprof"}
 
 // Render writes t in the named format, one of Formats.
 func Render(w io.Writer, t *trace.Trace, format string) error {
@@ -33,6 +33,8 @@ func Render(w io.Writer, t *trace.Trace, format string) error {
 		return HTML(w, t)
 	case "chrome":
 		return Chrome(w, t)
+	case "pprof":
+		return Pprof(w, t)
 	}
 	return fmt.Errorf("report: unknown format %q (valid formats: %s)", format, strings.Join(Formats, ", "))
 }
