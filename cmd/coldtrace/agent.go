@@ -78,7 +78,7 @@ Examples:
 			&cli.DurationFlag{Name: "manifest-poll", Value: 10 * time.Second, Usage: "look for new and changed manifests this often"},
 			&cli.DurationFlag{Name: "rewarm-every", Value: 5 * time.Minute, Usage: "apply every manifest again this often, to bring back what was evicted"},
 			&cli.StringFlag{Name: "metrics-address", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (for example :9470)"},
-		}, cacheFlags()...),
+		}, append(cacheFlags(), exportFlags()...)...),
 		Action: runAgent,
 	}
 }
@@ -99,6 +99,11 @@ func runAgent(c *cli.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := cache.NewMetrics(reg)
+	sinks, stopExport, err := exporters(c, reg)
+	defer stopExport() // after the watch below has returned: the last traces are queued
+	if err != nil {
+		return err
+	}
 	var ln net.Listener
 	if addr := c.String("metrics-address"); addr != "" {
 		if ln, err = net.Listen("tcp", addr); err != nil {
@@ -128,6 +133,7 @@ func runAgent(c *cli.Context) error {
 		RingBufferBytes: int(ring),
 		DevicePatterns:  c.StringSlice("device-pattern"),
 		Log:             os.Stderr,
+		Sinks:           sinks,
 	})
 	if err != nil {
 		return err
