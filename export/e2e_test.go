@@ -127,3 +127,57 @@ func TestExportRecordedColdStart(t *testing.T) {
 	}
 	exporttest.CheckJaeger(t, j, &js)
 }
+
+// TestExportRecordedCommand sends a real `record -- CMD` cold start (a Python program that
+// downloads from a loopback origin, then listens) to Jaeger over OTLP/HTTP and to the
+// Pyroscope receiver, and checks both against the trace.
+func TestExportRecordedCommand(t *testing.T) {
+	testenv.RequireBPF(t)
+	python := testenv.RequireBinary(t, "python3")
+	shard := origin.StartHTTP(t, "/model.bin", origin.Random(4<<20), 0)
+	tr, err := recorder.Record(context.Background(), recorder.Options{
+		Command: []string{python, "-c", `import socket, urllib.request
+urllib.request.urlopen("` + shard.URL() + `").read()
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()`},
+		Timeout: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Outcome != trace.OutcomeReady {
+		t.Fatalf("recording: outcome %s (%s)", tr.Outcome, tr.Error)
+	}
+	j := exporttest.StartJaeger(t)
+	pyroURL, pushes := exporttest.StartPushReceiver(t)
+	o, err := otlp.New("http://" + j.HTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Shutdown(context.Background())
+	p, err := pyroscope.New(pyroURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := o.Export(ctx, tr); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Export(ctx, tr); err != nil {
+		t.Fatal(err)
+	}
+	got := exporttest.CheckJaeger(t, j, tr)
+	if export.Service(tr) != filepath.Base(python) {
+		t.Errorf("service %q, want the program's name %s", export.Service(tr), filepath.Base(python))
+	}
+	found := false
+	for _, s := range got.Spans {
+		found = found || s.OperationName == "download "+shard.URL()
+	}
+	if !found {
+		t.Errorf("no span for the download of %s", shard.URL())
+	}
+	exporttest.CheckPush(t, <-pushes, tr)
+}
