@@ -21,7 +21,7 @@ import (
 )
 
 // TestAgentExports runs `coldtrace agent --otlp-endpoint --pyroscope-url` against a real
-// containerd: the container that ctr starts is recorded by the watcher, and its trace,
+// containerd: the container that ctr pulls and starts is recorded by the watcher, and its trace,
 // as the agent wrote it, is what Jaeger (over OTLP/gRPC) and the Pyroscope push receiver
 // got; the agent's metrics count one export each.
 func TestAgentExports(t *testing.T) {
@@ -35,7 +35,6 @@ func TestAgentExports(t *testing.T) {
 	}
 	ref := reg.Push(t, "test/busybox:v1", img)
 	ctrd.TrustHTTP(t, reg.Host)
-	ctrd.Ctr(t, "images", "pull", "--hosts-dir", ctrd.HostsDir, ref)
 	j := exporttest.StartJaeger(t)
 	pyroURL, pushes := exporttest.StartPushReceiver(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -68,6 +67,8 @@ func TestAgentExports(t *testing.T) {
 		t.Fatalf("the agent ended before saying %q", want)
 	}
 	waitLine("watching containerd")
+	// Pulled while the agent watches, so that the trace begins at the pull.
+	ctrd.Ctr(t, "images", "pull", "--hosts-dir", ctrd.HostsDir, ref)
 	// Ready at its listen, in the container's own network namespace.
 	ctrd.Ctr(t, "run", "-d", ref, "serve", "sh", "-c", "cat /bin/busybox > /dev/null; exec nc -l -p 8080")
 	waitLine("container serve: ready")
@@ -86,6 +87,9 @@ func TestAgentExports(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the agent did not count both exports within a minute:\n%s", m)
 		}
+	}
+	if tr.Pull == nil || len(tr.Pull.Layers) == 0 {
+		t.Errorf("the agent's trace has no pull: %+v", tr.Pull)
 	}
 	exporttest.CheckJaeger(t, j, tr)
 	select {
