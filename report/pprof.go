@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/pprof/profile"
 
+	"github.com/coldtrace/coldtrace/export"
 	"github.com/coldtrace/coldtrace/trace"
 )
 
@@ -53,7 +54,9 @@ func Profile(t *trace.Trace) (*profile.Profile, error) {
 	if !t.Start.IsZero() {
 		b.p.TimeNanos = t.Start.UnixNano()
 	}
-	root := workloadName(t)
+	// The root is the workload's stable name (the image's repository, the program), so
+	// that the starts of one workload merge in a flame graph across versions and runs.
+	root := export.Service(t)
 	items := phaseItems(t)
 	for _, s := range t.Critical {
 		b.attribute(root, s, items[s.Phase])

@@ -99,7 +99,7 @@ func TestPprofStacks(t *testing.T) {
 		t.Errorf("pprof -top does not total the 118 s to ready:\n%s", top)
 	}
 	traces := goPprof(t, file, "-traces", "-sample_index="+PprofBytes)
-	root := tr.Workload.Image
+	root := "registry.example.internal/vllm/vllm-openai" // the image's repository, without its tag
 	for _, want := range [][]string{
 		{"layer 0 sha256:aaa", "pull", root},   // 6 GiB of the first layer
 		{"layer 1 sha256:bbb", "unpack", root}, // its unpack
