@@ -139,7 +139,9 @@ exporters:
 			t.Logf("jaeger's log:\n%s", b)
 		}
 	})
-	// Ready when the query API answers; the receivers start before it.
+	// Ready when the query API answers and both receivers take connections: the collector
+	// starts its extensions (the query API) before its pipelines (the receivers).
+	began := time.Now()
 	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
 		select {
 		case err := <-done:
@@ -149,7 +151,8 @@ exporters:
 		}
 		if resp, err := http.Get(j.Query + "/api/services"); err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK && listening(j.GRPC) && listening(j.HTTP) {
+				t.Logf("jaeger ready in %v", time.Since(began).Round(time.Millisecond))
 				return j
 			}
 		}
@@ -157,6 +160,14 @@ exporters:
 			t.Fatal("jaeger's query API did not answer within 2 minutes")
 		}
 	}
+}
+
+func listening(addr string) bool {
+	c, err := net.Dial("tcp", addr)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
 }
 
 // Span is a span as Jaeger's query API (/api/traces) returns it: times in µs.
