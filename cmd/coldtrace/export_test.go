@@ -117,3 +117,18 @@ func scrape(t *testing.T, url string) string {
 	}
 	return string(b)
 }
+
+// Bad exporter flags stop the agent before it records anything, saying what is wanted.
+func TestAgentExportFlags(t *testing.T) {
+	bin := build(t)
+	for args, want := range map[string]string{
+		"--otlp-endpoint localhost:4317":  "--otlp-endpoint: otlp endpoint \"localhost:4317\": want http://HOST:PORT",
+		"--otlp-endpoint tcp://host:4317": "unknown scheme \"tcp\"",
+		"--pyroscope-url pyroscope:4040":  "--pyroscope-url: pyroscope url \"pyroscope:4040\": want http://HOST:PORT",
+	} {
+		out, err := exec.Command(bin, append([]string{"agent", "--data-dir", t.TempDir()}, strings.Fields(args)...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), want) {
+			t.Errorf("coldtrace agent %s: %v, output %q, want an error saying %q", args, err, out, want)
+		}
+	}
+}

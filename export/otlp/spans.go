@@ -9,7 +9,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -108,7 +110,11 @@ func Spans(t *trace.Trace) []sdktrace.ReadOnlySpan {
 		if c.Role == "registry" || c.Dir != "connect" {
 			continue
 		}
-		attrs := []attribute.KeyValue{attribute.String("network.peer.address", c.Remote), AttrBytes.Int64(c.BytesRecv)}
+		attrs := []attribute.KeyValue{AttrBytes.Int64(c.BytesRecv)}
+		if host, port, err := net.SplitHostPort(c.Remote); err == nil {
+			p, _ := strconv.Atoi(port)
+			attrs = append(attrs, semconv.NetworkPeerAddress(host), semconv.NetworkPeerPort(p))
+		}
 		if c.URL != "" {
 			attrs = append(attrs, semconv.URLFull(c.URL))
 		}
