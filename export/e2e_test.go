@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	pushv1 "github.com/grafana/pyroscope/api/gen/proto/go/push/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -55,6 +56,35 @@ func recordContainer(t *testing.T) (*trace.Trace, int) {
 	return tr, shard.Port()
 }
 
+// backends are a Jaeger and a Pyroscope push receiver with exporters to them.
+type backends struct {
+	jaeger    *exporttest.Jaeger
+	otlp      *otlp.Exporter
+	pyroscope *pyroscope.Pusher
+	pushes    <-chan *pushv1.PushRequest
+}
+
+// startBackends starts the backends, with OTLP over proto: "grpc" or "http".
+func startBackends(t *testing.T, proto string) backends {
+	t.Helper()
+	b := backends{jaeger: exporttest.StartJaeger(t)}
+	var url string
+	url, b.pushes = exporttest.StartPushReceiver(t)
+	endpoint := "grpc://" + b.jaeger.GRPC
+	if proto == "http" {
+		endpoint = "http://" + b.jaeger.HTTP
+	}
+	var err error
+	if b.otlp, err = otlp.New(endpoint); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.otlp.Shutdown(context.Background()) })
+	if b.pyroscope, err = pyroscope.New(url); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestExportRecordedColdStart sends a real container cold start through the agent's
 // path (the sinks' queues) to a real Jaeger over OTLP/gRPC and to a receiver of
 // Pyroscope's push API, then checks what each got against the trace file: the span tree
@@ -63,19 +93,9 @@ func recordContainer(t *testing.T) (*trace.Trace, int) {
 // (report --format otlp-json) posted to Jaeger's OTLP/HTTP receiver must read back alike.
 func TestExportRecordedColdStart(t *testing.T) {
 	tr, shardPort := recordContainer(t)
-	j := exporttest.StartJaeger(t)
-	pyroURL, pushes := exporttest.StartPushReceiver(t)
-
+	b := startBackends(t, "grpc")
+	j, o, p, pushes := b.jaeger, b.otlp, b.pyroscope, b.pushes
 	m := export.NewMetrics(prometheus.NewRegistry())
-	o, err := otlp.New("grpc://" + j.GRPC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer o.Shutdown(context.Background())
-	p, err := pyroscope.New(pyroURL)
-	if err != nil {
-		t.Fatal(err)
-	}
 	queues := []*export.Queue{
 		export.NewQueue("otlp", o.Export, 0, 0, m, testWriter{t}),
 		export.NewQueue("pyroscope", p.Export, 0, 0, m, testWriter{t}),
@@ -149,17 +169,8 @@ s.listen()`},
 	if tr.Outcome != trace.OutcomeReady {
 		t.Fatalf("recording: outcome %s (%s)", tr.Outcome, tr.Error)
 	}
-	j := exporttest.StartJaeger(t)
-	pyroURL, pushes := exporttest.StartPushReceiver(t)
-	o, err := otlp.New("http://" + j.HTTP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer o.Shutdown(context.Background())
-	p, err := pyroscope.New(pyroURL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := startBackends(t, "http")
+	j, o, p, pushes := b.jaeger, b.otlp, b.pyroscope, b.pushes
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := o.Export(ctx, tr); err != nil {
