@@ -5,9 +5,9 @@
 // The cold starts go through Pyroscope's push API (POST /push.v1.PusherService/Push, a
 // Connect RPC carrying pprof bytes and the series' labels), not /ingest: /ingest's own
 // formats (folded, lines, trie, tree) know only a fixed list of profile types and refuse
-// others as "unknown profile type", turning time units into sample counts of "wall", and
-// its pprof upload names the profile after its sample types (ours would be called
-// "bytes"). The push API keeps the profile's sample types and units as they are and takes
+// others as "unknown profile type", taking time units as "wall" samples worth a sampling
+// period each, and its pprof upload names the profile after its sample types (ours would
+// be called "bytes"). The push API keeps the profile's sample types and units as they are and takes
 // the profile's name from the __name__ label, so the cold starts appear in Grafana as the
 // profile types coldstart:critical_path:nanoseconds and coldstart:bytes:bytes.
 package pyroscope
