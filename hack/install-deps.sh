@@ -231,4 +231,11 @@ ensure_go() {
 
 apt_install "${PACKAGES[@]}"
 ensure_go
+if [[ $MODE == all ]]; then
+	# Jaeger, the OTLP backend of the export tests: a Go tool of its own module (hack/jaeger,
+	# kept out of coldtrace's go.mod), built once here into go's cache, where the tests find
+	# it with `go tool -n`. Several minutes on 2 CPUs.
+	log "building the jaeger tool (hack/jaeger)"
+	"$(command -v go || echo "$GO_PREFIX/bin/go")" -C "$(dirname "${BASH_SOURCE[0]}")/jaeger" tool -n jaeger >/dev/null
+fi
 log "done ($MODE)"

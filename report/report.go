@@ -1,6 +1,6 @@
 // Package report renders a cold-start trace for people and tools: a terminal table, the
-// trace as pretty JSON, an SVG waterfall, a self-contained HTML page and Chrome trace-event
-// JSON for Perfetto.
+// trace as pretty JSON, an SVG waterfall, a self-contained HTML page, Chrome trace-event
+// JSON for Perfetto, a pprof profile for flame graphs and OpenTelemetry spans in OTLP/JSON.
 package report
 
 import (
@@ -11,11 +11,12 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/coldtrace/coldtrace/export/otlp"
 	"github.com/coldtrace/coldtrace/trace"
 )
 
 // Formats lists the formats Render accepts.
-var Formats = []string{"table", "json", "svg", "html", "chrome"}
+var Formats = []string{"table", "json", "svg", "html", "chrome", "pprof", "otlp-json"}
 
 // Render writes t in the named format, one of Formats.
 func Render(w io.Writer, t *trace.Trace, format string) error {
@@ -33,6 +34,10 @@ func Render(w io.Writer, t *trace.Trace, format string) error {
 		return HTML(w, t)
 	case "chrome":
 		return Chrome(w, t)
+	case "pprof":
+		return Pprof(w, t)
+	case "otlp-json":
+		return otlp.JSON(w, t)
 	}
 	return fmt.Errorf("report: unknown format %q (valid formats: %s)", format, strings.Join(Formats, ", "))
 }

@@ -81,7 +81,7 @@ Examples:
 			&cli.DurationFlag{Name: "rewarm-every", Value: 5 * time.Minute, Usage: "apply every manifest again this often, to bring back what was evicted"},
 			&cli.StringFlag{Name: "metrics-address", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (for example :9470)"},
 			&cli.IntFlag{Name: "metrics-workloads", Value: coldmetrics.DefaultMaxWorkloads, Usage: "give at most `N` (namespace, workload) pairs series of their own; later ones count as workload \"other\" (docs/metrics.md)"},
-		}, cacheFlags()...),
+		}, append(cacheFlags(), exportFlags()...)...),
 		Action: runAgent,
 	}
 }
@@ -107,6 +107,11 @@ func runAgent(c *cli.Context) error {
 	metrics := cache.NewMetrics(coldmetrics.ZeroFirst(reg))
 	agentMetrics := coldmetrics.New(reg, coldmetrics.Options{Version: version, Namespace: c.String("namespace"),
 		MaxWorkloads: c.Int("metrics-workloads"), DataDir: c.String("data-dir")})
+	sinks, stopExport, err := exporters(c, reg)
+	defer stopExport() // after the watch below has returned: the last traces are queued
+	if err != nil {
+		return err
+	}
 	var ln net.Listener
 	if addr := c.String("metrics-address"); addr != "" {
 		if ln, err = net.Listen("tcp", addr); err != nil {
@@ -136,7 +141,7 @@ func runAgent(c *cli.Context) error {
 		RingBufferBytes: int(ring),
 		DevicePatterns:  c.StringSlice("device-pattern"),
 		Log:             os.Stderr,
-		Sinks:           []func(*trace.Trace){agentMetrics.Observe},
+		Sinks:           append([]func(*trace.Trace){agentMetrics.Observe}, sinks...),
 	})
 	if err != nil {
 		return err

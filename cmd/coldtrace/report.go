@@ -25,12 +25,20 @@ Formats:
   svg     a waterfall picture of the phases, files, connections and GPU calls
   html    one self-contained page with the waterfall and the tables
   chrome  trace-event JSON: open it at ui.perfetto.dev or chrome://tracing
+  pprof   a gzipped pprof profile (write it with -o): stacks workload;phase;layer or
+          origin;file, sample types critical_path (nanoseconds, adding up to the time to
+          ready) and bytes; open it with go tool pprof -http or any flame-graph viewer
+  otlp-json
+          the cold start as OpenTelemetry spans, one OTLP/JSON export request: POST it to
+          an OTLP/HTTP receiver's /v1/traces (Content-Type: application/json)
 
 Examples:
   coldtrace report trace.json.gz
-  coldtrace report trace.json.gz --format html -o trace.html`,
+  coldtrace report trace.json.gz --format html -o trace.html
+  coldtrace report trace.json.gz --format pprof -o start.pb.gz
+  coldtrace report trace.json.gz --format otlp-json | curl -H 'Content-Type: application/json' --data-binary @- http://localhost:4318/v1/traces`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "table", Usage: "table, json, svg, html or chrome"},
+			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "table", Usage: "table, json, svg, html, chrome, pprof or otlp-json"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write to `FILE` instead of standard output"},
 		},
 		Action: func(c *cli.Context) error {
