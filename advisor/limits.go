@@ -23,15 +23,21 @@ type Limits struct {
 	// speed): what the pulls of the node could use at most, against which their link use
 	// is judged.
 	NIC float64 `json:"nic_bytes_per_sec"`
-	// LinkFrom and DiskFrom say where each came from: SourceFlag, SourceMeasured,
-	// SourceNIC or SourceAssumed.
-	LinkFrom string `json:"link_from,omitempty"`
-	DiskFrom string `json:"disk_from,omitempty"`
+	// DiskLatency is the seconds a cold small file costs beyond its bytes (the lookup of
+	// its inode and the first read's round trip): measured from the traces' small files
+	// that missed the page cache where there are enough, else assumed.
+	DiskLatency float64 `json:"disk_latency_s"`
+	// LinkFrom, DiskFrom and LatencyFrom say where each came from: SourceFlag,
+	// SourceMeasured, SourceNIC or SourceAssumed.
+	LinkFrom    string `json:"link_from,omitempty"`
+	DiskFrom    string `json:"disk_from,omitempty"`
+	LatencyFrom string `json:"disk_latency_from,omitempty"`
 	// LinkRange and DiskRange bound each rate: the slowest and fastest run for a measured
 	// rate, the plausible hardware for an assumed one, the value itself for a flag or the
 	// NIC. The what-if intervals are widened by them.
-	LinkRange [2]float64 `json:"link_range"`
-	DiskRange [2]float64 `json:"disk_range"`
+	LinkRange    [2]float64 `json:"link_range"`
+	DiskRange    [2]float64 `json:"disk_range"`
+	LatencyRange [2]float64 `json:"disk_latency_range"`
 }
 
 // Where a limit came from.
@@ -57,11 +63,26 @@ var (
 	assumedHDDRange = [2]float64{80e6, 250e6}
 )
 
+// The assumed latency of a cold small file, and its range: from a local NVMe drive
+// (0.1 ms) to a network block device under load (2 ms); a spinning disk seeks (8 ms).
+const (
+	DefaultLatencySSD = 0.5e-3
+	DefaultLatencyHDD = 8e-3
+)
+
+var (
+	assumedSSDLatency = [2]float64{0.1e-3, 2e-3}
+	assumedHDDLatency = [2]float64{4e-3, 15e-3}
+)
+
 // The least a measurement must move to count: below it, fixed costs (connection set-up,
 // the first request, seeks) dominate and the rate says little about the limit.
 const (
 	minMeasuredLinkBytes = 8 << 20
 	minMeasuredDiskBytes = 8 << 20
+	// A small file is read in one or two requests: its time is latency, not throughput.
+	smallFile            = 64 << 10
+	minMeasuredColdFiles = 20
 )
 
 // measureLimits resolves the limits for a set of traces of one workload: what flags set
@@ -79,6 +100,11 @@ func measureLimits(traces []*trace.Trace, set Limits) Limits {
 			l.Disk, l.DiskFrom, l.DiskRange = median(rates), SourceMeasured, spread(rates)
 		}
 	}
+	if l.DiskLatency == 0 {
+		if lat := measure(traces, coldFileLatency); len(lat) > 0 {
+			l.DiskLatency, l.LatencyFrom, l.LatencyRange = median(lat), SourceMeasured, spread(lat)
+		}
+	}
 	return l.resolve(traces[0].Host)
 }
 
@@ -89,6 +115,9 @@ func (l Limits) markSet() Limits {
 	}
 	if l.Disk > 0 && l.DiskFrom == "" {
 		l.DiskFrom, l.DiskRange = SourceFlag, [2]float64{l.Disk, l.Disk}
+	}
+	if l.DiskLatency > 0 && l.LatencyFrom == "" {
+		l.LatencyFrom, l.LatencyRange = SourceFlag, [2]float64{l.DiskLatency, l.DiskLatency}
 	}
 	return l
 }
@@ -114,6 +143,12 @@ func (l Limits) resolve(host trace.Host) Limits {
 		l.Disk, l.DiskRange, l.DiskFrom = DefaultDiskSSD, assumedSSDRange, SourceAssumed
 		if spinning(host.Disks) {
 			l.Disk, l.DiskRange = DefaultDiskHDD, assumedHDDRange
+		}
+	}
+	if l.DiskLatency == 0 {
+		l.DiskLatency, l.LatencyRange, l.LatencyFrom = DefaultLatencySSD, assumedSSDLatency, SourceAssumed
+		if spinning(host.Disks) {
+			l.DiskLatency, l.LatencyRange = DefaultLatencyHDD, assumedHDDLatency
 		}
 	}
 	if l.PageCache == 0 {
@@ -154,6 +189,21 @@ func spread(x []float64) [2]float64 {
 		lo, hi = min(lo, v), max(hi, v)
 	}
 	return [2]float64{lo, hi}
+}
+
+// coldFileLatency is the median time in read syscalls of one trace's small files that
+// missed the page cache: what a cold small file costs.
+func coldFileLatency(t *trace.Trace) (float64, bool) {
+	var took []float64
+	for _, f := range t.Files {
+		if f.Kind != trace.KindDevice && f.CacheMisses > 0 && f.BytesRead > 0 && f.BytesRead <= smallFile && f.ReadTime > 0 {
+			took = append(took, secs(f.ReadTime))
+		}
+	}
+	if len(took) < minMeasuredColdFiles {
+		return 0, false
+	}
+	return median(took), true
 }
 
 // pathRate is what the network path delivered in one trace: the bytes of the pull and of

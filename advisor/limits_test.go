@@ -1,6 +1,7 @@
 package advisor
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/coldtrace/coldtrace/trace"
@@ -20,7 +21,8 @@ func imageFile(tr *trace.Trace, path string, size, missed int64, first, readTime
 // TestPrePullLeavesTheImageCold: in a baseline start the unpack has just written the
 // image's files, so the start read its 500 MB of them from the page cache; on a node
 // that pulled the image earlier they come from disk. At a flag's 1 GB/s that is 0.5 s
-// that the pre-pull costs and that warming the page cache saves.
+// that the pre-pull costs and that warming the page cache saves, with 1 ms for the cold
+// file.
 func TestPrePullLeavesTheImageCold(t *testing.T) {
 	var traces []*trace.Trace
 	for range 3 {
@@ -29,13 +31,13 @@ func TestPrePullLeavesTheImageCold(t *testing.T) {
 		imageFile(tr, "/opt/libs/a.so", 500e6, 0, 12.5, 0.1)
 		traces = append(traces, tr)
 	}
-	a := mustAnalyze(t, traces, Options{Limits: Limits{Disk: 1e9}})
+	a := mustAnalyze(t, traces, Options{Limits: Limits{Disk: 1e9, DiskLatency: 1e-3}})
 	pre, pc := scenario(a, ScenarioPrePull), scenario(a, ScenarioPageCache)
-	// 16.5 s in all, less 12 s of pull and unpack, plus 0.5 s of cold reads.
-	if !near(pre.Predicted.Value, 5, 1e-6) || !near(pc.Saved.Value, 0.5, 1e-6) {
-		t.Errorf("pre-pull %+v, page cache %+v: want 5 s predicted and 0.5 s saved", pre, pc)
+	// 16.5 s in all, less 12 s of pull and unpack, plus 0.501 s of cold reads.
+	if !near(pre.Predicted.Value, 5.001, 1e-6) || !near(pc.Saved.Value, 0.501, 1e-6) {
+		t.Errorf("pre-pull %+v, page cache %+v: want 5.001 s predicted and 0.501 s saved", pre, pc)
 	}
-	// A flag's disk rate is certain, and so are identical runs.
+	// Flags' disk rate and latency are certain, and so are identical runs.
 	if pre.Predicted.Lo != pre.Predicted.Hi {
 		t.Errorf("pre-pull interval %+v with a known disk rate and identical runs", pre.Predicted)
 	}
@@ -44,10 +46,11 @@ func TestPrePullLeavesTheImageCold(t *testing.T) {
 	}
 
 	// Without a flag and without cold reads to measure, the disk is assumed; the
-	// interval then spans what the plausible disks give: 500 MB at 3 GB/s to 300 MB/s.
+	// interval then spans what the plausible disks give: 500 MB at 3 GB/s and 0.1 ms for
+	// the file, to 300 MB/s and 2 ms.
 	a = mustAnalyze(t, traces, Options{})
 	pre = scenario(a, ScenarioPrePull)
-	if a.Limits.DiskFrom != SourceAssumed || !near(pre.Predicted.Lo, 4.5+0.5/3, 1e-6) || !near(pre.Predicted.Hi, 4.5+0.5/0.3, 1e-6) {
+	if a.Limits.DiskFrom != SourceAssumed || !near(pre.Predicted.Lo, 4.5+0.5/3+1e-4, 1e-6) || !near(pre.Predicted.Hi, 4.5+0.5/0.3+2e-3, 1e-6) {
 		t.Errorf("limits %+v, pre-pull %+v: want the interval from 4.67 s to 6.17 s", a.Limits, pre.Predicted)
 	}
 }
@@ -68,6 +71,26 @@ func TestDiskMeasuredFromColdReads(t *testing.T) {
 	missed := float64(int64(40e6) / pageSize * pageSize)
 	if l.DiskFrom != SourceMeasured || !near(l.Disk, missed/0.2, 1) || !near(l.DiskRange[0], missed/0.4, 1) || !near(l.DiskRange[1], missed/0.1, 1) {
 		t.Errorf("disk %+v, want measured at 200 MB/s, 100 to 400 MB/s", l)
+	}
+}
+
+// TestLatencyMeasuredFromColdSmallFiles: the median read time of small files that
+// missed the page cache is a cold file's latency; larger files and cached ones do not
+// count, and with fewer than 20 such files it stays assumed.
+func TestLatencyMeasuredFromColdSmallFiles(t *testing.T) {
+	tr := genTrace(t, "m", step{trace.PhaseInit, 1, 0})
+	for i := range 21 {
+		imageFile(tr, fmt.Sprintf("/lib/m%d.py", i), 4096, 4096, 0.1, 1e-3*float64(1+i%3)) // 1, 2 or 3 ms
+	}
+	imageFile(tr, "/lib/big.so", 1<<20, 1<<20, 0.1, 1) // not small
+	imageFile(tr, "/lib/hot.py", 4096, 0, 0.1, 1)      // cached
+	l := mustAnalyze(t, []*trace.Trace{tr}, Options{}).Limits
+	if l.LatencyFrom != SourceMeasured || !near(l.DiskLatency, 2e-3, 1e-9) {
+		t.Errorf("limits %+v, want a measured latency of 2 ms", l)
+	}
+	tr.Files = tr.Files[2:]
+	if l := mustAnalyze(t, []*trace.Trace{tr}, Options{}).Limits; l.LatencyFrom != SourceAssumed {
+		t.Errorf("limits %+v from 19 cold small files, want the latency assumed", l)
 	}
 }
 

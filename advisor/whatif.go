@@ -81,10 +81,11 @@ func (r run) stagedSaving(rate float64) float64 {
 }
 
 // coldImageCost is the time to read from disk the bytes of the image's files that the
-// start read from the page cache (read or mapped, less the pages it missed anyway), at
-// most the critical time of init and load, which those reads lengthen.
+// start read from the page cache (read or mapped, less the pages it missed anyway), and
+// the latency of each such file that missed nothing, at most the critical time of init
+// and load, which those reads lengthen.
 func (r run) coldImageCost() float64 {
-	var hit int64
+	var hit, files int64
 	for _, f := range r.t.Files {
 		if f.Layer == nil || f.Kind == trace.KindDevice {
 			continue
@@ -94,8 +95,12 @@ func (r run) coldImageCost() float64 {
 			touched += rg.Len
 		}
 		hit += max(0, touched-f.CacheMisses*pageSize)
+		if touched > 0 && f.CacheMisses == 0 {
+			files++
+		}
 	}
-	return math.Min(float64(hit)/r.lim.Disk, r.critical[trace.PhaseInit]+r.critical[trace.PhaseLoad])
+	cost := float64(hit)/r.lim.Disk + float64(files)*r.lim.DiskLatency
+	return math.Min(cost, r.critical[trace.PhaseInit]+r.critical[trace.PhaseLoad])
 }
 
 // pageCacheSaving removes the time spent reading missed pages from disk: misses on
@@ -150,8 +155,9 @@ func (r run) longestCall(name string) float64 {
 }
 
 // whatIf summarises the scenarios across runs. Each prediction's interval is the
-// bootstrap interval of its median widened by the uncertainty of the disk's rate: the
-// medians of the same predictions at the slow and the fast end of Limits.DiskRange.
+// bootstrap interval of its median widened by the uncertainty of the disk: the medians of
+// the same predictions with the slow ends of Limits.DiskRange and LatencyRange, and with
+// their fast ends.
 func whatIf(runs []run, b bootstrap) []Scenario {
 	saved := map[string][]float64{}
 	predicted := map[string][]float64{}
@@ -163,7 +169,7 @@ func whatIf(runs []run, b bootstrap) []Scenario {
 		}
 		for i, disk := range r.lim.DiskRange {
 			at := r
-			at.lim.Disk = disk
+			at.lim.Disk, at.lim.DiskLatency = disk, r.lim.LatencyRange[1-i]
 			for name, s := range at.savings() {
 				e := ends[name]
 				e[i] = append(e[i], r.total-s)

@@ -71,6 +71,13 @@ func TestBenchColdStart(t *testing.T) {
 	t.Run(fmt.Sprintf("image=%dMiB", *imageMiB), func(t *testing.T) {
 		rep.Main = b.size(t, int64(*imageMiB)<<20, allStrategies, *runs)
 	})
+	if rep.Main == nil {
+		t.Fatal("the benchmark did not run")
+	}
+	// Written now and again after each size of the curve: a long run that is stopped
+	// keeps what it measured.
+	rep.LoadAfter = loadavg()
+	rep.write(t, b.out)
 	for _, s := range strings.Split(*curve, ",") {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
@@ -82,12 +89,9 @@ func TestBenchColdStart(t *testing.T) {
 		t.Run(fmt.Sprintf("curve=%dMiB", mib), func(t *testing.T) {
 			rep.Curve = append(rep.Curve, b.size(t, mib<<20, []string{stBaseline, stWarm}, *curveRuns))
 		})
+		rep.LoadAfter = loadavg()
+		rep.write(t, b.out)
 	}
-	rep.LoadAfter = loadavg()
-	if rep.Main == nil {
-		t.Fatal("the benchmark did not run")
-	}
-	rep.write(t, b.out)
 	for _, s := range rep.Main.Summary {
 		if s.Runs == 0 {
 			t.Errorf("strategy %s has no successful run", s.Strategy)
