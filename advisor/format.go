@@ -25,8 +25,8 @@ func (a *Advice) Format(w io.Writer) error {
 
 	if len(a.SpeedOfLight) > 0 {
 		l := a.Limits
-		ew.printf("\nspeed of light (link %s/s %s, disk %s/s %s, page cache %s/s):\n", bytesStr(l.Link), rateRange(l.LinkFrom, l.LinkRange),
-			bytesStr(l.Disk), rateRange(l.DiskFrom, l.DiskRange), bytesStr(l.PageCache))
+		ew.printf("\nspeed of light (link %s/s %s, disk %s/s %s and %.2f ms a cold file (%s), page cache %s/s):\n", bytesStr(l.Link), rateRange(l.LinkFrom, l.LinkRange),
+			bytesStr(l.Disk), rateRange(l.DiskFrom, l.DiskRange), 1e3*l.DiskLatency, l.LatencyFrom, bytesStr(l.PageCache))
 		tw = tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "PHASE\tBYTES\tTHROUGHPUT\tBOUND BY\tBUSY\tAT THE LIMIT\tEFFICIENCY")
 		for _, g := range a.SpeedOfLight {
