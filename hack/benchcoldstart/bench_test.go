@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +34,7 @@ var (
 	curveRuns  = flag.Int("curve-runs", 1, "runs of baseline and coldtrace at each size of the curve (after 3 baselines for the manifest)")
 	outDir     = flag.String("out", "", "write results.json, table.md and chart.svg here (default: a temporary directory)")
 	keepTraces = flag.Bool("keep-traces", false, "copy every trace into -out/traces")
+	only       = flag.String("strategies", "", "comma-separated strategies to run at the main size (default: all; the baseline always runs)")
 )
 
 // The strategies, in the order of the issue.
@@ -68,8 +70,20 @@ func TestBenchColdStart(t *testing.T) {
 		b.out = t.TempDir()
 	}
 	rep := &report{Command: strings.Join(os.Args, " "), Started: time.Now().UTC(), LinkMiBps: *linkMiBps, ShardMiB: *shardMiB, Load: loadavg()}
+	strategies := allStrategies
+	if *only != "" {
+		strategies = []string{stBaseline}
+		for _, st := range strings.Split(*only, ",") {
+			if !slices.Contains(allStrategies, st) {
+				t.Fatalf("-strategies: no strategy %q (%s)", st, strings.Join(allStrategies, ", "))
+			}
+			if st != stBaseline {
+				strategies = append(strategies, st)
+			}
+		}
+	}
 	t.Run(fmt.Sprintf("image=%dMiB", *imageMiB), func(t *testing.T) {
-		rep.Main = b.size(t, int64(*imageMiB)<<20, allStrategies, *runs)
+		rep.Main = b.size(t, int64(*imageMiB)<<20, strategies, *runs)
 	})
 	if rep.Main == nil {
 		t.Fatal("the benchmark did not run")
