@@ -108,6 +108,7 @@ func TestBenchColdStart(t *testing.T) {
 			t.Errorf("strategy %s has no successful run", s.Strategy)
 		}
 	}
+	checkRuns(t, rep.Main)
 }
 
 type bench struct {
@@ -477,4 +478,38 @@ func buildColdtrace(t *testing.T) string {
 func loadavg() string {
 	b, _ := os.ReadFile("/proc/loadavg")
 	return strings.TrimSpace(string(b))
+}
+
+// checkRuns holds each run to what its strategy must do, by tc's count of the bytes over
+// the link and the server's own word on where its model came from: a run that looks fast
+// because it skipped the work is a broken benchmark, at any size.
+func checkRuns(t *testing.T, r *sizeResult) {
+	for _, run := range r.Runs {
+		if run.Err != "" {
+			continue
+		}
+		from, _ := run.Marks["model_from"].(string)
+		switch run.Strategy {
+		case stBaseline:
+			if run.LinkBytes < r.ImageBytes || from != "origin" {
+				t.Errorf("baseline %d: %d bytes over the link for an image of %d, model from %q", run.Round, run.LinkBytes, r.ImageBytes, from)
+			}
+		case stPrepull:
+			// The start moves the model alone: its bytes and the packets' headers (tc
+			// counts IP packets: some 4%), with manifests and requests.
+			model := int64(*shardMiB) << 20
+			if run.LinkBytes > model*11/10+1<<20 || run.WarmLinkBytes < r.ImageBytes || from != "origin" {
+				t.Errorf("prepull %d: %d bytes over the link at the start, %d before, model from %q", run.Round, run.LinkBytes, run.WarmLinkBytes, from)
+			}
+		case stWarm, stHalf, stLower:
+			// Manifests and the server's requests only: no layer, no model.
+			if run.LinkBytes >= 1<<20 || from != "staged" {
+				t.Errorf("%s %d: %d bytes over the link at the start, model from %q", run.Strategy, run.Round, run.LinkBytes, from)
+			}
+		case stLate:
+			if from != "staged" && from != "origin" {
+				t.Errorf("late %d: model from %q", run.Round, from)
+			}
+		}
+	}
 }
