@@ -28,7 +28,15 @@ FUZZTIME  ?= 10s
 
 SHELL_SCRIPTS := hack/install-deps.sh .ci/run
 
-.PHONY: help generate check-generate dashboards check-dashboards build test bench bench-overhead lint fuzz install clean
+# The reference cold-start benchmark's sizes (hack/benchcoldstart; docs/benchmark.md).
+COLDSTART_IMAGE_MIB ?= 1536
+COLDSTART_SHARD_MIB ?= 512
+COLDSTART_LINK_MIBPS ?= 100
+COLDSTART_RUNS ?= 5
+COLDSTART_CURVE_MIB ?= 512,1024,2048
+COLDSTART_OUT ?= bench-coldstart-out
+
+.PHONY: help generate check-generate dashboards check-dashboards build test bench bench-overhead bench-coldstart lint fuzz install clean
 
 help: ## list the targets
 	@echo 'usage: make TARGET [VAR=value ...]'
@@ -81,6 +89,12 @@ test: ## run every test (as root; CI=true turns skips for missing root/BPF/tools
 
 bench: ## run the benchmarks (BENCH_PKGS, BENCH, BENCHTIME)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) $(BENCHFLAGS) $(BENCH_PKGS)
+
+bench-coldstart: ## the scale-out cold start of an LLM server under six strategies (root; COLDSTART_IMAGE_MIB, _SHARD_MIB, _LINK_MIBPS, _RUNS, _CURVE_MIB, _OUT)
+	mkdir -p $(COLDSTART_OUT)
+	nice $(GO) test -count=1 -timeout 0 -v -run '^TestBenchColdStart$$' ./hack/benchcoldstart -args \
+		-image-mib $(COLDSTART_IMAGE_MIB) -shard-mib $(COLDSTART_SHARD_MIB) -link-mibps $(COLDSTART_LINK_MIBPS) \
+		-runs $(COLDSTART_RUNS) -curve-mib '$(COLDSTART_CURVE_MIB)' -out $(abspath $(COLDSTART_OUT))
 
 # The overhead bench takes minutes: its file is built only with the tag overhead.
 PAIRS ?= 7

@@ -65,9 +65,10 @@ func Analyze(traces []*trace.Trace, opt Options) (*Advice, error) {
 		return nil, err
 	}
 	b := opt.bootstrap()
+	lim := measureLimits(traces, opt.Limits)
 	runs := make([]run, len(traces))
 	for i, t := range traces {
-		runs[i] = newRun(t, opt.Limits)
+		runs[i] = newRun(t, lim)
 	}
 	a := &Advice{
 		Workload: workloadName(traces[0].Workload),

@@ -84,8 +84,14 @@ func TestFetchDominatedRanksStagingFirst(t *testing.T) {
 		t.Fatalf("first recommendation %s saving %+v:%s", top.ID, top.Saved, ids(a.Recommendations))
 	}
 	g := gap(a, trace.PhaseFetch)
-	// 100 MB/s on a 10 Gb/s link: 8% of the limit.
-	if g.Limit != "link" || !near(g.Efficiency, 0.08, 0.01) {
+	// About 100 MB/s (96 to 100 s) on a 10 Gb/s NIC: the path delivered that, not the NIC's 1.25 GB/s,
+	// so the link is measured at the median run's rate, and the runs' spread bounds it.
+	l := a.Limits
+	if l.LinkFrom != SourceMeasured || !near(l.Link, 10e9/98, 1e3) || !near(l.LinkRange[0], 10e9/100, 1e3) ||
+		!near(l.LinkRange[1], 10e9/96, 1e3) || l.NIC != 10e9/8 {
+		t.Errorf("limits %+v, want the link measured at 10 GB / 98 s, from 10 GB / 100 s to 10 GB / 96 s, NIC 1.25 GB/s", l)
+	}
+	if g.Limit != "link" || !near(g.Efficiency, 1, 1e-9) {
 		t.Errorf("fetch gap %+v", g)
 	}
 }

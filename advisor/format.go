@@ -24,7 +24,9 @@ func (a *Advice) Format(w io.Writer) error {
 	tw.Flush()
 
 	if len(a.SpeedOfLight) > 0 {
-		ew.printf("\nspeed of light (link %s/s, disk %s/s, page cache %s/s):\n", bytesStr(a.Limits.Link), bytesStr(a.Limits.Disk), bytesStr(a.Limits.PageCache))
+		l := a.Limits
+		ew.printf("\nspeed of light (link %s/s %s, disk %s/s %s and %.2f ms a cold file (%s), page cache %s/s):\n", bytesStr(l.Link), rateRange(l.LinkFrom, l.LinkRange),
+			bytesStr(l.Disk), rateRange(l.DiskFrom, l.DiskRange), 1e3*l.DiskLatency, l.LatencyFrom, bytesStr(l.PageCache))
 		tw = tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "PHASE\tBYTES\tTHROUGHPUT\tBOUND BY\tBUSY\tAT THE LIMIT\tEFFICIENCY")
 		for _, g := range a.SpeedOfLight {
@@ -33,7 +35,8 @@ func (a *Advice) Format(w io.Writer) error {
 		tw.Flush()
 	}
 	for _, c := range a.Contention {
-		ew.printf("\ncontention: %s and %s overlapped for %s; removing the pull gains %s\n", c.Phases[0], c.Phases[1], est(c.Overlap), est(c.Gain))
+		ew.printf("\ncontention: %s and %s shared the link for %s, the download getting %.0f%% of it; removing the pull gains %s\n",
+			c.Phases[0], c.Phases[1], est(c.Overlap), 100*c.FetchShare, est(c.Gain))
 	}
 
 	for _, c := range a.PullContention {
@@ -44,7 +47,7 @@ func (a *Advice) Format(w io.Writer) error {
 		}
 	}
 
-	ew.printf("\nwhat if (predicted cold start):\n")
+	ew.printf("\nwhat if (predicted cold start, with the interval of the runs and the disk rate):\n")
 	tw = tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
 	for _, s := range a.WhatIf {
 		fmt.Fprintf(tw, "  %s\t%s\tsaves %s\n", s.Name, est(s.Predicted), est(s.Saved))
@@ -132,3 +135,11 @@ func (e *errWriter) Write(p []byte) (int, error) {
 }
 
 func (e *errWriter) printf(format string, args ...any) { fmt.Fprintf(e, format, args...) }
+
+// rateRange says where a limit came from and, where it is uncertain, its range.
+func rateRange(from string, r [2]float64) string {
+	if r[0] == r[1] {
+		return "(" + from + ")"
+	}
+	return fmt.Sprintf("(%s, %s-%s/s)", from, bytesStr(r[0]), bytesStr(r[1]))
+}

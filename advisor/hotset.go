@@ -95,7 +95,7 @@ func hotSet(traces []*trace.Trace, arts []manifest.Artifact, opt Options) []mani
 			}
 		}
 	}
-	disk := opt.Limits.resolve(traces[0].Host).Disk
+	disk := measureLimits(traces, opt.Limits).Disk
 	var entries []manifest.HotEntry
 	for _, h := range files {
 		e := manifest.HotEntry{

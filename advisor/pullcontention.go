@@ -98,7 +98,7 @@ func (r run) pullContention() (pullOverlap, bool) {
 		po.share = po.own / (po.own + po.other)
 	}
 	po.gain = math.Min(r.critical[trace.PhasePull], (1-po.share)*po.overlap)
-	po.linkUse = (po.own + po.other) / po.overlap / r.lim.Link
+	po.linkUse = (po.own + po.other) / po.overlap / r.lim.shared()
 	return po, true
 }
 

@@ -89,7 +89,7 @@ func recommend(runs []run, a *Advice, b bootstrap) []Recommendation {
 	for _, c := range a.PullContention {
 		add("avoid-pull-contention", "Keep other image pulls off the node while this image pulls", per(func(r run) float64 { po, _ := r.pullContention(); return po.gain }),
 			fmt.Sprintf("Pre-pull %s before the workload is scheduled (coldtrace advise -o manifest.yaml, then `coldtrace warm manifest.yaml` on the nodes), or stagger the rollouts that pull onto the same nodes, or limit concurrent image pulls per node (kubelet serializeImagePulls: true, or maxParallelImagePulls) so that each pull has the link to itself.", workloadName(w)),
-			pullContentionEvidence(c, len(runs), a.Limits.Link)...)
+			pullContentionEvidence(c, len(runs), a.Limits.shared())...)
 	}
 	add("gpu-persistence", "Run the GPU driver in persistence mode", saving(ScenarioPersistence),
 		"Run nvidia-persistenced on the node (or `nvidia-smi -pm 1`) so that cuInit does not initialise the device at every start.",

@@ -267,3 +267,62 @@ func TestStageYieldsToPulls(t *testing.T) {
 		t.Errorf("the stage ended %v before the pull did: it did not wait", end.Sub(staged))
 	}
 }
+
+// TestStageAfterTheImage applies a manifest with an image and a model: the model's
+// download starts only once the registry has served the whole image (its blob bytes, as
+// the registry counts them when the origin sends its first byte), so that on the node's
+// one link a container waiting for the image is not slowed by the model.
+func TestStageAfterTheImage(t *testing.T) {
+	ctrd := ctrtest.StartContainerd(t)
+	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{Rate: 8 << 20})
+	layer, err := ctrtest.StoredLayer(ctrtest.File{Path: "/data/blob", Data: origin.Random(16 << 20)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := ctrtest.BuildImage([]v1.Layer{layer}, []string{"/data/blob"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Push(t, "test/first:v1", img)
+	size, err := layer.Size()
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Containerd: ctrd.Address, Namespace: "k8s.io", StoreRoot: filepath.Join(t.TempDir(), "store"), OriginAllow: loopback, PlainHTTP: true}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	o := origin.StartHTTP(t, "/m/model.bin", origin.Random(8<<20), 0)
+	m := modelManifest("team-a", o)
+	m.Spec.Images = []manifest.Image{{Ref: ref, Digest: digest.String()}}
+
+	servedAtStage := make(chan int64, 1)
+	done := make(chan struct{})
+	go func() {
+		for o.Sent() == 0 {
+			select {
+			case <-done:
+				servedAtStage <- -1
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		servedAtStage <- reg.Total()
+	}()
+	s, err := a.Apply(context.Background(), "team-a", m)
+	close(done)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.OK() {
+		t.Fatalf("apply: %+v", s.Items)
+	}
+	if n := <-servedAtStage; n < size {
+		t.Errorf("the model's download started when the registry had served %d of the image's %d layer bytes", n, size)
+	}
+}

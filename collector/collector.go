@@ -5,6 +5,7 @@
 package collector
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -548,7 +549,24 @@ func Classify(p string, size int64) trace.FileKind {
 	if i := strings.Index(base, ".so."); i > 0 && len(base) > i+4 && base[i+4] >= '0' && base[i+4] <= '9' {
 		return trace.KindLibrary // versioned shared objects: libc.so.6
 	}
+	if stagedArtifact(p) && size >= MinArtifactSize {
+		return trace.KindWeights
+	}
 	return trace.KindOther
+}
+
+// stagedArtifact reports whether p is a file of the cache agent's artifact store as a pod
+// mounts it: DIR/sha256/<64 hex digits>, named by its digest, which is a manifest
+// artifact's, the model files the agent staged. Content stores (containerd's, OCI
+// layouts) keep image blobs at blobs/sha256/<hex>, which are not.
+func stagedArtifact(p string) bool {
+	dir, base := path.Split(p)
+	dir = strings.TrimSuffix(dir, "/")
+	if len(base) != 64 || path.Base(dir) != "sha256" || path.Base(path.Dir(dir)) == "blobs" {
+		return false
+	}
+	_, err := hex.DecodeString(base)
+	return err == nil && strings.ToLower(base) == base
 }
 
 func formatAddr(family uint16, addr [16]uint8, port uint16) string {

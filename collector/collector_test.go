@@ -2,6 +2,7 @@ package collector
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -175,6 +176,16 @@ func TestClassify(t *testing.T) {
 		{"/lib/x86_64-linux-gnu/libc.so.6", 2 << 20, trace.KindLibrary},
 		{"/etc/ld.so.cache", 40000, trace.KindOther},
 		{"/usr/lib/python3.11/json/__init__.py", 100, trace.KindLibrary},
+		// A model file the cache agent staged, as the pod mounts its store: named by its
+		// digest, without an extension.
+		{"/cache/sha256/" + strings.Repeat("ab", 32), 192 << 20, trace.KindWeights},
+		{"/cache/sha256/" + strings.Repeat("ab", 32), 4096, trace.KindOther},
+		{"/var/lib/coldtrace/artifacts/tenants/default/sha256/" + strings.Repeat("0f", 32), MinArtifactSize, trace.KindWeights},
+		// Image blobs of a content store, a digest that is not hex, and a short name.
+		{"/var/lib/containerd/io.containerd.content.v1.content/blobs/sha256/" + strings.Repeat("ab", 32), 192 << 20, trace.KindOther},
+		{"/cache/sha256/" + strings.Repeat("zz", 32), 192 << 20, trace.KindOther},
+		{"/cache/sha256/" + strings.Repeat("AB", 32), 192 << 20, trace.KindOther},
+		{"/cache/sha256/abcdef", 192 << 20, trace.KindOther},
 	}
 	for _, c := range cases {
 		if got := Classify(c.path, c.size); got != c.want {

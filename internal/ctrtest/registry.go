@@ -28,6 +28,9 @@ type RegistryOptions struct {
 	// Rate limits the bytes per second of all blob responses together, like one link to
 	// the registry; zero means unlimited. Manifests are not limited.
 	Rate int64
+	// Listener is where the registry serves (in a network namespace of the caller's, say);
+	// nil listens on 127.0.0.1.
+	Listener net.Listener
 }
 
 // Registry is an in-process OCI registry on 127.0.0.1 that counts the bytes it serves:
@@ -60,9 +63,12 @@ const chunk = 32 << 10
 // StartRegistry starts a registry on 127.0.0.1:0; it stops at the end of the test.
 func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	ln := opts.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	r := &Registry{Host: ln.Addr().String(), served: map[string]int64{}, sent: map[string]*sendTimes{}, failAfter: -1}
 	if opts.Rate > 0 {

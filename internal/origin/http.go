@@ -43,9 +43,20 @@ type Request struct {
 // fast as it goes); it stops at the end of the test.
 func StartHTTP(t testing.TB, path string, body []byte, bytesPerSec int64) *HTTP {
 	t.Helper()
+	return StartHTTPOn(t, nil, path, body, bytesPerSec)
+}
+
+// StartHTTPOn is StartHTTP on ln, a listener the caller made (in a network namespace of
+// its own, say); nil listens on 127.0.0.1.
+func StartHTTPOn(t testing.TB, ln net.Listener, path string, body []byte, bytesPerSec int64) *HTTP {
+	t.Helper()
 	o := &HTTP{path: path, rate: bytesPerSec}
 	o.SetBody(body)
 	o.srv = httptest.NewUnstartedServer(http.HandlerFunc(o.serve))
+	if ln != nil {
+		o.srv.Listener.Close()
+		o.srv.Listener = ln
+	}
 	o.srv.Listener = countingListener{o.srv.Listener, &o.sent}
 	o.srv.Start()
 	t.Cleanup(o.Close)
