@@ -188,6 +188,21 @@ func (c *Collector) proc(pid uint32) *proc {
 	return p
 }
 
+// HandleHeld takes what the kernel held back (bpf.Drain); filter it with bpf.Held.Of.
+func (c *Collector) HandleHeld(h *bpf.Held) {
+	handleAll(c, h.Reads, (*Collector).read)
+	handleAll(c, h.Misses, (*Collector).cacheMiss)
+	handleAll(c, h.Socks, (*Collector).sock)
+	handleAll(c, h.Writes, (*Collector).written)
+}
+
+func handleAll[E any](c *Collector, evs []E, handle func(*Collector, *E)) {
+	c.events += uint64(len(evs))
+	for i := range evs {
+		handle(c, &evs[i])
+	}
+}
+
 // Handle applies one raw ring buffer record.
 func (c *Collector) Handle(raw []byte) error {
 	typ, ptr, err := bpf.Decode(raw)
@@ -233,9 +248,7 @@ func (c *Collector) Handle(raw []byte) error {
 			c.fault(e.H.Pid, m, e.Addr, from, to, e.H.Ts)
 		}
 	case bpf.EvCacheMiss:
-		e := (*bpf.EventCacheMiss)(ptr)
-		f := c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, -1)
-		f.misses = append(f.misses, missRun{index: e.Index, pages: e.Pages, order: e.Order, at: e.H.Ts})
+		c.cacheMiss((*bpf.EventCacheMiss)(ptr))
 	case bpf.EvConn:
 		c.conn((*bpf.EventConn)(ptr))
 	case bpf.EvSock:
@@ -409,6 +422,11 @@ func (c *Collector) file(key fileKey, pid uint32, fd int32) *fileState {
 		c.files[key] = f
 	}
 	return f
+}
+
+func (c *Collector) cacheMiss(e *bpf.EventCacheMiss) {
+	f := c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, -1)
+	f.misses = append(f.misses, missRun{index: e.Index, pages: e.Pages, order: e.Order, at: e.H.Ts})
 }
 
 func (c *Collector) read(e *bpf.EventRead) {

@@ -209,9 +209,7 @@ func finish(probes *bpf.Probes, col *collector.Collector, done <-chan error, upr
 	if err != nil {
 		meta.Warnings = append(meta.Warnings, err.Error())
 	}
-	for _, raw := range held {
-		col.Handle(raw)
-	}
+	col.HandleHeld(held)
 	EndAtReady(col, meta)
 	lost, err := probes.Lost()
 	if err != nil {
