@@ -38,6 +38,8 @@ type recording struct {
 	uprobeErrs   chan string
 	lostBefore   uint64
 	earlyDropped int // events of the cgroup before the recording that were not kept
+	// unroutedBefore is Watcher.unrouted when the recording began.
+	unroutedBefore uint64
 
 	// Guarded by Watcher.mu.
 	pids      map[uint32]bool // the container's processes seen so far
@@ -45,6 +47,10 @@ type recording struct {
 	readySent bool
 	ready     chan struct{}
 	exited    chan containerd.Event
+	// draining says that the recording's end is being drained; late holds what reached
+	// it meanwhile that Drain may hold too (see Watcher.drain).
+	draining bool
+	late     bpf.Held
 }
 
 // record waits for the container to get ready, exit or time out, or for the agent to
@@ -124,27 +130,22 @@ func (a *Watcher) stop(r *recording, meta *collector.Meta) (late bool) {
 	if err := a.probes.UntrackCgroup(r.cgroup.ID); err != nil {
 		meta.Warnings = append(meta.Warnings, "untracking the container's cgroup: "+err.Error())
 	}
-	if !a.catchUp() {
-		meta.Warnings = append(meta.Warnings, "the event ring did not empty within a second: the last events may be missing")
-	}
-	a.mu.Lock()
-	a.forget(r) // from here on the recording is ours alone
-	a.mu.Unlock()
-
-	held, err := a.probes.Drain()
-	if err != nil {
-		meta.Warnings = append(meta.Warnings, err.Error())
-	}
-	for _, raw := range held {
-		if _, ptr, err := bpf.Decode(raw); err == nil && r.pids[(*bpf.Header)(ptr).Pid] {
-			r.col.Handle(raw)
-		}
-	}
+	held, warnings := a.drain(r) // from here on the recording is ours alone
+	meta.Warnings = append(meta.Warnings, warnings...)
+	r.col.HandleHeld(held)
 	recorder.EndAtReady(r.col, meta)
 	if lost, err := a.probes.Lost(); err == nil && lost > r.lostBefore {
 		// The counter is the node's: the loss may be another container's.
 		meta.Lost = lost - r.lostBefore
 		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d events were lost on the node during the recording because the ring buffer was full: raise --ring-buffer", meta.Lost))
+	}
+	a.mu.Lock()
+	unrouted := a.unrouted - r.unroutedBefore
+	a.mu.Unlock()
+	if unrouted > 0 {
+		// Also the node's.
+		meta.Lost += unrouted
+		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d events of containers on the node reached no recording during the recording", unrouted))
 	}
 	recorder.CollectorWarnings(r.col, r.uprobeErrs, meta)
 	if !r.createSeen {
