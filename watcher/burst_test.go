@@ -123,6 +123,7 @@ func TestAgentBurstComplete(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkReads(t, name, tr, string(report))
+		checkRuntime(t, name, tr)
 	}
 }
 
@@ -162,5 +163,6 @@ func TestAgentInterleavedOnOneCPU(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkReads(t, name, tr, string(report))
+		checkRuntime(t, name, tr)
 	}
 }

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"io/fs"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/coldtrace/coldtrace/advisor"
 	"github.com/coldtrace/coldtrace/internal/ctrtest"
 	"github.com/coldtrace/coldtrace/internal/testenv"
 	"github.com/coldtrace/coldtrace/trace"
@@ -21,7 +23,10 @@ import (
 // container) with the agent on the kubelet's namespace. The sandbox's runc reads share
 // the kernel's read batches with the app container's first reads, which must all be in
 // its trace: each file with the bytes the workload says it read. Three pods, one after
-// the other, give the batches three chances to mix.
+// the other, give the batches three chances to mix. runc's work in the container's
+// cgroup is the create phase, up to the entrypoint's exec, and none of its files (the
+// host's loader and libraries, /proc/self/*, the bundle's rootfs/etc/hosts) is in the
+// trace or the manifest: only the image's files the workload read.
 func TestAgentCRIPodComplete(t *testing.T) {
 	testenv.RequireBPF(t)
 	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{})
@@ -51,6 +56,7 @@ func TestAgentCRIPodComplete(t *testing.T) {
 	if _, err := cri.Pull(rctx, ref); err != nil {
 		t.Fatal(err)
 	}
+	var traces []*trace.Trace
 	for _, name := range []string{"web-1", "web-2", "web-3"} {
 		pod, err := cri.RunPod(rctx, ctrtest.PodConfig{Name: name, Namespace: "shop", QoS: ctrtest.BestEffort})
 		if err != nil {
@@ -69,6 +75,51 @@ func TestAgentCRIPodComplete(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkReads(t, name, tr, report)
+		checkRuntime(t, name, tr)
+		traces = append(traces, tr)
+	}
+	m, err := advisor.BuildManifest(traces, advisor.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Spec.HotSet) != readerFiles+1 {
+		t.Errorf("the manifest has %d hot files, want the reader and its %d files", len(m.Spec.HotSet), readerFiles)
+	}
+	for _, e := range m.Spec.HotSet {
+		if e.Layer == "" || e.Path != "reader" && !strings.HasPrefix(e.Path, readerDir[1:]+"/") {
+			t.Errorf("manifest entry %s (layer %q) is not a file the workload read from the image", e.Path, e.Layer)
+		}
+	}
+}
+
+// checkRuntime checks that runc's part of a container's start is in its trace as the
+// create phase and its processes, without the files runc touched: every file is the
+// image's or in the test's volume at /out, and the create phase ends at the entrypoint's
+// exec.
+func checkRuntime(t *testing.T, name string, tr *trace.Trace) {
+	t.Helper()
+	var entry *trace.Process
+	runtime := 0
+	for i, p := range tr.Processes {
+		switch {
+		case p.Runtime:
+			runtime++
+		case p.Exe == "/reader":
+			entry = &tr.Processes[i]
+		default:
+			t.Errorf("%s: process %+v is neither runc's nor the workload's", name, p)
+		}
+	}
+	if entry == nil || runtime == 0 {
+		t.Fatalf("%s: %d runtime processes, entrypoint %+v, in %+v", name, runtime, entry, tr.Processes)
+	}
+	for _, f := range tr.Files {
+		if f.Layer == nil || f.Layer.Where != "image" && !(f.Layer.Where == "volume" && strings.HasPrefix(f.Path, "/out/")) {
+			t.Errorf("%s: %s (layer %+v) is not the image's: runtime plumbing in the trace", name, f.Path, f.Layer)
+		}
+	}
+	if create, ok := tr.Phase(trace.PhaseCreate); !ok || create.End != entry.Exec {
+		t.Errorf("%s: create phase %+v, want it to end at the entrypoint's exec at %v", name, create, entry.Exec)
 	}
 }
 

@@ -298,6 +298,11 @@ func (a *Watcher) track(ctx context.Context, ev containerd.Event) (*recording, e
 	}
 	delete(a.created, ev.ContainerID)
 	r.col, r.uprobeErrs = recorder.NewCollector(monotonicAt(r.zero), a.probes, a.opts.DevicePatterns)
+	if !r.create.rejoin {
+		// Its init waits for the start to exec the entrypoint; where the agent rejoined
+		// late it may have, unseen, and its processes are all the workload's.
+		r.col.SetInit(ev.PID)
+	}
 	r.lostBefore, _ = a.probes.Lost()
 	r.unroutedBefore = a.unrouted
 	a.byID[r.id], a.byCgroup[cg.ID] = r, r
