@@ -145,7 +145,7 @@ func (a *Watcher) stop(r *recording, meta *collector.Meta) (late bool) {
 	if unrouted > 0 {
 		// Also the node's.
 		meta.Lost += unrouted
-		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d events of containers on the node reached no recording during the recording", unrouted))
+		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d events of traced cgroups on the node reached no recording during the recording: some may be this container's", unrouted))
 	}
 	recorder.CollectorWarnings(r.col, r.uprobeErrs, meta)
 	if !r.createSeen {
