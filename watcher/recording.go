@@ -125,7 +125,7 @@ func (a *Watcher) record(ctx context.Context, r *recording) {
 
 // stop untracks the container, gives its recording every event the kernel sent or holds
 // for it, and adds what the recording missed to meta's warnings. late says that tracking
-// began after the container's start.
+// began after the container's start, or that events were lost.
 func (a *Watcher) stop(r *recording, meta *collector.Meta) (late bool) {
 	if err := a.probes.UntrackCgroup(r.cgroup.ID); err != nil {
 		meta.Warnings = append(meta.Warnings, "untracking the container's cgroup: "+err.Error())
@@ -143,8 +143,7 @@ func (a *Watcher) stop(r *recording, meta *collector.Meta) (late bool) {
 	unrouted := a.unrouted - r.unroutedBefore
 	a.mu.Unlock()
 	if unrouted > 0 {
-		// Also the node's.
-		meta.Lost += unrouted
+		// Also the node's: the agent cannot tell whose they were.
 		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d events of traced cgroups on the node reached no recording during the recording: some may be this container's", unrouted))
 	}
 	recorder.CollectorWarnings(r.col, r.uprobeErrs, meta)
@@ -160,7 +159,7 @@ func (a *Watcher) stop(r *recording, meta *collector.Meta) (late bool) {
 	if !r.execSeen {
 		meta.Warnings = append(meta.Warnings, "the agent joined after the container's start: what ran before is missing")
 	}
-	return !r.execSeen || r.create.rejoin || r.earlyDropped > 0
+	return !r.execSeen || r.create.rejoin || r.earlyDropped > 0 || unrouted > 0
 }
 
 // write stores a trace atomically under the data directory.
