@@ -18,7 +18,7 @@ import (
 	"github.com/coldtrace/coldtrace/trace"
 )
 
-// DefaultDevicePatterns are the accelerator device nodes of DESIGN.md, as path.Match globs.
+// DefaultDevicePatterns are the accelerator device nodes of docs/architecture.md, as path.Match globs.
 var DefaultDevicePatterns = []string{
 	"/dev/nvidia*", "/dev/nvidia-uvm*", "/dev/nvidia-caps/*", "/dev/dri/*", "/dev/kfd",
 	"/dev/accel/*", "/dev/neuron*",
@@ -360,7 +360,7 @@ func (c *Collector) resolve(p *proc, dirfd int32, name string) string {
 		base = p.fds[dirfd].path
 	}
 	if base == "" {
-		// We joined late (the agent's case): the process itself knows.
+		// We joined late (the watcher's case): the process itself knows.
 		if cwd, err := readlinkProc(p.PID, int(dirfd)); err == nil {
 			base = cwd
 			if dirfd == atFDCWD {

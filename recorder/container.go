@@ -6,7 +6,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/coldtrace/coldtrace/collector"
 	"github.com/coldtrace/coldtrace/containerd"
 	"github.com/coldtrace/coldtrace/trace"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -51,7 +50,7 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 		return nil, err
 	}
 	defer client.Close()
-	probes, warnings, err := LoadProbes(opts.RingBufferBytes, opts.Log)
+	probes, err := LoadProbes(opts.RingBufferBytes, opts.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -60,113 +59,60 @@ func RecordImage(ctx context.Context, opts ImageOptions) (*trace.Trace, error) {
 	// Time zero is the pull request. Go's monotonic clock is CLOCK_MONOTONIC, so the
 	// client's time.Time stamps and the kernel's timestamps share one time line.
 	wall := time.Now()
-	t0 := Monotonic()
-	col, uprobeErrs := NewCollector(t0, probes, opts.DevicePatterns)
-	readyc := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- readLoop(probes.Ring(), col, readyc, 0) }()
+	rec := newRecording(probes, Config{
+		Zero: wall, Workload: trace.Workload{Image: opts.Image}, Timeout: opts.Timeout,
+		Interrupted: "recording interrupted", DevicePatterns: opts.DevicePatterns,
+	}, monotonic())
+	rec.readRing(0)
 
-	traceID := NewID(wall)
-	meta := collector.Meta{ID: traceID, Workload: trace.Workload{Image: opts.Image}, Start: wall, Warnings: warnings}
-	var pulled *containerd.Pulled
-	// failed ends the recording at a failure of the runtime.
-	failed := func(err error) (*trace.Trace, error) {
-		meta.End = Monotonic()
-		meta.Outcome, meta.Error = trace.OutcomeFailed, err.Error()
-		if ctx.Err() != nil {
-			meta.Outcome, meta.Error = trace.OutcomeInterrupted, "recording interrupted: "+err.Error()
-		}
-		finish(probes, col, done, uprobeErrs, &meta)
-		if pulled != nil {
-			AddPull(ctx, client, nil, pulled, wall, &meta)
-		}
-		return Assemble(probes, col, meta), nil
-	}
-
-	pulled, err = client.Pull(ctx, opts.Image, containerd.PullOptions{
+	pulled, err := client.Pull(ctx, opts.Image, containerd.PullOptions{
 		PlainHTTP: opts.PlainHTTP, HostsDir: opts.HostsDir, Fresh: opts.Fresh,
 	})
-	if err != nil {
-		return failed(err)
+	if pulled != nil {
+		rec.cfg.Pull = &Pull{Client: client, Pulled: pulled}
 	}
-	meta.Workload.Image, meta.Workload.ImageDigest = pulled.Ref, pulled.Digest
-	id := "coldtrace-" + traceID
+	if err != nil {
+		return rec.fail(ctx, err), nil
+	}
+	rec.meta.Workload.Image, rec.meta.Workload.ImageDigest = pulled.Ref, pulled.Digest
+	id := "coldtrace-" + rec.meta.ID
 	createAt := time.Now()
 	ct, err := client.Create(ctx, id, pulled.Ref, containerd.CreateOptions{
 		Args: opts.Args, HostNetwork: opts.HostNetwork, Stdout: opts.Stdout, Stderr: opts.Stderr,
 		Env: opts.Env, Mounts: opts.Mounts,
 	})
 	if err != nil {
-		return failed(err)
+		return rec.fail(ctx, err), nil
 	}
 	defer func() {
 		if err := ct.Delete(context.WithoutCancel(ctx)); err != nil && opts.Log != nil {
 			fmt.Fprintf(opts.Log, "coldtrace: remove container %s: %v\n", id, err)
 		}
 	}()
-	meta.Workload = collector.ContainerWorkload(id, pulled.Ref, pulled.Digest, ct.Labels)
+	rec.Container(id, pulled.Ref, pulled.Digest, ct.Labels, ct.Rootfs)
+	rec.cfg.Create = createAt
 	// The task's init process waits for Start: tracking its cgroup now sees the workload
 	// from its first instruction.
 	if err := probes.TrackCgroup(ct.Cgroup.ID); err != nil {
-		return failed(fmt.Errorf("trace container %s: %w", id, err))
+		return rec.fail(ctx, fmt.Errorf("trace container %s: %w", id, err)), nil
 	}
 	if err := ct.Start(ctx); err != nil {
-		return failed(err)
+		return rec.fail(ctx, err), nil
 	}
 
 	waitCtx, cancelWait := context.WithCancel(ctx)
 	defer cancelWait()
-	type exit struct {
-		at   uint64
-		code uint32
-		err  error
-	}
-	exited := make(chan exit, 1)
+	exited := make(chan Exit, 1)
 	go func() {
 		code, err := ct.Wait(waitCtx)
-		exited <- exit{Monotonic(), code, err}
-	}()
-	if e, ok := await(ctx, readyc, opts.Timeout, exited, &meta); ok {
-		meta.End = e.at
-		switch {
-		case e.err != nil:
-			meta.Error = fmt.Sprintf("waiting for the container: %v", e.err)
-		case e.code != 0:
-			meta.Error = fmt.Sprintf("the container exited (exit status %d) before it was ready", e.code)
+		e := ContainerExit(monotonic(), code)
+		if err != nil {
+			e.Error = fmt.Sprintf("waiting for the container: %v", err)
 		}
-	}
-	EndNow(&meta)
-	finish(probes, col, done, uprobeErrs, &meta)
-	DigestWritten(ctx, col, false, &meta) // before the container and its writable layer go
-
-	AddPull(ctx, client, nil, pulled, wall, &meta)
-	AddCreate(createAt, wall, col, &meta)
-	col.ResolveLayers(ct.Rootfs.LayerOf)
-	return Assemble(probes, col, meta), nil
-}
-
-// AddPull puts the pull p in meta, its times from zero: the pull, its registry
-// connections and its activity (pullActivity). The other pulls it overlapped have made
-// their images by the end of the recording, if they are done: they are named then. With
-// ingests (the agent's, which saw a pull it did not make), the registry connections are
-// found there, and what they may miss goes to meta's warnings.
-func AddPull(ctx context.Context, client *containerd.Client, ingests *containerd.IngestLog, p *containerd.Pulled, zero time.Time, meta *collector.Meta) {
-	client.NameIngests(context.WithoutCancel(ctx), p.Others, p.Ref)
-	if ingests != nil {
-		meta.Warnings = append(meta.Warnings, ingests.RegistryConns(context.WithoutCancel(ctx), p)...)
-	}
-	meta.Pull, meta.Conns = p.Trace(zero), p.TraceConns(zero)
-	meta.Activity = pullActivity(p, zero)
-}
-
-// AddCreate adds the create phase to meta's activity: from the container's create at
-// to the workload's first exec, from zero.
-func AddCreate(at, zero time.Time, col *collector.Collector, meta *collector.Meta) {
-	if meta.Activity == nil {
-		meta.Activity = map[trace.PhaseName][]trace.Interval{}
-	}
-	start := at.Sub(zero)
-	meta.Activity[trace.PhaseCreate] = []trace.Interval{{Start: start, End: max(col.FirstExec(), start)}}
+		exited <- e
+	}()
+	// The trace is made before the container and its writable layer go.
+	return rec.Run(ctx, exited), nil
 }
 
 // pullActivity is the pull (from the request: resolving the image, then each layer's

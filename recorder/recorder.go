@@ -1,5 +1,9 @@
-// Package recorder runs a command under the tracer, from its exec until it is ready
-// (listens on TCP), exits, times out or is interrupted, and returns its trace.
+// Package recorder turns a workload's cold start into a trace: from time zero until it is
+// ready (listens on TCP), exits, times out or is interrupted. Recording (recording.go) is
+// that lifecycle, written once; its drivers configure it: Record runs a command under the
+// tracer, RecordImage pulls and starts a container image through containerd, and the
+// watcher (package watcher) begins one for every new container of the node, on probes
+// they share.
 package recorder
 
 import (
@@ -48,16 +52,22 @@ type Options struct {
 	// while /proc/PID still describes it.
 	OnExit func(pid int)
 
-	// slowReader makes the reader wait this long after each record: tests use it to
-	// overflow a small ring buffer for certain.
+	// slowReader slows the ring's reader (see readRing).
 	slowReader time.Duration
 }
 
-// Monotonic reads CLOCK_MONOTONIC, the clock of the kernel's event timestamps.
-func Monotonic() uint64 {
+// monotonic reads CLOCK_MONOTONIC, the clock of the kernel's event timestamps.
+func monotonic() uint64 {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return uint64(ts.Nano())
+}
+
+// MonotonicAt converts a wall-clock time of the recent past into CLOCK_MONOTONIC, the
+// kernel's event clock.
+func MonotonicAt(t time.Time) uint64 {
+	now := monotonic()
+	return now - min(uint64(max(time.Since(t), 0)), now)
 }
 
 // Record runs the command and traces it. Cancelling ctx (Ctrl-C) stops the recording and
@@ -70,7 +80,7 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot run %q: %w", opts.Command[0], errors.Unwrap(err))
 	}
-	probes, warnings, err := LoadProbes(opts.RingBufferBytes, opts.Log)
+	probes, err := LoadProbes(opts.RingBufferBytes, opts.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -91,191 +101,60 @@ func Record(ctx context.Context, opts Options) (*trace.Trace, error) {
 	if err != nil {
 		return nil, err
 	}
-	col, uprobeErrs := NewCollector(t0, probes, opts.DevicePatterns)
-	col.AddProcess(uint32(pid), uint32(os.Getpid()), path, cwd, t0)
+	rec := newRecording(probes, Config{
+		Zero: wall, Workload: trace.Workload{Command: opts.Command}, Timeout: opts.Timeout,
+		Interrupted: "recording interrupted", DevicePatterns: opts.DevicePatterns,
+	}, t0)
+	rec.hostRoot = true
+	rec.col.AddProcess(uint32(pid), uint32(os.Getpid()), path, cwd, t0)
 	if opts.OnStart != nil {
 		opts.OnStart(pid)
 	}
+	rec.readRing(opts.slowReader)
 
-	readyc := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- readLoop(probes.Ring(), col, readyc, opts.slowReader) }()
-
-	exited := make(chan uint64, 1)
+	exited := make(chan Exit, 1)
 	go func() {
 		var info unix.Siginfo
 		// WNOWAIT leaves the zombie in place so that OnExit can read /proc/PID.
 		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		end := Monotonic()
+		end := monotonic()
 		if err == nil && opts.OnExit != nil {
 			opts.OnExit(pid)
 		}
-		exited <- end
+		exited <- Exit{At: end, pid: pid}
 	}()
 
-	meta := collector.Meta{ID: NewID(wall), Workload: trace.Workload{Command: opts.Command}, Start: wall, Warnings: warnings}
-	end, rootExited := await(ctx, readyc, opts.Timeout, exited, &meta)
-	meta.End = end
-	EndNow(&meta)
-
-	finish(probes, col, done, uprobeErrs, &meta)
-	DigestWritten(ctx, col, true, &meta)
-	if meta.Outcome == trace.OutcomeExited {
-		status := exitStatus(col, pid)
-		if status != 0 {
-			meta.Error = fmt.Sprintf("the command exited (%s) before it was ready", status)
-		}
-	}
-	stop(cmd, opts.KeepRunning && !rootExited)
-	return Assemble(probes, col, meta), nil
+	t := rec.Run(ctx, exited)
+	stop(cmd, opts.KeepRunning && t.Outcome != trace.OutcomeExited)
+	return t, nil
 }
 
-// await waits for the end of a recording: ready, the workload's exit (its value is
-// returned with true), the timeout (zero: none) or ctx. It sets meta's outcome, and its
-// error for a timeout or an interruption.
-func await[T any](ctx context.Context, readyc <-chan struct{}, timeout time.Duration, exited <-chan T, meta *collector.Meta) (T, bool) {
-	var expired <-chan time.Time
-	if timeout > 0 {
-		timer := time.NewTimer(timeout)
-		defer timer.Stop()
-		expired = timer.C
-	}
-	var none T
-	select {
-	case <-readyc:
-		meta.Outcome = trace.OutcomeReady
-	case e := <-exited:
-		meta.Outcome = trace.OutcomeExited
-		return e, true
-	case <-expired:
-		meta.Outcome = trace.OutcomeTimeout
-		meta.Error = fmt.Sprintf("not ready after %s", timeout)
-	case <-ctx.Done():
-		meta.Outcome = trace.OutcomeInterrupted
-		meta.Error = "recording interrupted"
-	}
-	return none, false
-}
-
-// LoadProbes loads the kernel side, reports, as warnings and on logw, the probes that
-// could not attach, and uprobes the host's driver library.
-func LoadProbes(ringBytes int, logw io.Writer) (*bpf.Probes, []string, error) {
+// LoadProbes loads the kernel side, reports on logw the probes that could not attach
+// (every trace made with them says so too), and uprobes the host's driver library.
+func LoadProbes(ringBytes int, logw io.Writer) (*bpf.Probes, error) {
 	if logw == nil {
 		logw = io.Discard
 	}
 	probes, err := bpf.Load(bpf.Config{RingBufferBytes: ringBytes})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	for _, w := range missingProbes(probes) {
+		fmt.Fprintln(logw, "coldtrace: "+w)
+	}
+	attachHostDriver(probes)
+	return probes, nil
+}
+
+// missingProbes says which probes could not attach, and what a trace loses for it.
+func missingProbes(probes *bpf.Probes) []string {
 	var warnings []string
 	for _, p := range probes.Status() {
 		if !p.Attached {
-			w := fmt.Sprintf("probe %s is missing (%s): lost %s", p.Name, p.Error, p.Loses)
-			warnings = append(warnings, w)
-			fmt.Fprintln(logw, "coldtrace: "+w)
+			warnings = append(warnings, fmt.Sprintf("probe %s is missing (%s): lost %s", p.Name, p.Error, p.Loses))
 		}
 	}
-	attachHostDriver(probes)
-	return probes, warnings, nil
-}
-
-// NewCollector returns a collector that uprobes the driver library when a traced process
-// opens one; the failures to attach arrive on the channel, for the trace's warnings.
-func NewCollector(t0 uint64, probes *bpf.Probes, devicePatterns []string) (*collector.Collector, chan string) {
-	uprobeErrs := make(chan string, 16)
-	col := collector.New(t0, collector.Options{
-		DevicePatterns: devicePatterns,
-		OnDriverLibrary: func(pid uint32, lib string) {
-			if err := probes.AttachLibrary(fmt.Sprintf("/proc/%d/root%s", pid, lib)); err != nil {
-				select {
-				case uprobeErrs <- fmt.Sprintf("driver calls in %s are not traced: %v", lib, err):
-				default:
-				}
-			}
-		},
-	})
-	return col, uprobeErrs
-}
-
-// finish lets the kernel's last events arrive, stops the reader (done is its result),
-// applies what the kernel held back, ends a ready recording at the listen, and adds the
-// losses and warnings to meta.
-func finish(probes *bpf.Probes, col *collector.Collector, done <-chan error, uprobeErrs chan string, meta *collector.Meta) {
-	probes.Ring().Flush()
-	if err := <-done; err != nil {
-		meta.Warnings = append(meta.Warnings, "reading events: "+err.Error())
-	}
-	held, err := probes.Drain()
-	if err != nil {
-		meta.Warnings = append(meta.Warnings, err.Error())
-	}
-	col.HandleHeld(held)
-	EndAtReady(col, meta)
-	lost, err := probes.Lost()
-	if err != nil {
-		meta.Warnings = append(meta.Warnings, "reading the lost-event counter: "+err.Error())
-	}
-	meta.Lost = lost
-	if lost > 0 {
-		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d events were lost because the ring buffer was full: raise --ring-buffer", lost))
-	}
-	CollectorWarnings(col, uprobeErrs, meta)
-}
-
-// EndNow ends the recording now, unless its end is set already.
-func EndNow(meta *collector.Meta) {
-	if meta.End == 0 {
-		meta.End = Monotonic()
-	}
-}
-
-// EndAtReady ends a ready recording at its listen, once the collector has every event.
-func EndAtReady(col *collector.Collector, meta *collector.Meta) {
-	if r := col.Ready(); meta.Outcome == trace.OutcomeReady && r != nil {
-		meta.End = col.Start() + uint64(r.At)
-	}
-}
-
-// CollectorWarnings adds to meta's warnings the malformed events the collector dropped
-// and the driver libraries it could not uprobe (see NewCollector).
-func CollectorWarnings(col *collector.Collector, uprobeErrs <-chan string, meta *collector.Meta) {
-	if n := col.Errors(); n > 0 {
-		meta.Warnings = append(meta.Warnings, fmt.Sprintf("%d malformed events were dropped", n))
-	}
-	for more := true; more; {
-		select {
-		case w := <-uprobeErrs:
-			meta.Warnings = append(meta.Warnings, w)
-		default:
-			more = false
-		}
-	}
-}
-
-// digestTimeout bounds the time a recording spends hashing the files the workload wrote
-// (see collector.DigestWritten); a file not hashed by then has no digest in the trace.
-const digestTimeout = 30 * time.Second
-
-// DigestWritten hashes the possible artifacts the workload wrote, through the roots of its
-// live processes (and the host's, with host), and adds what failed to meta's warnings.
-func DigestWritten(ctx context.Context, col *collector.Collector, host bool, meta *collector.Meta) {
-	ctx, cancel := context.WithTimeout(ctx, digestTimeout)
-	defer cancel()
-	meta.Warnings = append(meta.Warnings, col.DigestWritten(ctx, host)...)
-}
-
-// Assemble adds the host's facts to meta and builds the trace; a missing probe makes it
-// incomplete.
-func Assemble(probes *bpf.Probes, col *collector.Collector, meta collector.Meta) *trace.Trace {
-	meta.Host = collector.HostFacts()
-	meta.Host.Probes = probes.Status()
-	t := col.Trace(meta)
-	for _, p := range meta.Host.Probes {
-		if !p.Attached {
-			t.Incomplete = true
-		}
-	}
-	return t
+	return warnings
 }
 
 // hostDriverLibraries are where distributions and the NVIDIA container toolkit install the
@@ -286,7 +165,7 @@ var hostDriverLibraries = []string{
 	"/usr/local/nvidia/lib64/libcuda.so.1", "/usr/lib/wsl/lib/libcuda.so.1",
 }
 
-// attachHostDriver uprobes the host's libcuda before the command starts, so that a call
+// attachHostDriver uprobes the host's libcuda before the workload starts, so that a call
 // made right after the library is loaded cannot run ahead of the attach that its open
 // would trigger.
 func attachHostDriver(probes *bpf.Probes) {
@@ -323,7 +202,7 @@ func startTraced(cmd *exec.Cmd, probes *bpf.Probes) (int, uint64, error) {
 			return
 		}
 		err := probes.TrackPID(uint32(pid))
-		t0 := Monotonic()
+		t0 := monotonic()
 		if derr := unix.PtraceDetach(pid); err == nil {
 			err = derr
 		}
@@ -339,11 +218,25 @@ func startTraced(cmd *exec.Cmd, probes *bpf.Probes) (int, uint64, error) {
 	return r.pid, r.t0, r.err
 }
 
-// readLoop feeds ring buffer records to the collector until the reader is flushed or
-// closed, and closes readyc at the first listen.
-func readLoop(rd *ringbuf.Reader, col *collector.Collector, readyc chan struct{}, slow time.Duration) error {
+// ring is the Feed of a recording on probes of its own: every event on their ring buffer
+// is the recording's.
+type ring struct {
+	rec  *Recording
+	done chan error // the reader's end
+}
+
+// readRing starts feeding the recording from its own probes' ring buffer, until the
+// reader is flushed or closed. slow makes the reader wait that long after each record:
+// tests use it to overflow a small ring buffer for certain.
+func (r *Recording) readRing(slow time.Duration) {
+	f := &ring{rec: r, done: make(chan error, 1)}
+	r.feed = f
+	go func() { f.done <- f.read(slow) }()
+}
+
+func (f *ring) read(slow time.Duration) error {
+	rd := f.rec.probes.Ring()
 	var rec ringbuf.Record
-	ready := false
 	// A deadline bounds only a wait for new records, so one set after each wait is soon
 	// enough, and reading a record costs no clock read.
 	rd.SetDeadline(time.Now().Add(bpf.PollInterval))
@@ -358,15 +251,28 @@ func readLoop(rd *ringbuf.Reader, col *collector.Collector, readyc chan struct{}
 		case err != nil:
 			return err
 		}
-		col.Handle(rec.RawSample)
+		f.rec.Handle(rec.RawSample)
 		if slow > 0 {
 			time.Sleep(slow)
 		}
-		if !ready && col.Ready() != nil {
-			ready = true
-			close(readyc)
-		}
 	}
+}
+
+// Stop lets the kernel's last events arrive, stops the reader and applies what the kernel
+// held back.
+func (f *ring) Stop() ([]string, bool) {
+	var warnings []string
+	probes := f.rec.probes
+	probes.Ring().Flush()
+	if err := <-f.done; err != nil {
+		warnings = append(warnings, "reading events: "+err.Error())
+	}
+	held, err := probes.Drain()
+	if err != nil {
+		warnings = append(warnings, err.Error())
+	}
+	f.rec.HandleHeld(held)
+	return warnings, false
 }
 
 // stop ends the command's process group (unless keep) and reaps the command.
@@ -406,8 +312,8 @@ func exitStatus(col *collector.Collector, pid int) status {
 	return 0
 }
 
-// NewID names a trace: its start time and a random suffix.
-func NewID(t time.Time) string {
+// newID names a trace: its start time and a random suffix.
+func newID(t time.Time) string {
 	b := make([]byte, 4)
 	rand.Read(b)
 	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b)

@@ -14,9 +14,9 @@ import (
 
 // A container runtime creates a container's cgroup, then its task, then starts it; the
 // kubelet asks for the start as soon as the create returns, and containerd's event for
-// the create reaches the agent later. So the kernel tracks every cgroup created below a
-// watched one (where the runtime puts containers) at once, and the agent keeps what such a
-// cgroup's processes do until the task-create event names the container.
+// the create reaches the watcher later. So the kernel tracks every cgroup created below a
+// watched one (where the runtime puts containers) at once, and the watcher keeps what such
+// a cgroup's processes do until the task-create event names the container.
 
 // earlyCgroup is a cgroup tracked at its creation that no recording has claimed yet.
 type earlyCgroup struct {
@@ -137,7 +137,7 @@ func (a *Watcher) claim(r *recording, e *earlyCgroup) {
 }
 
 // expireEarly untracks the early cgroups that no container claimed within earlyGrace,
-// called with a.mu held, as often as the agent likes: it looks at most every expireEvery.
+// called with a.mu held, as often as the watcher likes: it looks at most every expireEvery.
 func (a *Watcher) expireEarly() {
 	if len(a.early) == 0 || time.Since(a.expired) < expireEvery {
 		return

@@ -7,12 +7,12 @@ import (
 	"github.com/coldtrace/coldtrace/containerd"
 )
 
-// created is what the agent knows of a container before its task: when it was created
+// created is what the watcher knows of a container before its task: when it was created
 // and from which image.
 type created struct {
 	at    time.Time
 	image string
-	// rejoin: the agent was not subscribed to containerd's events when the container's
+	// rejoin: the watcher was not subscribed to containerd's events when the container's
 	// task was created and started.
 	rejoin bool
 }

@@ -60,13 +60,12 @@ var (
 
 // Watcher watches containerd and records containers until its context ends.
 type Watcher struct {
-	opts     Options
-	client   *containerd.Client
-	probes   *bpf.Probes
-	warnings []string // of the probes, for every trace
-	ingests  *containerd.IngestLog
-	wg       sync.WaitGroup
-	done     chan error
+	opts    Options
+	client  *containerd.Client
+	probes  *bpf.Probes
+	ingests *containerd.IngestLog
+	wg      sync.WaitGroup
+	done    chan error
 
 	// cgroupMount is the cgroup v2 mount point and cgroupRoot the cgroup at its root, empty
 	// when watchCgroups found none; watched the cgroups below which new cgroups are tracked
@@ -96,7 +95,7 @@ type Watcher struct {
 }
 
 // Start loads the probes, subscribes to containerd's events and starts recording the
-// namespace's new containers. Cancelling ctx stops the agent: the containers in flight get
+// namespace's new containers. Cancelling ctx stops the watcher: the containers in flight get
 // partial traces, marked incomplete. Wait returns once they are written.
 func Start(ctx context.Context, opts Options) (*Watcher, error) {
 	if opts.Log == nil {
@@ -106,13 +105,13 @@ func Start(ctx context.Context, opts Options) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	probes, warnings, err := recorder.LoadProbes(opts.RingBufferBytes, opts.Log)
+	probes, err := recorder.LoadProbes(opts.RingBufferBytes, opts.Log)
 	if err != nil {
 		client.Close()
 		return nil, err
 	}
 	a := &Watcher{
-		opts: opts, client: client, probes: probes, warnings: warnings, done: make(chan error, 1),
+		opts: opts, client: client, probes: probes, done: make(chan error, 1),
 		created: map[string]created{}, byID: map[string]*recording{},
 		byCgroup: map[uint64]*recording{}, byPID: map[uint32]*recording{},
 		watched: map[uint64]bool{}, early: map[uint64]*earlyCgroup{}, earlyPID: map[uint32]*earlyCgroup{},
@@ -140,7 +139,7 @@ func Start(ctx context.Context, opts Options) (*Watcher, error) {
 	return a, nil
 }
 
-// Wait waits for the agent to stop and returns why it stopped early, or nil once its
+// Wait waits for the watcher to stop and returns why it stopped early, or nil once its
 // context was cancelled.
 func (a *Watcher) Wait() error { return <-a.done }
 
@@ -200,10 +199,10 @@ func (a *Watcher) follow(ctx context.Context, events <-chan containerd.Event, er
 	}
 }
 
-// rejoin records the containers whose task was created while the agent was not
+// rejoin records the containers whose task was created while the watcher was not
 // subscribed, since lost: those it saw created without a task, and those created since.
 // Their traces begin at their create; those whose task started meanwhile say that the
-// agent joined late, and are incomplete.
+// watcher joined late, and are incomplete.
 func (a *Watcher) rejoin(ctx context.Context, lost time.Time) (int, error) {
 	live, err := a.client.LiveContainers(ctx)
 	if err != nil {
@@ -247,7 +246,7 @@ func (a *Watcher) handle(ctx context.Context, ev containerd.Event) {
 	case containerd.TaskExited:
 		if r := a.byID[ev.ContainerID]; r != nil {
 			select {
-			case r.exited <- ev:
+			case r.exited <- recorder.ContainerExit(recorder.MonotonicAt(ev.At), ev.ExitStatus):
 			default:
 			}
 		}
@@ -280,30 +279,21 @@ func (a *Watcher) track(ctx context.Context, ev containerd.Event) (*recording, e
 	if err := a.probes.TrackCgroup(cg.ID); err != nil {
 		return nil, err
 	}
-	r := &recording{id: ev.ContainerID, cgroup: cg, initPID: ev.PID, tracked: time.Now(),
-		pids: map[uint32]bool{}, ready: make(chan struct{}), exited: make(chan containerd.Event, 1)}
+	tracked := time.Now()
+	r := &recording{w: a, id: ev.ContainerID, cgroup: cg, initPID: ev.PID,
+		pids: map[uint32]bool{}, exited: make(chan recorder.Exit, 1)}
 	c, createSeen := a.created[ev.ContainerID]
 	r.createSeen, r.create = createSeen, c
 	if !createSeen {
 		r.create.at = ev.At
 	}
-	// The slower part: a few calls to containerd, bounded so that the events do not wait long.
-	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	r.pull, r.pullWarnings = a.recentPull(pctx, r.create)
-	cancel()
-	// Time zero is the earlier of the pull request and the create.
-	r.zero = r.create.at
-	if r.pull != nil && r.pull.Start.Before(r.zero) {
-		r.zero = r.pull.Start
-	}
+	a.begin(ctx, r, tracked)
 	delete(a.created, ev.ContainerID)
-	r.col, r.uprobeErrs = recorder.NewCollector(monotonicAt(r.zero), a.probes, a.opts.DevicePatterns)
 	if !r.create.rejoin {
-		// Its init waits for the start to exec the entrypoint; where the agent rejoined
+		// Its init waits for the start to exec the entrypoint; where the watcher rejoined
 		// late it may have, unseen, and its processes are all the workload's.
-		r.col.SetInit(ev.PID)
+		r.rec.SetInit(ev.PID)
 	}
-	r.lostBefore, _ = a.probes.Lost()
 	r.unroutedBefore = a.unrouted
 	a.byID[r.id], a.byCgroup[cg.ID] = r, r
 	if e := a.early[cg.ID]; e != nil {
@@ -320,13 +310,6 @@ func (a *Watcher) processCgroup(pid uint32) (containerd.Cgroup, error) {
 		return containerd.ProcessCgroup(int(pid))
 	}
 	return containerd.ProcessCgroupAt(a.cgroupMount, a.cgroupRoot, int(pid))
-}
-
-// monotonicAt converts a wall-clock time of the recent past into CLOCK_MONOTONIC, the
-// kernel's event clock.
-func monotonicAt(t time.Time) uint64 {
-	now := recorder.Monotonic()
-	return now - min(uint64(max(time.Since(t), 0)), now)
 }
 
 // forget removes a recording from the routing tables, called with a.mu held.
@@ -419,7 +402,7 @@ func (a *Watcher) deliver(r *recording, typ uint32, ptr unsafe.Pointer, raw []by
 		r.late.Misses = append(r.late.Misses, *(*bpf.EventCacheMiss)(ptr))
 		return
 	}
-	r.col.Handle(raw)
+	r.rec.Handle(raw)
 	switch {
 	case typ == bpf.EvFork:
 		// The child is the container's from its birth, before any event of its own
@@ -427,9 +410,6 @@ func (a *Watcher) deliver(r *recording, typ uint32, ptr unsafe.Pointer, raw []by
 		a.adopt(r, (*bpf.EventFork)(ptr).Child)
 	case typ == bpf.EvExec && h.Pid == r.initPID:
 		r.execSeen = true
-	case typ == bpf.EvListen && !r.readySent && r.col.Ready() != nil:
-		r.readySent = true
-		close(r.ready)
 	}
 }
 
