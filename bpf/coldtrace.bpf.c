@@ -233,7 +233,7 @@ static __always_inline void count_lost_n(__u64 events)
 	__u32 zero = 0;
 	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
 	if (n)
-		*n += events;
+		__sync_fetch_and_add(n, events); /* programs on one CPU may preempt each other */
 }
 
 #define count_lost() count_lost_n(1)
@@ -504,13 +504,14 @@ EXIT(openat2) { return open_exit(ret, 0, 1, -1); }
 EXIT(open) { return open_exit(ret, -1, 0, 1); }
 
 /* Nothing waits for a read run, so runs go out READ_BATCH at a time, back to back in one
- * ring buffer record, instead of one record each. A batch fills on its CPU (syscall
- * programs run with preemption off) until it is full or Drain takes it. */
+ * ring buffer record, instead of one record each. A batch fills on its CPU until it is
+ * full or Drain takes it. It holds the runs of whatever processes ran there: user space
+ * routes each run by its own header. */
 #define READ_BATCH 32
 
 struct read_batch {
 	__u32 n;
-	__u32 _pad;
+	__u32 busy; /* programs using the batch now (see emit_run) */
 	struct event_read ev[READ_BATCH];
 };
 
@@ -521,14 +522,8 @@ struct {
 	__type(value, struct read_batch);
 } read_batches SEC(".maps");
 
-static __always_inline void emit_run(struct run *r, __u32 pid, int fd)
+static __always_inline void fill_run(struct event_read *e, struct run *r, __u32 pid, int fd)
 {
-	__u32 zero = 0;
-	struct read_batch *b = bpf_map_lookup_elem(&read_batches, &zero);
-	if (!b)
-		return;
-	__u32 i = b->n & (READ_BATCH - 1);
-	struct event_read *e = &b->ev[i];
 	fill_hdr(&e->h, EV_READ, pid, r->tid, r->last); /* as Drain stamps held runs */
 	e->dev = r->dev;
 	e->ino = r->ino;
@@ -539,13 +534,39 @@ static __always_inline void emit_run(struct run *r, __u32 pid, int fd)
 	e->busy = r->busy;
 	e->count = r->count;
 	e->fd = fd;
-	if (++i < READ_BATCH) {
-		b->n = i;
+}
+
+/* emit_run adds a run to its CPU's batch. A BPF program runs with migration disabled, not
+ * preemption: another one may run on this CPU between any two of these lines and emit
+ * into the same batch, which would overwrite runs or send half-written ones. So only a
+ * program that finds itself alone with the batch fills it (an atomic add without fetch,
+ * which every BPF CPU version has, then a read: of two, at most one reads 1); another
+ * sends its run in a record of its own. */
+static __always_inline void emit_run(struct run *r, __u32 pid, int fd)
+{
+	__u32 zero = 0;
+	struct read_batch *b = bpf_map_lookup_elem(&read_batches, &zero);
+	if (!b)
+		return;
+	__sync_fetch_and_add(&b->busy, 1);
+	if (*(volatile __u32 *)&b->busy != 1) {
+		__sync_fetch_and_add(&b->busy, -1);
+		struct event_read one;
+		fill_run(&one, r, pid, fd);
+		if (bpf_ringbuf_output(&events, &one, sizeof(one), wake_flags(sizeof(one))))
+			count_lost();
 		return;
 	}
-	b->n = 0;
-	if (bpf_ringbuf_output(&events, b->ev, sizeof(b->ev), wake_flags(sizeof(b->ev))))
-		count_lost_n(READ_BATCH);
+	__u32 i = b->n & (READ_BATCH - 1);
+	fill_run(&b->ev[i], r, pid, fd);
+	if (++i < READ_BATCH) {
+		b->n = i;
+	} else {
+		b->n = 0;
+		if (bpf_ringbuf_output(&events, b->ev, sizeof(b->ev), wake_flags(sizeof(b->ev))))
+			count_lost_n(READ_BATCH);
+	}
+	__sync_fetch_and_add(&b->busy, -1);
 }
 
 static __always_inline void flush_run(__u32 pid, int fd)

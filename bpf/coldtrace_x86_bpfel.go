@@ -259,10 +259,10 @@ type coldtraceMissRun struct {
 }
 
 type coldtraceReadBatch struct {
-	_   structs.HostLayout
-	N   uint32
-	Pad uint32
-	Ev  [32]coldtraceEventRead
+	_    structs.HostLayout
+	N    uint32
+	Busy uint32
+	Ev   [32]coldtraceEventRead
 }
 
 type coldtraceRun struct {

@@ -3,6 +3,8 @@ package bpf
 import (
 	"fmt"
 	"unsafe"
+
+	"github.com/cilium/ebpf"
 )
 
 // The events of coldtrace.h, as bpf2go generated them.
@@ -136,68 +138,85 @@ func CString(b []int8) string {
 	return string(unsafe.Slice((*byte)(unsafe.Pointer(&b[0])), len(b)))
 }
 
-// Drain returns the state that the kernel holds back to save events: read runs not yet
-// sent in a batch, open read runs, open page-cache miss runs, the byte counts of live
-// sockets and the bytes written per file and process, as the events the kernel would send for them. Call it once, when the recording
+// Held is the state the kernel holds back to save events, as the events it would send for
+// it; every event carries its process in its header.
+type Held struct {
+	// Reads are the runs not yet sent in a batch and the open runs.
+	Reads []EventRead
+	// Misses are the open page-cache miss runs, one per process.
+	Misses []EventCacheMiss
+	// Socks are the byte counts of live sockets, as samples.
+	Socks []EventSock
+	// Writes are the bytes written per file and process.
+	Writes []EventWrite
+}
+
+// Drain returns what the kernel holds back (see Held). Call it once, when the recording
 // ends.
-func (p *Probes) Drain() ([][]byte, error) {
-	var out [][]byte
+func (p *Probes) Drain() (*Held, error) {
+	h := &Held{}
 	var batches []coldtraceReadBatch // one per CPU
 	if err := p.coll.Maps["read_batches"].Lookup(uint32(0), &batches); err != nil {
-		return out, fmt.Errorf("drain read batches: %w", err)
+		return h, fmt.Errorf("drain read batches: %w", err)
 	}
 	for _, b := range batches {
-		for _, ev := range b.Ev[:min(int(b.N), len(b.Ev))] {
-			out = append(out, append([]byte(nil), Encode(&ev)...))
-		}
+		h.Reads = append(h.Reads, b.Ev[:min(int(b.N), len(b.Ev))]...)
 	}
-	var fk coldtraceFdkey
-	var r coldtraceRun
-	it := p.coll.Maps["runs"].Iterate()
-	for it.Next(&fk, &r) {
+	err := iterate(p.coll.Maps["runs"], "read runs", func(k coldtraceFdkey, r coldtraceRun) {
 		if r.Count == 0 { // ended
-			continue
+			return
 		}
-		ev := EventRead{Dev: r.Dev, Ino: r.Ino, Off: r.Off, Len: r.End - r.Off, First: r.First,
-			Last: r.Last, Busy: r.Busy, Count: r.Count, Fd: fk.Fd}
-		ev.H = Header{Type: EvRead, Pid: fk.Pid, Tid: r.Tid, Ts: r.Last}
-		out = append(out, append([]byte(nil), Encode(&ev)...))
+		h.Reads = append(h.Reads, EventRead{H: Header{Type: EvRead, Pid: k.Pid, Tid: r.Tid, Ts: r.Last},
+			Dev: r.Dev, Ino: r.Ino, Off: r.Off, Len: r.End - r.Off, First: r.First,
+			Last: r.Last, Busy: r.Busy, Count: r.Count, Fd: k.Fd})
+	})
+	if err == nil {
+		err = iterate(p.coll.Maps["misses"], "page-cache misses", func(pid uint32, m coldtraceMissRun) {
+			h.Misses = append(h.Misses, EventCacheMiss{H: Header{Type: EvCacheMiss, Pid: pid, Tid: m.Tid, Ts: m.Ts},
+				Dev: m.Dev, Ino: m.Ino, Index: m.Index, Pages: m.Pages, Order: m.Order})
+		})
+	}
+	if err == nil {
+		err = iterate(p.coll.Maps["socks"], "sockets", func(sk uint64, s coldtraceSockstate) {
+			h.Socks = append(h.Socks, EventSock{H: Header{Type: EvSock, Pid: s.Pid, Tid: s.Tid, Ts: s.LastRecv},
+				Sk: sk, Recv: s.Recv, Sent: s.Sent, FirstRecv: s.FirstRecv, LastRecv: s.LastRecv, Reason: SockSample})
+		})
+	}
+	if err == nil {
+		err = iterate(p.coll.Maps["writes"], "written bytes", func(k coldtraceWkey, w coldtraceWstate) {
+			h.Writes = append(h.Writes, EventWrite{H: Header{Type: EvWrite, Pid: k.Pid}, Dev: k.Dev, Ino: k.Ino, Bytes: w.Bytes, Sk: w.Sk})
+		})
+	}
+	return h, err
+}
+
+// Of is the part of h that belongs to the processes keep accepts.
+func (h *Held) Of(keep func(pid uint32) bool) *Held {
+	return &Held{Reads: of(h.Reads, keep), Misses: of(h.Misses, keep), Socks: of(h.Socks, keep), Writes: of(h.Writes, keep)}
+}
+
+// of is the events of evs, each an event type that begins with its Header, of the
+// processes keep accepts.
+func of[E any](evs []E, keep func(pid uint32) bool) []E {
+	var out []E
+	for i := range evs {
+		if keep((*Header)(unsafe.Pointer(&evs[i])).Pid) {
+			out = append(out, evs[i])
+		}
+	}
+	return out
+}
+
+// iterate calls f with every entry of m; what names m's contents in the error.
+func iterate[K, V any](m *ebpf.Map, what string, f func(K, V)) error {
+	var k K
+	var v V
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		f(k, v)
 	}
 	if err := it.Err(); err != nil {
-		return out, fmt.Errorf("drain read runs: %w", err)
+		return fmt.Errorf("drain %s: %w", what, err)
 	}
-	var pid uint32
-	var m coldtraceMissRun
-	it = p.coll.Maps["misses"].Iterate()
-	for it.Next(&pid, &m) {
-		ev := EventCacheMiss{Dev: m.Dev, Ino: m.Ino, Index: m.Index, Pages: m.Pages, Order: m.Order}
-		ev.H = Header{Type: EvCacheMiss, Pid: pid, Tid: m.Tid, Ts: m.Ts}
-		out = append(out, append([]byte(nil), Encode(&ev)...))
-	}
-	if err := it.Err(); err != nil {
-		return out, fmt.Errorf("drain page-cache misses: %w", err)
-	}
-	var sk uint64
-	var s coldtraceSockstate
-	it = p.coll.Maps["socks"].Iterate()
-	for it.Next(&sk, &s) {
-		ev := EventSock{Sk: sk, Recv: s.Recv, Sent: s.Sent, FirstRecv: s.FirstRecv, LastRecv: s.LastRecv, Reason: SockSample}
-		ev.H = Header{Type: EvSock, Pid: s.Pid, Tid: s.Tid, Ts: s.LastRecv}
-		out = append(out, append([]byte(nil), Encode(&ev)...))
-	}
-	if err := it.Err(); err != nil {
-		return out, fmt.Errorf("drain sockets: %w", err)
-	}
-	var wk coldtraceWkey
-	var ws coldtraceWstate
-	it = p.coll.Maps["writes"].Iterate()
-	for it.Next(&wk, &ws) {
-		ev := EventWrite{Dev: wk.Dev, Ino: wk.Ino, Bytes: ws.Bytes, Sk: ws.Sk}
-		ev.H = Header{Type: EvWrite, Pid: wk.Pid}
-		out = append(out, append([]byte(nil), Encode(&ev)...))
-	}
-	if err := it.Err(); err != nil {
-		return out, fmt.Errorf("drain written bytes: %w", err)
-	}
-	return out, nil
+	return nil
 }

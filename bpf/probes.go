@@ -388,6 +388,12 @@ func (p *Probes) UntrackCgroup(id uint64) error {
 	return p.coll.Maps["tracked_cgroups"].Delete(id)
 }
 
+// Tracking says whether a cgroup (by its v2 id) is in the traced set.
+func (p *Probes) Tracking(id uint64) bool {
+	var v uint8
+	return p.coll.Maps["tracked_cgroups"].Lookup(id, &v) == nil
+}
+
 // Ring is the ring buffer the events arrive on. The kernel wakes its reader only when a
 // quarter of it is full or for events that need an answer now (listen, exit, a new
 // container's cgroup), so a reader must poll while it records: set a deadline of

@@ -191,15 +191,24 @@ func clip(rs []trace.Range, size int64) []trace.Range {
 	return out
 }
 
+// firstExec is the first exec of the workload: the entrypoint's when the container's
+// init is known (see SetInit), not the runtime's exec of itself; else the first exec of
+// any process, or zero before any.
 func (c *Collector) firstExec() trace.Duration {
-	first := trace.Duration(-1)
+	first, any := trace.Duration(-1), trace.Duration(-1)
 	for _, p := range c.procs {
-		if p.execd && (first < 0 || p.Exec < first) {
+		if !p.execd {
+			continue
+		}
+		if any < 0 || p.Exec < any {
+			any = p.Exec
+		}
+		if !p.Runtime && (first < 0 || p.Exec < first) {
 			first = p.Exec
 		}
 	}
 	if first < 0 {
-		return 0
+		first = any
 	}
-	return first
+	return max(first, 0)
 }

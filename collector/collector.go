@@ -54,6 +54,8 @@ type proc struct {
 	cwd   string
 	fds   map[int32]fdInfo
 	execd bool // its Exec is an exec we saw, not the zero of a process known by other events
+	// since is when the container's init became the workload, at its exec (see SetInit).
+	since uint64
 	// maps are its file mappings, newest last: where a fault whose mapping the kernel
 	// could not look up (see bpf's page_fault) is found.
 	maps []mapping
@@ -115,6 +117,7 @@ type Collector struct {
 	ready   *trace.Ready
 	events  uint64
 	errors  uint64
+	init    uint32 // the container's init process, 0 for none (see SetInit)
 	// faultAround is the kernel's fault-around window; page the page size. wholeFolios
 	// says that the kernel maps a large folio whole at a fault (Linux 6.18).
 	faultAround, page uint64
@@ -182,10 +185,29 @@ func (c *Collector) proc(pid uint32) *proc {
 		// so that the pages it maps from its own binary can be named too. A fork or an
 		// exec event overrides this.
 		p.Exe, _ = os.Readlink("/proc/" + strconv.Itoa(int(pid)) + "/exe")
+		p.Comm, p.PPID = procStat(pid)
+		// Until the init execs, and outside its descendants, a process of a container is
+		// its runtime's; a fork or the init's exec says otherwise.
+		p.Runtime = c.init != 0
 		c.procs[pid] = p
 		c.order = append(c.order, pid)
 	}
 	return p
+}
+
+// HandleHeld takes what the kernel held back (bpf.Drain); filter it with bpf.Held.Of.
+func (c *Collector) HandleHeld(h *bpf.Held) {
+	handleAll(c, h.Reads, (*Collector).read)
+	handleAll(c, h.Misses, (*Collector).cacheMiss)
+	handleAll(c, h.Socks, (*Collector).sock)
+	handleAll(c, h.Writes, (*Collector).written)
+}
+
+func handleAll[E any](c *Collector, evs []E, handle func(*Collector, *E)) {
+	c.events += uint64(len(evs))
+	for i := range evs {
+		handle(c, &evs[i])
+	}
 }
 
 // Handle applies one raw ring buffer record.
@@ -233,9 +255,7 @@ func (c *Collector) Handle(raw []byte) error {
 			c.fault(e.H.Pid, m, e.Addr, from, to, e.H.Ts)
 		}
 	case bpf.EvCacheMiss:
-		e := (*bpf.EventCacheMiss)(ptr)
-		f := c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, -1)
-		f.misses = append(f.misses, missRun{index: e.Index, pages: e.Pages, order: e.Order, at: e.H.Ts})
+		c.cacheMiss((*bpf.EventCacheMiss)(ptr))
 	case bpf.EvConn:
 		c.conn((*bpf.EventConn)(ptr))
 	case bpf.EvSock:
@@ -286,12 +306,17 @@ func (p *proc) joined(cgroup uint64) {
 func (c *Collector) fork(e *bpf.EventFork) {
 	parent := c.proc(e.H.Pid)
 	parent.joined(e.H.Cgroup)
+	if parent.Comm == "" {
+		// Gone before its name was read (see proc): a fork's child is named as its parent.
+		parent.Comm = bpf.CString(e.Comm[:])
+	}
 	child := c.proc(e.Child)
 	child.PPID = int(e.H.Pid)
 	child.Fork = c.rel(e.H.Ts)
 	child.Comm = bpf.CString(e.Comm[:])
 	child.Exe = parent.Exe
 	child.Cgroup = e.H.Cgroup
+	child.Runtime = parent.Runtime
 	child.cwd = parent.cwd
 	for fd, info := range parent.fds {
 		child.fds[fd] = info
@@ -307,9 +332,14 @@ func (c *Collector) exec(e *bpf.EventExec) {
 	p.Comm = bpf.CString(e.Comm[:])
 	p.Exe = c.resolve(p, atFDCWD, bpf.CString(e.Filename[:]))
 	p.Cgroup = e.H.Cgroup
-	f := c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, -1)
-	if strings.HasPrefix(f.Path, "inode:") {
-		f.Path = p.Exe
+	if e.H.Pid == c.init {
+		p.Runtime, p.since = false, e.H.Ts // the entrypoint
+	}
+	if !p.Runtime {
+		f := c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, -1)
+		if strings.HasPrefix(f.Path, "inode:") {
+			f.Path = p.Exe
+		}
 	}
 	if p.PPID == 0 {
 		p.PPID = int(e.Ppid)
@@ -358,6 +388,9 @@ func (c *Collector) open(e *bpf.EventOpen, pathname string) {
 	p.fds[e.Fd] = fdInfo{path: name, key: key, mode: e.Mode, rdev: e.Rdev}
 	switch e.Mode & sIFMT {
 	case sIFREG:
+		if c.runtime(e.H.Pid, e.H.Ts) {
+			break
+		}
 		f := c.file(key, e.H.Pid, e.Fd)
 		if strings.HasPrefix(f.Path, "inode:") {
 			f.Path = name
@@ -411,7 +444,18 @@ func (c *Collector) file(key fileKey, pid uint32, fd int32) *fileState {
 	return f
 }
 
+func (c *Collector) cacheMiss(e *bpf.EventCacheMiss) {
+	if c.runtime(e.H.Pid, e.H.Ts) {
+		return
+	}
+	f := c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, -1)
+	f.misses = append(f.misses, missRun{index: e.Index, pages: e.Pages, order: e.Order, at: e.H.Ts})
+}
+
 func (c *Collector) read(e *bpf.EventRead) {
+	if c.runtime(e.H.Pid, e.First) {
+		return
+	}
 	f := c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, e.Fd)
 	f.reads = append(f.reads, trace.Range{Off: e.Off, Len: e.Len, First: c.rel(e.First), Last: c.rel(e.Last), Via: trace.AccessRead})
 	f.BytesRead += e.Len
@@ -444,6 +488,9 @@ func (c *Collector) tableSpan() uint64 { return c.page * c.page / 8 }
 
 // fault notes a page fault at addr in m that mapped the addresses [from, to).
 func (c *Collector) fault(pid uint32, m mapping, addr, from, to, ts uint64) {
+	if c.runtime(pid, ts) {
+		return
+	}
 	at := c.rel(ts)
 	f := c.file(m.file, pid, -1)
 	f.faults = append(f.faults, fault{
@@ -455,8 +502,10 @@ func (c *Collector) fault(pid uint32, m mapping, addr, from, to, ts uint64) {
 func (c *Collector) mmap(e *bpf.EventMmap) {
 	switch e.Mode & sIFMT {
 	case sIFREG:
-		c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, e.Fd).Mmaps++
 		p := c.proc(e.H.Pid)
+		if !c.runtime(e.H.Pid, e.H.Ts) {
+			c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, e.Fd).Mmaps++
+		}
 		// The kernel maps whole pages.
 		p.maps = append(p.maps, mapping{addr: e.Addr, len: (e.Len + c.page - 1) &^ (c.page - 1), off: e.Off, file: fileKey{e.Dev, e.Ino}})
 	case sIFCHR:

@@ -36,7 +36,13 @@ type writer struct {
 // written applies the bytes one process wrote to one file, which the kernel holds until
 // the recording ends.
 func (c *Collector) written(e *bpf.EventWrite) {
-	f := c.file(fileKey{e.Dev, e.Ino}, e.H.Pid, -1)
+	key := fileKey{e.Dev, e.Ino}
+	// The counts span the process's life: the init's writes before its exec (runc's to
+	// /proc/self and the cgroup files) are in them. Files the workload opened are its own.
+	if _, ok := c.files[key]; !ok && c.init != 0 {
+		return
+	}
+	f := c.file(key, e.H.Pid, -1)
 	if f.writers == nil {
 		f.writers = map[uint32]writer{}
 	}

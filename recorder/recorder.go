@@ -271,9 +271,7 @@ func (f *ring) Stop() ([]string, bool) {
 	if err != nil {
 		warnings = append(warnings, err.Error())
 	}
-	for _, raw := range held {
-		f.rec.Handle(raw)
-	}
+	f.rec.HandleHeld(held)
 	return warnings, false
 }
 

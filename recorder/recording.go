@@ -145,6 +145,13 @@ func (r *Recording) Handle(raw []byte) {
 	}
 }
 
+// HandleHeld takes what the kernel held back for the recording (bpf.Drain), once the
+// Feed has handed it every event.
+func (r *Recording) HandleHeld(h *bpf.Held) { r.col.HandleHeld(h) }
+
+// SetInit names the container's init process (see collector.SetInit), before its events.
+func (r *Recording) SetInit(pid uint32) { r.col.SetInit(pid) }
+
 // Container says which container the recording is of: its workload, and the root file
 // system whose layers the files it opened come from (nil: none known).
 func (r *Recording) Container(id, image, imageDigest string, labels map[string]string, rootfs *containerd.Rootfs) {

@@ -159,6 +159,10 @@ type Process struct {
 	Exec     Duration `json:"exec_ns,omitempty"`
 	Exit     Duration `json:"exit_ns,omitempty"` // zero when it outlived the recording
 	ExitCode int      `json:"exit_code,omitempty"`
+	// Runtime marks a container runtime's process (runc's init before it execs the
+	// entrypoint, and its helpers): its time is the create phase's, and the files it
+	// touches are not in Files.
+	Runtime bool `json:"runtime,omitempty"`
 }
 
 // FileKind classifies a file for the phase model.

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/coldtrace/coldtrace/bpf"
 	"github.com/coldtrace/coldtrace/containerd"
@@ -94,9 +95,11 @@ func (a *Watcher) noteEarly(id uint64) {
 	}
 }
 
-// hold keeps an event of an early cgroup, called with a.mu held. Like route, it goes by
-// the event's cgroup, or its process (see byProcess).
-func (a *Watcher) hold(typ uint32, h *bpf.Header, raw []byte) {
+// hold keeps an event of an early cgroup, called with a.mu held, and says whether it did.
+// Like route, it goes by the event's cgroup, or its process (see byProcess). A held event
+// beyond earlyMax is dropped and counted, and the container's trace says so.
+func (a *Watcher) hold(typ uint32, ptr unsafe.Pointer, raw []byte) bool {
+	h := (*bpf.Header)(ptr)
 	var e *earlyCgroup
 	if !byProcess(typ) {
 		if e = a.early[h.Cgroup]; e != nil {
@@ -107,27 +110,29 @@ func (a *Watcher) hold(typ uint32, h *bpf.Header, raw []byte) {
 	}
 	switch {
 	case e == nil:
+		return false
 	case a.earlyEvents >= earlyMax:
 		e.dropped++
 	default:
 		e.events = append(e.events, slices.Clone(raw)) // the ring reuses raw's buffer
 		a.earlyEvents++
+		if typ == bpf.EvFork {
+			a.earlyPID[(*bpf.EventFork)(ptr).Child] = e // see deliver
+		}
 	}
+	return true
 }
 
 // claim hands a new recording the events its cgroup sent before the recording began,
-// called with a.mu held.
+// called with a.mu held: all are its own, held by its cgroup or its processes.
 func (a *Watcher) claim(r *recording, e *earlyCgroup) {
 	a.dropEarly(e)
 	for _, raw := range e.events {
-		typ, ptr, err := bpf.Decode(raw)
-		if err != nil {
-			continue
+		typ, ptr, _ := bpf.Decode(raw) // hold kept only decoded events
+		if !byProcess(typ) {
+			a.adopt(r, (*bpf.Header)(ptr).Pid)
 		}
-		h := (*bpf.Header)(ptr)
-		if a.route(typ, h) == r {
-			a.deliver(r, typ, h, raw)
-		}
+		a.deliver(r, typ, ptr, raw)
 	}
 	r.earlyDropped = e.dropped
 }

@@ -32,10 +32,16 @@ type recording struct {
 	rec          *recorder.Recording
 	earlyDropped int // events of the cgroup before the recording that were not kept
 	exited       chan recorder.Exit
+	// unroutedBefore is Watcher.unrouted when the recording began.
+	unroutedBefore uint64
 
 	// Guarded by Watcher.mu.
 	pids     map[uint32]bool // the container's processes seen so far
 	execSeen bool            // the init process's exec: tracking began before the start
+	// draining says that the recording's end is being drained; late holds what reached
+	// it meanwhile that Drain may hold too (see Watcher.drain).
+	draining bool
+	late     bpf.Held
 }
 
 // record waits for the container to get ready, exit or time out, or for the watcher to
@@ -81,21 +87,15 @@ func (r *recording) Stop() (warnings []string, incomplete bool) {
 	if err := a.probes.UntrackCgroup(r.cgroup.ID); err != nil {
 		warnings = append(warnings, "untracking the container's cgroup: "+err.Error())
 	}
-	if !a.catchUp() {
-		warnings = append(warnings, "the event ring did not empty within a second: the last events may be missing")
-	}
+	held, missed := a.drain(r) // from here on the recording is ours alone
+	warnings = append(warnings, missed...)
+	r.rec.HandleHeld(held)
 	a.mu.Lock()
-	a.forget(r) // from here on the recording is ours alone
+	unrouted := a.unrouted - r.unroutedBefore
 	a.mu.Unlock()
-
-	held, err := a.probes.Drain()
-	if err != nil {
-		warnings = append(warnings, err.Error())
-	}
-	for _, raw := range held {
-		if _, ptr, err := bpf.Decode(raw); err == nil && r.pids[(*bpf.Header)(ptr).Pid] {
-			r.rec.Handle(raw)
-		}
+	if unrouted > 0 {
+		// The node's: the watcher cannot tell whose they were.
+		warnings = append(warnings, fmt.Sprintf("%d events of traced cgroups on the node reached no recording during the recording: some may be this container's", unrouted))
 	}
 	if !r.createSeen {
 		warnings = append(warnings, "the container was created before the agent watched: time zero is its task's creation")
@@ -109,7 +109,7 @@ func (r *recording) Stop() (warnings []string, incomplete bool) {
 	if !r.execSeen {
 		warnings = append(warnings, "the agent joined after the container's start: what ran before is missing")
 	}
-	return warnings, !r.execSeen || r.create.rejoin || r.earlyDropped > 0
+	return warnings, !r.execSeen || r.create.rejoin || r.earlyDropped > 0 || unrouted > 0
 }
 
 // write stores a trace atomically under the data directory.

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf/ringbuf"
 
@@ -85,6 +86,10 @@ type Watcher struct {
 	earlyPID    map[uint32]*earlyCgroup
 	earlyEvents int
 	expired     time.Time
+	// unrouted counts the events lost in the agent: undecodable, or of a cgroup the kernel
+	// tracks that neither a recording nor an early cgroup took. Never more than zero
+	// unless something is wrong, and then a recording cannot know which were its own.
+	unrouted uint64
 	// Waiters of catchUp: those taken at the reader's last empty ring are released at its
 	// next one, which comes after they asked.
 	waiting, caughtUp []chan struct{}
@@ -298,6 +303,12 @@ func (a *Watcher) track(ctx context.Context, ev containerd.Event) (*recording, e
 	}
 	a.begin(ctx, r, tracked)
 	delete(a.created, ev.ContainerID)
+	if !r.create.rejoin {
+		// Its init waits for the start to exec the entrypoint; where the watcher rejoined
+		// late it may have, unseen, and its processes are all the workload's.
+		r.rec.SetInit(ev.PID)
+	}
+	r.unroutedBefore = a.unrouted
 	a.byID[r.id], a.byCgroup[cg.ID] = r, r
 	a.activate()
 	if e := a.early[cg.ID]; e != nil {
@@ -372,31 +383,63 @@ func (a *Watcher) read() error {
 	}
 }
 
+// dispatch routes one ring buffer record. The kernel batches read runs per CPU, whatever
+// process and container each belongs to, so each run of a batch goes by its own header.
 func (a *Watcher) dispatch(raw []byte) {
 	typ, ptr, err := bpf.Decode(raw)
-	if err != nil {
-		return
-	}
-	h := (*bpf.Header)(ptr)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if typ == bpf.EvCgroup {
+	switch {
+	case err != nil:
+		a.unrouted++
+	case typ == bpf.EvCgroup:
 		a.noteEarly((*bpf.EventCgroup)(ptr).Id)
 		a.ahead.Add(-1)
-		return
-	}
-	if r := a.route(typ, h); r != nil {
-		a.deliver(r, typ, h, raw)
-	} else {
-		a.hold(typ, h, raw)
-		a.expireEarly() // also while the ring never empties
+	case typ == bpf.EvRead:
+		runs := bpf.ReadEvents(raw)
+		for i := range runs {
+			a.dispatch1(typ, unsafe.Pointer(&runs[i]), bpf.Encode(&runs[i]))
+		}
+	default:
+		a.dispatch1(typ, ptr, raw)
 	}
 }
 
-// deliver hands an event to its recording, called with a.mu held.
-func (a *Watcher) deliver(r *recording, typ uint32, h *bpf.Header, raw []byte) {
+// dispatch1 hands one event to its recording, or holds it for an early cgroup, called
+// with a.mu held. An event of a cgroup the kernel tracks that has neither is lost, and
+// counted: the recordings of the moment say so.
+func (a *Watcher) dispatch1(typ uint32, ptr unsafe.Pointer, raw []byte) {
+	h := (*bpf.Header)(ptr)
+	if r := a.route(typ, h); r != nil {
+		a.deliver(r, typ, ptr, raw)
+		return
+	}
+	if !a.hold(typ, ptr, raw) && !byProcess(typ) && a.probes.Tracking(h.Cgroup) {
+		a.unrouted++
+	}
+	a.expireEarly() // also while the ring never empties
+}
+
+// deliver hands an event to its recording, called with a.mu held. A recording that is
+// being drained keeps its read runs and page-cache misses apart, as Drain may have them
+// too (see drain).
+func (a *Watcher) deliver(r *recording, typ uint32, ptr unsafe.Pointer, raw []byte) {
+	h := (*bpf.Header)(ptr)
+	switch {
+	case r.draining && typ == bpf.EvRead:
+		r.late.Reads = append(r.late.Reads, *(*bpf.EventRead)(ptr))
+		return
+	case r.draining && typ == bpf.EvCacheMiss:
+		r.late.Misses = append(r.late.Misses, *(*bpf.EventCacheMiss)(ptr))
+		return
+	}
 	r.rec.Handle(raw)
-	if typ == bpf.EvExec && h.Pid == r.initPID {
+	switch {
+	case typ == bpf.EvFork:
+		// The child is the container's from its birth, before any event of its own
+		// names its cgroup: its first may be one that goes by process.
+		a.adopt(r, (*bpf.EventFork)(ptr).Child)
+	case typ == bpf.EvExec && h.Pid == r.initPID:
 		r.execSeen = true
 	}
 }
@@ -406,14 +449,19 @@ func (a *Watcher) deliver(r *recording, typ uint32, h *bpf.Header, raw []byte) {
 func (a *Watcher) route(typ uint32, h *bpf.Header) *recording {
 	if !byProcess(typ) {
 		if r := a.byCgroup[h.Cgroup]; r != nil {
-			if a.byPID[h.Pid] != r {
-				r.pids[h.Pid] = true
-				a.byPID[h.Pid] = r
-			}
+			a.adopt(r, h.Pid)
 			return r
 		}
 	}
 	return a.byPID[h.Pid]
+}
+
+// adopt notes a process of a recording's container, called with a.mu held.
+func (a *Watcher) adopt(r *recording, pid uint32) {
+	if a.byPID[pid] != r {
+		r.pids[pid] = true
+		a.byPID[pid] = r
+	}
 }
 
 // byProcess says whether events of type typ go to their container by their process
@@ -421,6 +469,55 @@ func (a *Watcher) route(typ uint32, h *bpf.Header) *recording {
 // syscall or a fault, but anyone's for socket events, which the kernel may send from
 // interrupt context, so those go by their process.
 func byProcess(typ uint32) bool { return typ == bpf.EvSock || typ == bpf.EvConn }
+
+// drain hands over what the kernel still has of a recording whose cgroup is untracked,
+// and forgets the recording. Its events sent before the untrack are in the ring, which
+// catchUp empties into the recording; its read runs still in a batch, its open runs and
+// the rest are in Drain's copy. A batch sent after the copy, or an open run that a close
+// sends, is in the ring and in the copy both: what reaches the recording from the copy
+// on is kept apart (draining) and merged with the copy, each run once.
+func (a *Watcher) drain(r *recording) (*bpf.Held, []string) {
+	a.mu.Lock()
+	r.draining = true
+	a.mu.Unlock()
+	var warnings []string
+	held, err := a.probes.Drain()
+	if err != nil {
+		warnings = append(warnings, err.Error())
+	}
+	if !a.catchUp() {
+		warnings = append(warnings, "the event ring did not empty within a second: the last events may be missing")
+	}
+	a.mu.Lock()
+	a.forget(r)
+	a.mu.Unlock()
+	mine := held.Of(func(pid uint32) bool { return r.pids[pid] })
+	mine.Reads = union(mine.Reads, r.late.Reads, func(e *bpf.EventRead) [3]int64 { return [3]int64{int64(e.H.Pid), int64(e.Fd), int64(e.First)} },
+		func(e *bpf.EventRead) uint64 { return uint64(e.Count) })
+	mine.Misses = union(mine.Misses, r.late.Misses, func(e *bpf.EventCacheMiss) [4]uint64 { return [4]uint64{uint64(e.H.Pid), e.Dev, e.Ino, e.Index} },
+		func(e *bpf.EventCacheMiss) uint64 { return e.Pages })
+	return mine, warnings
+}
+
+// union is the events of a and b, each run once by key: of two with one key, the one of
+// greater size, as a run only grows.
+func union[E any, K comparable](a, b []E, key func(*E) K, size func(*E) uint64) []E {
+	at := map[K]int{}
+	var out []E
+	for _, evs := range [][]E{a, b} {
+		for i := range evs {
+			e := &evs[i]
+			k := key(e)
+			if j, ok := at[k]; !ok {
+				at[k] = len(out)
+				out = append(out, *e)
+			} else if size(e) > size(&out[j]) {
+				out[j] = *e
+			}
+		}
+	}
+	return out
+}
 
 // catchUp returns once every event the kernel sent before the call has been dispatched,
 // or after a second of a ring that never empties.

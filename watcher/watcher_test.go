@@ -147,19 +147,7 @@ func (n *node) runScript(id, script string, labels ...string) error {
 // trace waits for the agent's trace of a container.
 func (n *node) trace(t *testing.T, id string) *trace.Trace {
 	t.Helper()
-	p := filepath.Join(n.dataDir, "traces", namespace, n.id(id)+".json.gz")
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		tr, err := trace.ReadFile(p)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tr
-	}
-	t.Fatalf("no trace of container %s at %s", id, p)
-	return nil
+	return waitTrace(t, filepath.Join(n.dataDir, "traces", namespace, n.id(id)+".json.gz"))
 }
 
 // cgroupID is the v2 cgroup id of a running container.
