@@ -3,8 +3,6 @@ package watcher
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -107,11 +105,12 @@ func (a *Watcher) record(ctx context.Context, r *recording) {
 	recorder.AddCreate(r.create.at, r.zero, r.col, &meta)
 	t := recorder.Assemble(a.probes, r.col, meta)
 	t.Incomplete = t.Incomplete || late
-	if err := a.write(t); err != nil {
+	where, err := a.opts.Store.Put(context.WithoutCancel(ctx), a.opts.Namespace+"/"+r.id, t)
+	if err != nil {
 		fmt.Fprintf(a.opts.Log, "coldtrace: container %s: %v\n", r.id, err)
 		return
 	}
-	fmt.Fprintf(a.opts.Log, "coldtrace: container %s: %s after %v, trace in %s\n", r.id, t.Outcome, t.Duration, a.path(r.id))
+	fmt.Fprintf(a.opts.Log, "coldtrace: container %s: %s after %v, trace in %s\n", r.id, t.Outcome, t.Duration, where)
 	for _, sink := range a.opts.Sinks {
 		sink(t)
 	}
@@ -160,13 +159,4 @@ func (a *Watcher) stop(r *recording, meta *collector.Meta) (late bool) {
 		meta.Warnings = append(meta.Warnings, "the agent joined after the container's start: what ran before is missing")
 	}
 	return !r.execSeen || r.create.rejoin || r.earlyDropped > 0
-}
-
-// write stores a trace atomically under the data directory.
-func (a *Watcher) write(t *trace.Trace) error {
-	p := a.path(t.Workload.ContainerID)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	return trace.WriteFile(p, t)
 }

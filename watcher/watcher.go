@@ -19,6 +19,7 @@ import (
 	"github.com/coldtrace/coldtrace/containerd"
 	"github.com/coldtrace/coldtrace/recorder"
 	"github.com/coldtrace/coldtrace/trace"
+	"github.com/coldtrace/coldtrace/tracestore"
 )
 
 // Options configure the watcher.
@@ -40,6 +41,9 @@ type Options struct {
 	DevicePatterns  []string
 	// Log receives a line per recorded container and the problems met.
 	Log io.Writer
+	// Store keeps the traces, under <namespace>/<container id>; nil means a tracestore.Dir
+	// in DataDir/traces without bounds.
+	Store tracestore.Store
 	// Sinks receive each trace once it is written (metrics, profiles, spans, remote
 	// stores). They are called in turn from the recording's goroutine, so each must hand the
 	// trace off quickly (a bounded queue) rather than export inline.
@@ -96,6 +100,13 @@ type Watcher struct {
 func Start(ctx context.Context, opts Options) (*Watcher, error) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
+	}
+	if opts.Store == nil {
+		st, err := tracestore.OpenDir(filepath.Join(opts.DataDir, "traces"), tracestore.Options{Log: opts.Log})
+		if err != nil {
+			return nil, err
+		}
+		opts.Store = st
 	}
 	client, err := containerd.New(opts.Address, opts.Namespace)
 	if err != nil {
