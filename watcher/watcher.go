@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -70,6 +71,8 @@ type Watcher struct {
 	ingests  *containerd.IngestLog
 	wg       sync.WaitGroup
 	done     chan error
+	// lostAt is when containerd's events failed, while the watcher resubscribes.
+	lostAt atomic.Pointer[time.Time]
 
 	// cgroupMount is the cgroup v2 mount point and cgroupRoot the cgroup at its root, empty
 	// when watchCgroups found none; watched the cgroups below which new cgroups are tracked
@@ -146,6 +149,15 @@ func Start(ctx context.Context, opts Options) (*Watcher, error) {
 	return a, nil
 }
 
+// Ready says why the watcher does not follow containerd's events now (it resubscribes),
+// or nil while it does.
+func (a *Watcher) Ready() error {
+	if t := a.lostAt.Load(); t != nil {
+		return fmt.Errorf("resubscribing to containerd's events, lost %v ago", time.Since(*t).Round(time.Second))
+	}
+	return nil
+}
+
 // Wait waits for the agent to stop and returns why it stopped early, or nil once its
 // context was cancelled.
 func (a *Watcher) Wait() error { return <-a.done }
@@ -161,6 +173,8 @@ func (a *Watcher) watch(ctx context.Context, events <-chan containerd.Event, err
 		if ctx.Err() != nil {
 			return
 		}
+		failed := time.Now()
+		a.lostAt.Store(&failed) // before the line, which tests wait for
 		fmt.Fprintf(a.opts.Log, "coldtrace: containerd's events failed: %v; resubscribing\n", err)
 		for backoff := minBackoff; ; backoff = min(2*backoff, maxBackoff) {
 			select {
@@ -174,6 +188,7 @@ func (a *Watcher) watch(ctx context.Context, events <-chan containerd.Event, err
 			events, errs = a.client.Watch(sub)
 			n, err := a.rejoin(ctx, lost)
 			if err == nil {
+				a.lostAt.Store(nil)
 				fmt.Fprintf(a.opts.Log, "coldtrace: resubscribed to containerd's events after %v; %d containers started meanwhile\n",
 					time.Since(lost).Round(time.Millisecond), n)
 				break

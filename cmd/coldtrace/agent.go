@@ -7,16 +7,19 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 
 	"github.com/coldtrace/coldtrace/cache"
+	"github.com/coldtrace/coldtrace/nodeapi"
+	"github.com/coldtrace/coldtrace/tracestore"
 	"github.com/coldtrace/coldtrace/watcher"
 )
 
@@ -77,7 +80,10 @@ Examples:
 			&cli.StringSliceFlag{Name: "manifest-url", Usage: "apply the prefetch manifest at `URL` (repeatable)"},
 			&cli.DurationFlag{Name: "manifest-poll", Value: 10 * time.Second, Usage: "look for new and changed manifests this often"},
 			&cli.DurationFlag{Name: "rewarm-every", Value: 5 * time.Minute, Usage: "apply every manifest again this often, to bring back what was evicted"},
-			&cli.StringFlag{Name: "metrics-address", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (for example :9470)"},
+			&cli.StringFlag{Name: "metrics-address", Aliases: []string{"api-address"}, Usage: "serve the node's API at http://`ADDR`: /metrics, /healthz, /readyz, /api/v1/traces (for example :9470)"},
+			&cli.StringFlag{Name: "api-token-file", Usage: "the bearer token of /api/v1/traces is in `FILE` (a mounted Secret; without it the traces API refuses every request)"},
+			&cli.StringFlag{Name: "retain-bytes", Value: "1GiB", Usage: "keep at most `BYTES` of traces, removing the oldest first (0: no bound)"},
+			&cli.DurationFlag{Name: "retain-age", Value: 14 * 24 * time.Hour, Usage: "remove traces older than this (0: no bound)"},
 		}, cacheFlags()...),
 		Action: runAgent,
 	}
@@ -99,6 +105,26 @@ func runAgent(c *cli.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := cache.NewMetrics(reg)
+	keep, err := parseBytes(c.String("retain-bytes"))
+	if err != nil {
+		return fmt.Errorf("--retain-bytes: %w", err)
+	}
+	store, err := tracestore.OpenDir(filepath.Join(c.String("data-dir"), "traces"),
+		tracestore.Options{MaxBytes: keep, MaxAge: c.Duration("retain-age"), Registerer: reg, Log: os.Stderr})
+	if err != nil {
+		return err
+	}
+	var started atomic.Pointer[watcher.Watcher]
+	api, err := nodeapi.Handler(nodeapi.Options{Store: store, TokenFile: c.String("api-token-file"), Metrics: reg,
+		Ready: func() error {
+			if w := started.Load(); w != nil {
+				return w.Ready()
+			}
+			return errors.New("loading the probes")
+		}})
+	if err != nil {
+		return fmt.Errorf("--api-token-file: %w", err)
+	}
 	var ln net.Listener
 	if addr := c.String("metrics-address"); addr != "" {
 		if ln, err = net.Listen("tcp", addr); err != nil {
@@ -118,22 +144,6 @@ func runAgent(c *cli.Context) error {
 		defer ca.Close() // after the watch below has returned
 	}
 
-	a, err := watcher.Start(ctx, watcher.Options{
-		Address:         c.String("containerd"),
-		Namespace:       c.String("namespace"),
-		DataDir:         c.String("data-dir"),
-		Timeout:         c.Duration("timeout"),
-		PullWindow:      c.Duration("pull-window"),
-		HostsDir:        c.String("hosts-dir"),
-		RingBufferBytes: int(ring),
-		DevicePatterns:  c.StringSlice("device-pattern"),
-		Log:             os.Stderr,
-	})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "coldtrace: watching containerd at %s, namespace %s; traces in %s\n",
-		c.String("containerd"), c.String("namespace"), c.String("data-dir"))
 	// The metrics server and the manifest watch end the agent when they fail; the
 	// recordings in flight are written either way.
 	var failed error
@@ -144,11 +154,31 @@ func runAgent(c *cli.Context) error {
 		}
 	}
 	if ln != nil {
-		srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		// Served while the probes load, so that the kubelet sees the agent alive, not ready.
+		srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 		go func() { fail(srv.Serve(ln)) }()
 		defer srv.Close()
-		fmt.Fprintf(os.Stderr, "coldtrace: metrics at http://%s/metrics\n", ln.Addr())
+		fmt.Fprintf(os.Stderr, "coldtrace: API at http://%s (/metrics, /healthz, /readyz, /api/v1/traces)\n", ln.Addr())
 	}
+
+	a, err := watcher.Start(ctx, watcher.Options{
+		Address:         c.String("containerd"),
+		Namespace:       c.String("namespace"),
+		DataDir:         c.String("data-dir"),
+		Store:           store,
+		Timeout:         c.Duration("timeout"),
+		PullWindow:      c.Duration("pull-window"),
+		HostsDir:        c.String("hosts-dir"),
+		RingBufferBytes: int(ring),
+		DevicePatterns:  c.StringSlice("device-pattern"),
+		Log:             os.Stderr,
+	})
+	if err != nil {
+		return err
+	}
+	started.Store(a)
+	fmt.Fprintf(os.Stderr, "coldtrace: watching containerd at %s, namespace %s; traces in %s\n",
+		c.String("containerd"), c.String("namespace"), c.String("data-dir"))
 	var watching sync.WaitGroup
 	if ca != nil {
 		watching.Add(1)

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bufio"
+	"io"
+	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -34,7 +37,13 @@ func TestAgentCommand(t *testing.T) {
 
 	bin := build(t)
 	data := t.TempDir()
-	cmd := exec.Command(bin, "agent", "--containerd", ctrd.Address, "--namespace", "default", "--data-dir", data)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	const token = "agent-test-token-0123456789"
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "agent", "--containerd", ctrd.Address, "--namespace", "default", "--data-dir", data,
+		"--api-address", "127.0.0.1:0", "--api-token-file", tokenFile)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +59,7 @@ func TestAgentCommand(t *testing.T) {
 			lines <- sc.Text()
 		}
 	}()
-	waitLine := func(want string) {
+	waitLine := func(want string) string {
 		t.Helper()
 		timeout := time.After(30 * time.Second)
 		for {
@@ -61,7 +70,7 @@ func TestAgentCommand(t *testing.T) {
 				}
 				t.Log(l)
 				if strings.Contains(l, want) {
-					return
+					return l
 				}
 			case <-timeout:
 				t.Fatalf("the agent did not say %q", want)
@@ -77,11 +86,46 @@ func TestAgentCommand(t *testing.T) {
 		return tr
 	}
 
+	api := strings.Fields(strings.SplitAfter(waitLine("API at http://"), "API at ")[1])[0]
 	waitLine("watching containerd")
+	if code, body := httpGet(t, api+"/readyz", ""); code != 200 {
+		t.Errorf("/readyz once watching: %d %s", code, body)
+	}
 	ctrd.Ctr(t, "run", "-d", ref, "crash", "sh", "-c", "cat /bin/busybox > /dev/null; exit 3")
 	waitLine("container crash: exited")
-	if tr := readTrace("crash"); tr.Outcome != trace.OutcomeExited || !strings.Contains(tr.Error, "exit status 3") || tr.Workload.Image != ref {
+	tr := readTrace("crash")
+	if tr.Outcome != trace.OutcomeExited || !strings.Contains(tr.Error, "exit status 3") || tr.Workload.Image != ref {
 		t.Errorf("crash: outcome %s (%s), image %s", tr.Outcome, tr.Error, tr.Workload.Image)
+	}
+	// Root's alone on the disk; through the API with the token only.
+	for p, want := range map[string]os.FileMode{
+		filepath.Join(data, "traces"):                             os.ModeDir | 0o700,
+		filepath.Join(data, "traces", "default"):                  os.ModeDir | 0o700,
+		filepath.Join(data, "traces", "default", "crash.json.gz"): 0o600,
+	} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode() != want {
+			t.Errorf("%s: %v, %v; want mode %v", p, fi.Mode(), err, want)
+		}
+	}
+	if code, _ := httpGet(t, api+"/api/v1/traces", ""); code != 401 {
+		t.Errorf("the traces API without the token: %d, want 401", code)
+	}
+	if code, body := httpGet(t, api+"/api/v1/traces/"+tr.ID, token); code != 200 || !strings.Contains(body, `"container_id":"crash"`) {
+		t.Errorf("the crash's trace through the API: %d %.200s", code, body)
+	}
+	// advise reads it from the API as from the file: the same report.
+	advise := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, append([]string{"advise", "--format", "json"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("advise %q: %v", args, err)
+		}
+		return string(out)
+	}
+	fromFile := advise(filepath.Join(data, "traces", "default", "crash.json.gz"))
+	fromAPI := advise("--from", api+"/?since=1h", "--token-file", tokenFile)
+	if fromFile != fromAPI {
+		t.Errorf("advise --from gave another report than advise of the file:\n%s\n---\n%s", fromAPI, fromFile)
 	}
 
 	ctrd.Ctr(t, "run", "-d", ref, "slow", "sleep", "30")
@@ -101,4 +145,23 @@ func TestAgentCommand(t *testing.T) {
 	if tr := readTrace("slow"); tr.Outcome != trace.OutcomeInterrupted || !tr.Incomplete || len(tr.Processes) == 0 {
 		t.Errorf("slow: outcome %s (%s), incomplete %v, %d processes", tr.Outcome, tr.Error, tr.Incomplete, len(tr.Processes))
 	}
+}
+
+// httpGet gets a URL with a bearer token, or none when token is empty.
+func httpGet(t *testing.T, u, token string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
