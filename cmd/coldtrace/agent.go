@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/coldtrace/coldtrace/cache"
+	"github.com/coldtrace/coldtrace/caps"
 	"github.com/coldtrace/coldtrace/nodeapi"
 	"github.com/coldtrace/coldtrace/tracestore"
 	"github.com/coldtrace/coldtrace/watcher"
@@ -50,20 +52,23 @@ When containerd's event stream fails (containerd restarts for an upgrade or afte
 crash), the agent keeps running: it resubscribes with backoff and records the containers
 whose task was created meanwhile, from their create, marked as joined late.
 
-Traces are written atomically to DATA_DIR/traces/<namespace>/<container id>.json.gz, for
-report, advise and diff. On SIGINT or SIGTERM the agent writes the traces of the
-containers in flight, marked incomplete, and exits.
+Traces are written atomically to DATA_DIR/traces/<namespace>/<container id>.json.gz
+(root's alone: 0700 directories, 0600 files), for report, advise and diff, and kept
+within --retain-bytes and --retain-age, the oldest removed first. On SIGINT or SIGTERM
+the agent writes the traces of the containers in flight, marked incomplete, and exits.
 
-Needs a kernel with BTF (/sys/kernel/btf/vmlinux), the host's PID namespace (the kernel
-reports host PIDs, and the agent reads /proc of the containers' processes), access to
-containerd's socket, and root, or these capabilities:
-  CAP_BPF              load the probes and their maps
-  CAP_PERFMON          attach to tracepoints and uprobes and read kernel memory
-  CAP_SYS_RESOURCE     lock the probes' memory on kernels that charge it to RLIMIT_MEMLOCK
-  CAP_SYS_PTRACE       read the working directories and roots of the containers' processes
-  CAP_DAC_READ_SEARCH  under a uid other than 0: read containerd's snapshots, to tie files to layers
-  CAP_NET_ADMIN        the kernel's notices of destroyed TCP sockets: a pull's registry connections' last bytes
-  CAP_SYS_ADMIN        only where tracefs is not mounted yet, to mount it
+--metrics-address (or --api-address) serves the node's API: /metrics, /healthz,
+/readyz (ready once the probes are attached and containerd's events followed), and
+/api/v1/traces (?namespace=&pod=&workload=&since=&until=) and /api/v1/traces/ID, which
+need "Authorization: Bearer TOKEN" with the token in --api-token-file; "coldtrace
+advise --from URL" reads them.
+
+Needs a kernel with BTF (/sys/kernel/btf/vmlinux), tracefs mounted, the host's PID and
+network namespaces (the kernel reports host PIDs, the agent reads /proc of the
+containers' processes and samples the pullers' sockets), containerd's socket and its
+root directory, and uid 0 with these capabilities, which it checks at its start
+(docs/deploy.md says how each was measured):
+` + capsList() + `
 
 Examples:
   sudo coldtrace agent
@@ -92,6 +97,9 @@ Examples:
 func runAgent(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("agent takes no arguments, got %q", c.Args().Slice())
+	}
+	if err := caps.Check(caps.Agent); err != nil {
+		return err
 	}
 	ring, err := parseBytes(c.String("ring-buffer"))
 	if err != nil {
@@ -195,4 +203,13 @@ func runAgent(c *cli.Context) error {
 	watching.Wait()
 	once.Do(func() {}) // no failure after this point is reported
 	return errors.Join(failed, err)
+}
+
+// capsList lists the agent's capabilities for its help.
+func capsList() string {
+	var b strings.Builder
+	for _, c := range caps.Agent {
+		fmt.Fprintf(&b, "  CAP_%-16s %s\n", c.Name, c.Why)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }

@@ -42,41 +42,9 @@ func TestAgentCommand(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "agent", "--containerd", ctrd.Address, "--namespace", "default", "--data-dir", data,
-		"--api-address", "127.0.0.1:0", "--api-token-file", tokenFile)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	lines := make(chan string, 64)
-	go func() {
-		defer close(lines)
-		for sc := bufio.NewScanner(stderr); sc.Scan(); {
-			lines <- sc.Text()
-		}
-	}()
-	waitLine := func(want string) string {
-		t.Helper()
-		timeout := time.After(30 * time.Second)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("the agent ended before saying %q", want)
-				}
-				t.Log(l)
-				if strings.Contains(l, want) {
-					return l
-				}
-			case <-timeout:
-				t.Fatalf("the agent did not say %q", want)
-			}
-		}
-	}
+	agent := startAgent(t, exec.Command(bin, "agent", "--containerd", ctrd.Address, "--namespace", "default", "--data-dir", data,
+		"--api-address", "127.0.0.1:0", "--api-token-file", tokenFile))
+	cmd, waitLine := agent.cmd, agent.waitLine
 	readTrace := func(id string) *trace.Trace {
 		t.Helper()
 		tr, err := trace.ReadFile(filepath.Join(data, "traces", "default", id+".json.gz"))
@@ -164,4 +132,52 @@ func httpGet(t *testing.T, u, token string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// agentProc is a coldtrace agent running as a child process, its log lines read as they come.
+type agentProc struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	lines chan string
+}
+
+func startAgent(t *testing.T, cmd *exec.Cmd) *agentProc {
+	t.Helper()
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	p := &agentProc{t: t, cmd: cmd, lines: make(chan string, 64)}
+	go func() {
+		defer close(p.lines)
+		for sc := bufio.NewScanner(stderr); sc.Scan(); {
+			p.lines <- sc.Text()
+		}
+	}()
+	return p
+}
+
+// waitLine returns the agent's next log line that contains want, failing the test when the
+// agent ends or says nothing of the kind within 30 seconds.
+func (p *agentProc) waitLine(want string) string {
+	p.t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case l, ok := <-p.lines:
+			if !ok {
+				p.t.Fatalf("the agent ended before saying %q", want)
+			}
+			p.t.Log(l)
+			if strings.Contains(l, want) {
+				return l
+			}
+		case <-timeout:
+			p.t.Fatalf("the agent did not say %q", want)
+		}
+	}
 }
