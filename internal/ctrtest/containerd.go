@@ -59,10 +59,35 @@ disabled_plugins = ["io.containerd.internal.v1.tracing", "io.containerd.snapshot
   config_path = %q
 `
 
+// criTemplate completes configTemplate for pods through the CRI plugin (StartCRI): the
+// pause image, a runc root of this daemon's own (the default /run/containerd/runc is shared
+// by every daemon on the host) and the cgroupfs driver that takes kubelet-style parents.
+// The daemon's sandbox lacks CAP_SYS_RESOURCE, so runc cannot set the OOM score adjustments
+// below the daemon's own the kubelet asks for: restrict_oom_score_adj clamps them.
+const criTemplate = `
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  restrict_oom_score_adj = true
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+  Root = %q
+  SystemdCgroup = false
+`
+
 // StartContainerd runs Debian's containerd (apt packages containerd and runc) as root with
 // its own root, state and socket, and stops it, its containers and their mounts at the end
 // of the test. It skips the test (fails it under CI=true) without root or the binaries.
 func StartContainerd(t testing.TB) *Containerd {
+	t.Helper()
+	return startContainerd(t, "")
+}
+
+// startContainerd is StartContainerd with a CRI pause image (see criTemplate), none when
+// empty.
+func startContainerd(t testing.TB, sandboxImage string) *Containerd {
 	t.Helper()
 	testenv.RequireRoot(t)
 	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "runc"} {
@@ -88,6 +113,9 @@ func StartContainerd(t testing.TB) *Containerd {
 	}
 	c.config = filepath.Join(dir, "config.toml")
 	text := fmt.Sprintf(configTemplate, c.Root, c.State, c.Address, c.Address+".ttrpc", c.HostsDir)
+	if sandboxImage != "" {
+		text += fmt.Sprintf(criTemplate, sandboxImage, filepath.Join(c.State, "runc"))
+	}
 	if err := os.WriteFile(c.config, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
