@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,6 +51,12 @@ func StartCRI(t testing.TB, reg *Registry) *CRI {
 		t.Fatal(err)
 	}
 	pause := reg.Push(t, "test/pause:3.9", img)
+	// The kubelet creates its QoS cgroups when it starts, before any pod.
+	for _, qos := range []string{BestEffort, Burstable} {
+		if err := makeCgroup("/kubepods/" + qos); err != nil {
+			t.Fatal(err)
+		}
+	}
 	c := startContainerd(t, pause)
 	c.TrustHTTP(t, reg.Host)
 	conn, err := grpc.NewClient("unix://"+c.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -117,7 +125,7 @@ type Pod struct {
 // RunPod runs a pod sandbox on the host network as the kubelet would for cfg.
 func (c *CRI) RunPod(ctx context.Context, cfg PodConfig) (*Pod, error) {
 	if cfg.UID == "" {
-		cfg.UID = fmt.Sprintf("%x-%x", time.Now().UnixNano(), os.Getpid())
+		cfg.UID = fmt.Sprintf("%016x", rand.Uint64())
 	}
 	if cfg.Namespace == "" {
 		cfg.Namespace = "default"
@@ -131,6 +139,9 @@ func (c *CRI) RunPod(ctx context.Context, cfg PodConfig) (*Pod, error) {
 		parent = "/kubepods/" + cmp.Or(cfg.QoS, BestEffort) + "/pod" + cfg.UID
 	default:
 		return nil, fmt.Errorf("QoS class %q: want %s, %s or %s", cfg.QoS, BestEffort, Burstable, Guaranteed)
+	}
+	if err := makeCgroup(parent); err != nil {
+		return nil, err
 	}
 	logDir := filepath.Join(c.logDir, cfg.Namespace+"_"+cfg.Name+"_"+cfg.UID)
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
@@ -157,6 +168,7 @@ func (c *CRI) RunPod(ctx context.Context, cfg PodConfig) (*Pod, error) {
 	}
 	r, err := c.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pc})
 	if err != nil {
+		removeCgroup(parent)
 		return nil, fmt.Errorf("run pod sandbox %s: %w", cfg.Name, err)
 	}
 	p := &Pod{ID: r.PodSandboxId, Config: pc, CgroupParent: parent}
@@ -338,11 +350,46 @@ func (c *CRI) removePods() error {
 // removeCgroup removes the cgroup at path (relative to each hierarchy's root) from every
 // mounted cgroup hierarchy that has it. Its parents stay: other tests' pods share them.
 func removeCgroup(path string) error {
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := cgroupMounts()
 	if err != nil {
 		return err
 	}
+	for _, m := range mounts {
+		if err := os.Remove(filepath.Join(m.dir, path)); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// makeCgroup creates the cgroup at path in the cgroup v2 hierarchy, as the kubelet does
+// before it asks for a pod (the runtime creates the rest).
+func makeCgroup(path string) error {
+	mounts, err := cgroupMounts()
+	if err != nil {
+		return err
+	}
+	for _, m := range mounts {
+		if m.v2 {
+			return os.MkdirAll(filepath.Join(m.dir, path), 0o755)
+		}
+	}
+	return errors.New("no cgroup2 mount")
+}
+
+type cgroupMount struct {
+	dir string
+	v2  bool
+}
+
+// cgroupMounts lists the mounted cgroup hierarchies.
+func cgroupMounts() ([]cgroupMount, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
 	defer f.Close()
+	var ms []cgroupMount
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		// The filesystem type follows the " - " separator.
@@ -350,14 +397,9 @@ func removeCgroup(path string) error {
 		if !ok || !strings.HasPrefix(post, "cgroup") {
 			continue
 		}
-		fields := strings.Fields(pre)
-		if len(fields) < 5 {
-			continue
-		}
-		err := os.Remove(filepath.Join(fields[4], path))
-		if err != nil && !os.IsNotExist(err) {
-			return err
+		if fields := strings.Fields(pre); len(fields) >= 5 {
+			ms = append(ms, cgroupMount{dir: fields[4], v2: strings.HasPrefix(post, "cgroup2 ")})
 		}
 	}
-	return sc.Err()
+	return ms, sc.Err()
 }
