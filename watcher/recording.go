@@ -92,6 +92,7 @@ func (a *Watcher) record(ctx context.Context, r *recording) {
 	}
 	if ex != nil {
 		meta.Workload = collector.ContainerWorkload(r.id, ex.Image, ex.ImageDigest, ex.Labels)
+		meta.Workload.RestartCount = ex.RestartCount
 		if ex.Rootfs != nil {
 			r.col.ResolveLayers(ex.Rootfs.LayerOf)
 		}
