@@ -27,8 +27,8 @@ ARG VERSION=
 RUN if [ -n "$VERSION" ]; then make build VERSION="$VERSION"; else make build; fi
 
 # The binary is static and execs nothing: it runs on an empty base, with only the root
-# CAs beside it. internal/ctrtest.AgentImage assembles the same image without Docker (the
-# chart's least-privilege test runs it through containerd's CRI).
+# CAs beside it. The chart's least-privilege test (deploy/cri_test.go, agentImage)
+# assembles the same image without Docker and runs it through containerd's CRI.
 FROM scratch
 ARG VERSION=
 LABEL org.opencontainers.image.title="coldtrace" \

@@ -3,7 +3,6 @@ package watcher
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,17 +15,6 @@ import (
 	"github.com/coldtrace/coldtrace/internal/testenv"
 	"github.com/coldtrace/coldtrace/trace"
 )
-
-// freePort is a TCP port free on the host now: the pods are on the host's network.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // TestAgentRecordsCRIPods drives containerd's CRI plugin as the kubelet does while the
 // agent watches: the image pulled by CRI, pods in the three QoS classes' cgroup parents,
@@ -73,7 +61,7 @@ func TestAgentRecordsCRIPods(t *testing.T) {
 		return id
 	}
 	serve := func(file string) string {
-		return fmt.Sprintf("cat %s > /dev/null; exec httpd -f -p 127.0.0.1:%d", file, freePort(t))
+		return fmt.Sprintf("cat %s > /dev/null; exec httpd -f -p 127.0.0.1:%d", file, ctrtest.FreePort(t))
 	}
 	runPod := func(name, qos string) *ctrtest.Pod {
 		t.Helper()
