@@ -92,20 +92,15 @@ func (r *rendered) decode(file string, doc []byte) error {
 	var obj any
 	switch tm.APIVersion + " " + tm.Kind {
 	case "apps/v1 DaemonSet":
-		r.ds = &appsv1.DaemonSet{}
-		obj = r.ds
+		obj = into(&r.ds)
 	case "v1 Secret":
-		r.secret = &corev1.Secret{}
-		obj = r.secret
+		obj = into(&r.secret)
 	case "v1 Service":
-		r.service = &corev1.Service{}
-		obj = r.service
+		obj = into(&r.service)
 	case "v1 ServiceAccount":
-		r.account = &corev1.ServiceAccount{}
-		obj = r.account
+		obj = into(&r.account)
 	case "monitoring.coreos.com/v1 ServiceMonitor":
-		r.monitor = &monitoringv1.ServiceMonitor{}
-		obj = r.monitor
+		obj = into(&r.monitor)
 	default:
 		return fmt.Errorf("%s: an object of kind %s %s that the test does not know", file, tm.APIVersion, tm.Kind)
 	}
@@ -114,6 +109,12 @@ func (r *rendered) decode(file string, doc []byte) error {
 		return fmt.Errorf("%s: %s: %w", file, tm.Kind, err)
 	}
 	return nil
+}
+
+// into points *p at a new T and returns it, to decode into.
+func into[T any](p **T) any {
+	*p = new(T)
+	return *p
 }
 
 func mustRender(t *testing.T, values map[string]any) *rendered {

@@ -75,28 +75,31 @@ func TestAgentRecordsCRIPods(t *testing.T) {
 		return p
 	}
 
+	// runToExit runs a container to its end, as the kubelet does an init container before
+	// the app's, or one that crashes before its restart.
+	runToExit := func(pod *ctrtest.Pod, name string, attempt int, file string, code int) {
+		t.Helper()
+		id := run(pod, name, attempt, fmt.Sprintf("cat %s > /dev/null; exit %d", file, code))
+		if st, err := cri.WaitExited(ctx, id); err != nil || st.ExitCode != int32(code) {
+			t.Fatalf("%s: %+v, %v; want exit code %d", name, st, err, code)
+		}
+		wants[id] = want{pod, name, file, trace.OutcomeExited, attempt, code}
+	}
+
 	// Guaranteed, with an init container that runs to its end before the app starts.
 	g := runPod("llm-0", ctrtest.Guaranteed)
-	initID := run(g, "fetch", 0, "cat /data/b.txt > /dev/null")
-	if st, err := cri.WaitExited(ctx, initID); err != nil || st.ExitCode != 0 {
-		t.Fatalf("init container: %+v, %v", st, err)
-	}
-	wants[initID] = want{g, "fetch", "/data/b.txt", trace.OutcomeExited, 0, 0}
+	runToExit(g, "fetch", 0, "/data/b.txt", 0)
 	wants[run(g, "server", 0, serve("/data/a.txt"))] = want{g, "server", "/data/a.txt", trace.OutcomeReady, 0, 0}
 
 	// Burstable, whose container crashes; the kubelet starts attempt 1, which serves.
 	b := runPod("web-0", ctrtest.Burstable)
-	crashID := run(b, "web", 0, "cat /data/a.txt > /dev/null; exit 3")
-	if st, err := cri.WaitExited(ctx, crashID); err != nil || st.ExitCode != 3 {
-		t.Fatalf("crashing container: %+v, %v", st, err)
-	}
-	wants[crashID] = want{b, "web", "/data/a.txt", trace.OutcomeExited, 0, 3}
+	runToExit(b, "web", 0, "/data/a.txt", 3)
 	wants[run(b, "web", 1, serve("/data/b.txt"))] = want{b, "web", "/data/b.txt", trace.OutcomeReady, 1, 0}
 
 	// Two best-effort pods at once.
 	var wg sync.WaitGroup
 	for _, name := range []string{"batch-0", "batch-1"} {
-		cmd := serve("/data/a.txt") // freePort fails the test from this goroutine only
+		cmd := serve("/data/a.txt") // FreePort fails the test: not from the goroutines
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
