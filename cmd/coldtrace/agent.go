@@ -166,7 +166,8 @@ func runAgent(c *cli.Context) error {
 		srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 		go func() { fail(srv.Serve(ln)) }()
 		defer srv.Close()
-		fmt.Fprintf(os.Stderr, "coldtrace: API at http://%s (/metrics, /healthz, /readyz, /api/v1/traces)\n", ln.Addr())
+		fmt.Fprintf(os.Stderr, "coldtrace: metrics at http://%s/metrics\n", ln.Addr())
+		fmt.Fprintf(os.Stderr, "coldtrace: node API at http://%s (/healthz, /readyz, /api/v1/traces)\n", ln.Addr())
 	}
 
 	a, err := watcher.Start(ctx, watcher.Options{

@@ -54,7 +54,7 @@ func TestAgentCommand(t *testing.T) {
 		return tr
 	}
 
-	api := strings.Fields(strings.SplitAfter(waitLine("API at http://"), "API at ")[1])[0]
+	api := strings.Fields(strings.SplitAfter(waitLine("node API at http://"), "node API at ")[1])[0]
 	waitLine("watching containerd")
 	if code, body := httpGet(t, api+"/readyz", ""); code != 200 {
 		t.Errorf("/readyz once watching: %d %s", code, body)
