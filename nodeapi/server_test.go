@@ -138,8 +138,8 @@ func TestReady(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	f := serve(t)
-	if _, body := get(t, f.url+"/metrics", ""); !strings.Contains(body, "coldtrace_trace_store_traces 3") {
-		t.Errorf("metrics lack the store's gauge:\n%s", body)
+	if _, body := get(t, f.url+"/metrics", ""); !strings.Contains(body, `coldtrace_trace_store_write_failures_total{reason="no_space"} 0`) {
+		t.Errorf("metrics lack the store's counters:\n%s", body)
 	}
 }
 

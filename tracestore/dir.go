@@ -55,18 +55,16 @@ type Dir struct {
 
 var _ Store = (*Dir)(nil)
 
+// metrics count what retention removed and the writes that failed. The store's size and
+// count are the metrics package's (coldtrace_trace_store_bytes and _traces, from a walk of
+// the directory).
 type metrics struct {
-	bytes, traces prometheus.Gauge
-	removed       *prometheus.CounterVec
-	failed        *prometheus.CounterVec
+	removed *prometheus.CounterVec
+	failed  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		bytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "coldtrace_trace_store_bytes",
-			Help: "Bytes of the traces kept in the node's trace directory."}),
-		traces: prometheus.NewGauge(prometheus.GaugeOpts{Name: "coldtrace_trace_store_traces",
-			Help: "Traces kept in the node's trace directory."}),
 		removed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coldtrace_trace_store_removed_total",
 			Help: "Traces removed by retention, by reason: age or size."}, []string{"reason"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coldtrace_trace_store_write_failures_total",
@@ -79,7 +77,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.failed.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.bytes, m.traces, m.removed, m.failed)
+		reg.MustRegister(m.removed, m.failed)
 	}
 	return m
 }
@@ -218,8 +216,6 @@ func (d *Dir) add(e *Entry) {
 		d.byID[e.ID] = e
 	}
 	d.total += e.Size
-	d.m.bytes.Set(float64(d.total))
-	d.m.traces.Set(float64(len(d.byName)))
 }
 
 func (d *Dir) forget(e *Entry) {
@@ -228,8 +224,6 @@ func (d *Dir) forget(e *Entry) {
 		delete(d.byID, e.ID)
 	}
 	d.total -= e.Size
-	d.m.bytes.Set(float64(d.total))
-	d.m.traces.Set(float64(len(d.byName)))
 }
 
 // prune removes the traces older than MaxAge, then the oldest until the total fits

@@ -147,8 +147,8 @@ func TestDirRetention(t *testing.T) {
 	if n := testutil.ToFloat64(d.m.removed.WithLabelValues("size")); n != 1 {
 		t.Errorf("removed for size: %v, want 1", n)
 	}
-	if got := testutil.ToFloat64(d.m.bytes); got > 35000 || got < 3*10000 {
-		t.Errorf("store bytes %v, want the three traces' size", got)
+	if d.total > 35000 || d.total < 3*10000 {
+		t.Errorf("store bytes %v, want the three traces' size", d.total)
 	}
 	if _, err := d.Put(context.Background(), "ns/huge", sample("t-huge", "", "", "", t0, 80000)); err == nil || !strings.Contains(err.Error(), "exceed") {
 		t.Errorf("a trace larger than the bound: %v", err)
@@ -170,10 +170,11 @@ func TestDirRetention(t *testing.T) {
 		t.Errorf("removed for age: %v, want 2", n)
 	}
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP coldtrace_trace_store_traces Traces kept in the node's trace directory.
-# TYPE coldtrace_trace_store_traces gauge
-coldtrace_trace_store_traces 3
-`), "coldtrace_trace_store_traces"); err != nil {
+# HELP coldtrace_trace_store_removed_total Traces removed by retention, by reason: age or size.
+# TYPE coldtrace_trace_store_removed_total counter
+coldtrace_trace_store_removed_total{reason="age"} 0
+coldtrace_trace_store_removed_total{reason="size"} 2
+`), "coldtrace_trace_store_removed_total"); err != nil {
 		t.Error(err)
 	}
 }
