@@ -163,16 +163,19 @@ func TestAgentRecordsCRIPods(t *testing.T) {
 			}
 			pids[p.PID] = label
 		}
-		read := false
-		for _, f := range tr.Files {
+		var read *trace.File
+		for i, f := range tr.Files {
 			if f.Path == w.file {
-				read = f.Layer != nil && f.Layer.Index == 1 && f.BytesRead > 0
+				read = &tr.Files[i]
 			} else if strings.HasPrefix(f.Path, "/data/") {
 				t.Errorf("%s: another container's %s is in the trace", label, f.Path)
 			}
 		}
-		if !read {
-			t.Errorf("%s: %s not read from image layer 1", label, w.file)
+		if read == nil || read.Layer == nil || read.Layer.Index != 1 || read.BytesRead == 0 {
+			t.Errorf("%s: %s: %+v, want it read from image layer 1; warnings %q", label, w.file, read, tr.Warnings)
+			for _, p := range tr.Processes {
+				t.Logf("%s: process %+v", label, p)
+			}
 		}
 		phasesInOrder(t, tr, trace.PhaseCreate, trace.PhaseInit)
 	}
