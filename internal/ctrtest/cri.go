@@ -51,14 +51,14 @@ func StartCRI(t testing.TB, reg *Registry) *CRI {
 		t.Fatal(err)
 	}
 	pause := reg.Push(t, "test/pause:3.9", img)
+	c := startContainerd(t, pause)
+	c.TrustHTTP(t, reg.Host)
 	// The kubelet creates its QoS cgroups when it starts, before any pod.
 	for _, qos := range []string{BestEffort, Burstable} {
 		if err := makeCgroup("/kubepods/" + qos); err != nil {
 			t.Fatal(err)
 		}
 	}
-	c := startContainerd(t, pause)
-	c.TrustHTTP(t, reg.Host)
 	conn, err := grpc.NewClient("unix://"+c.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatalf("connect to the CRI plugin: %v", err)
