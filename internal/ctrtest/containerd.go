@@ -274,25 +274,35 @@ func (c *Containerd) removeAll() error {
 		return err
 	}
 	for _, ns := range nss {
-		ctx := namespaces.WithNamespace(ctx, ns)
-		ctrs, err := cl.Containers(ctx)
+		ctrs, err := cl.Containers(namespaces.WithNamespace(ctx, ns))
 		if err != nil {
 			return err
 		}
 		for _, ctr := range ctrs {
-			if task, err := ctr.Task(ctx, nil); err == nil {
-				task.Kill(ctx, syscall.SIGKILL, client.WithKillAll)
-				if ch, err := task.Wait(ctx); err == nil {
-					<-ch
-				}
-				if _, err := task.Delete(ctx); err != nil {
-					return fmt.Errorf("delete task %s: %w", ctr.ID(), err)
-				}
-			}
-			if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil {
-				return fmt.Errorf("delete container %s: %w", ctr.ID(), err)
+			if err := removeContainer(namespaces.WithNamespace(context.Background(), ns), ctr); err != nil {
+				return err
 			}
 		}
+	}
+	return nil
+}
+
+// removeContainer kills a container's task and deletes both, within a deadline of its
+// own: on a busy machine each takes seconds, and a test may leave many.
+func removeContainer(ctx context.Context, ctr client.Container) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if task, err := ctr.Task(ctx, nil); err == nil {
+		task.Kill(ctx, syscall.SIGKILL, client.WithKillAll)
+		if ch, err := task.Wait(ctx); err == nil {
+			<-ch
+		}
+		if _, err := task.Delete(ctx); err != nil {
+			return fmt.Errorf("delete task %s: %w", ctr.ID(), err)
+		}
+	}
+	if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil {
+		return fmt.Errorf("delete container %s: %w", ctr.ID(), err)
 	}
 	return nil
 }
