@@ -1,12 +1,13 @@
-# coldtrace: the static binary on a slim Debian base, for the privileged DaemonSet
-# (`coldtrace agent`).
+# coldtrace: the static binary on an empty base, for the DaemonSet (`coldtrace agent`,
+# deploy/coldtrace).
 #
 #   docker build -t coldtrace:dev --build-arg VERSION="$(git describe --tags --always --dirty)" .
 #
 # The builder installs Go and the build tools with hack/install-deps.sh (Debian's packages
 # and the Go module proxy only) and runs `make build` (CGO_ENABLED=0, -trimpath). The BPF
-# objects are the committed ones in bpf/. The agent execs nothing; it needs root, the host's
-# BTF and the host's containerd socket, which the DaemonSet mounts.
+# objects are the committed ones in bpf/. The agent execs nothing; it needs uid 0 with its
+# capabilities, the host's BTF, tracefs, cgroups and containerd, which the chart mounts
+# (docs/deploy.md).
 
 ARG DEBIAN=debian:bookworm
 
@@ -25,15 +26,16 @@ COPY . .
 ARG VERSION=
 RUN if [ -n "$VERSION" ]; then make build VERSION="$VERSION"; else make build; fi
 
-FROM ${DEBIAN}-slim
-ARG DEBIAN
+# The binary is static and execs nothing: it runs on an empty base, with only the root
+# CAs beside it. The chart's least-privilege test (deploy/cri_test.go, agentImage)
+# assembles the same image without Docker and runs it through containerd's CRI.
+FROM scratch
 ARG VERSION=
 LABEL org.opencontainers.image.title="coldtrace" \
 	org.opencontainers.image.description="Traces the cold start of GPU inference containers with eBPF, advises, and warms the next node" \
 	org.opencontainers.image.source="https://github.com/coldtrace/coldtrace" \
-	org.opencontainers.image.version="${VERSION}" \
-	org.opencontainers.image.base.name="${DEBIAN}-slim"
-# Root CAs for the agent's own HTTPS clients; the slim image has none.
+	org.opencontainers.image.version="${VERSION}"
+# Root CAs for the agent's own HTTPS clients.
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /src/coldtrace /usr/local/bin/coldtrace
 ENTRYPOINT ["/usr/local/bin/coldtrace"]

@@ -19,7 +19,9 @@ type Cgroup struct {
 }
 
 // Cgroup2Mount finds where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup on most
-// nodes, /sys/fs/cgroup/unified on hybrid hosts) and the cgroup path at its root.
+// nodes, /sys/fs/cgroup/unified on hybrid hosts) and the cgroup path at its root. Of
+// several, it takes the one that sees the most of the hierarchy: in a pod, the host's
+// hierarchy mounted for the agent, not the runtime's mount of the pod's own cgroup.
 func Cgroup2Mount() (mountpoint, root string, err error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
@@ -30,20 +32,43 @@ func Cgroup2Mount() (mountpoint, root string, err error) {
 }
 
 func cgroup2Mount(mountinfo io.Reader) (mountpoint, root string, err error) {
+	found, best := false, 0
 	sc := bufio.NewScanner(mountinfo)
 	for sc.Scan() {
 		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
 		fields := strings.Fields(sc.Text())
 		for i, f := range fields {
 			if f == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" && len(fields) > 4 {
-				return unescapeMount(fields[4]), unescapeMount(fields[3]), nil
+				r := unescapeMount(fields[3])
+				if d := cgroupDepth(r); !found || d < best {
+					found, best, mountpoint, root = true, d, unescapeMount(fields[4]), r
+				}
 			}
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return "", "", err
 	}
-	return "", "", errors.New("no cgroup2 hierarchy is mounted")
+	if !found {
+		return "", "", errors.New("no cgroup2 hierarchy is mounted")
+	}
+	return mountpoint, root, nil
+}
+
+// cgroupDepth is how deep a mount's root is below the root of the reader's cgroup
+// namespace: negative for a mount of the hierarchy above it ("/../..").
+func cgroupDepth(root string) int {
+	d := 0
+	for _, c := range strings.Split(root, "/") {
+		switch c {
+		case "", ".":
+		case "..":
+			d--
+		default:
+			d++
+		}
+	}
+	return d
 }
 
 // unescapeMount undoes mountinfo's octal escapes of space, tab, newline and backslash.

@@ -21,6 +21,14 @@ func TestCgroup2Mount(t *testing.T) {
 `, "/sys/fs/cgroup", "/kubepods.slice/kubepods-pod1.slice"},
 		{"escaped", `41 31 0:38 / /mnt/cg\040v2 rw - cgroup2 none rw
 `, "/mnt/cg v2", "/"},
+		// A pod in its own cgroup namespace, with the host's hierarchy mounted for it: the
+		// runtime's mount shows the pod's cgroup as the root, the host's its ancestors.
+		{"pod, own cgroup namespace", `1210 1200 0:26 / /sys/fs/cgroup ro,nosuid - cgroup2 cgroup rw
+1290 1200 0:26 /../../.. /host/sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw
+`, "/host/sys/fs/cgroup", "/../../.."},
+		{"pod, host's cgroup namespace", `1210 1200 0:26 /kubepods/besteffort/pod1/c1 /sys/fs/cgroup ro - cgroup2 cgroup rw
+1290 1200 0:26 / /host/sys/fs/cgroup ro - cgroup2 cgroup2 rw
+`, "/host/sys/fs/cgroup", "/"},
 	} {
 		mnt, root, err := cgroup2Mount(strings.NewReader(tc.mountinfo))
 		if err != nil || mnt != tc.mnt || root != tc.root {

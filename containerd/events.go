@@ -2,6 +2,7 @@ package containerd
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -125,6 +126,9 @@ type Existing struct {
 	ImageDigest string // the digest of the image's manifest (or index)
 	Labels      map[string]string
 	Rootfs      *Rootfs
+	// RestartCount is the kubelet's count of the container's earlier runs in its pod (the
+	// CRI attempt); zero for other containers.
+	RestartCount int
 }
 
 // Inspect describes an existing container: its image, labels and root file system.
@@ -137,7 +141,7 @@ func (c *Client) Inspect(ctx context.Context, id string) (*Existing, error) {
 	if err != nil {
 		return nil, err
 	}
-	ex := &Existing{ID: id, Image: info.Image, Labels: info.Labels}
+	ex := &Existing{ID: id, Image: info.Image, Labels: info.Labels, RestartCount: criAttempt(info.Extensions)}
 	img, err := c.c.ImageService().Get(ctx, info.Image)
 	if err != nil {
 		return ex, fmt.Errorf("container %s: image %s: %w", id, info.Image, err)
@@ -193,4 +197,30 @@ func (c *Client) LiveContainers(ctx context.Context) ([]Live, error) {
 			Started: st.Status != client.Created})
 	}
 	return out, nil
+}
+
+// criMetadata is the extension in which the CRI plugin keeps its description of a
+// container, as JSON: the kubelet's ContainerConfig among it.
+const criMetadata = "io.cri-containerd.container.metadata"
+
+// criAttempt is the attempt of a container that the CRI plugin created (the kubelet
+// counts the restarts of a pod's container so), or 0.
+func criAttempt(ext map[string]typeurl.Any) int {
+	a, ok := ext[criMetadata]
+	if !ok || a == nil {
+		return 0
+	}
+	var m struct {
+		Metadata struct {
+			Config struct {
+				Metadata struct {
+					Attempt int `json:"attempt"`
+				} `json:"metadata"`
+			}
+		}
+	}
+	if json.Unmarshal(a.GetValue(), &m) != nil {
+		return 0
+	}
+	return m.Metadata.Config.Metadata.Attempt
 }

@@ -128,7 +128,7 @@ func (w *sockWatch) note(s sockdiag.Socket, now time.Time) *sockSeen {
 }
 
 // listen starts taking the notices of destroyed sockets, called with w.mu held. Without
-// them (no CAP_NET_ADMIN), the bytes a socket received after its last sample are lost.
+// them, the bytes a socket received after its last sample are lost.
 func (w *sockWatch) listen(now time.Time) {
 	d, err := sockdiag.WatchDestroyed()
 	if err != nil {

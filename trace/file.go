@@ -34,8 +34,12 @@ func Write(w io.Writer, t *Trace, gz bool) error {
 }
 
 // WriteFile writes t to path atomically (a temporary file renamed into place), gzipped
-// when the name ends in ".gz".
-func WriteFile(path string, t *Trace) error {
+// when the name ends in ".gz", readable by everyone.
+func WriteFile(path string, t *Trace) error { return WriteFileMode(path, t, 0o644) }
+
+// WriteFileMode is WriteFile with the file's permissions: 0o600 for the agent's store,
+// whose traces hold file paths and URLs.
+func WriteFileMode(path string, t *Trace, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
@@ -58,7 +62,7 @@ func WriteFile(path string, t *Trace) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("write trace %s: %w", path, err)
 	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+	if err := os.Chmod(tmp.Name(), perm); err != nil {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)

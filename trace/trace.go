@@ -68,14 +68,17 @@ type Duration = time.Duration
 
 // Workload identifies what was started.
 type Workload struct {
-	Command     []string          `json:"command,omitempty"`
-	Image       string            `json:"image,omitempty"`
-	ImageDigest string            `json:"image_digest,omitempty"`
-	ContainerID string            `json:"container_id,omitempty"`
-	Pod         string            `json:"pod,omitempty"`
-	Namespace   string            `json:"namespace,omitempty"`
-	Container   string            `json:"container,omitempty"`
-	Labels      map[string]string `json:"labels,omitempty"`
+	Command     []string `json:"command,omitempty"`
+	Image       string   `json:"image,omitempty"`
+	ImageDigest string   `json:"image_digest,omitempty"`
+	ContainerID string   `json:"container_id,omitempty"`
+	Pod         string   `json:"pod,omitempty"`
+	Namespace   string   `json:"namespace,omitempty"`
+	Container   string   `json:"container,omitempty"`
+	// RestartCount is how many times the kubelet had started the pod's container before
+	// this cold start (its CRI attempt): each restart is a cold start of its own.
+	RestartCount int               `json:"restart_count,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
 }
 
 // Key names the workload for grouping traces of the same thing: the image digest (or

@@ -24,12 +24,20 @@ func TestAgentSurvivesContainerdRestart(t *testing.T) {
 
 	gap, after := "gap", "after"
 	var mark int
-	n.ctrd.Restart(t, func() { mark = n.log.waitFor(t, "containerd's events failed", 0) })
+	n.ctrd.Restart(t, func() {
+		mark = n.log.waitFor(t, "containerd's events failed", 0)
+		if err := n.agent.Ready(); err == nil {
+			t.Error("the agent says it is ready while it resubscribes")
+		}
+	})
 	// Listening late, so that the agent, which tracks it after the start, sees it ready.
 	if err := n.runScript(gap, "cat /data/a.txt > /dev/null; sleep 8; exec httpd -f -p 8080"); err != nil {
 		t.Fatal(err)
 	}
 	mark = n.log.waitFor(t, "resubscribed to containerd's events", mark)
+	if err := n.agent.Ready(); err != nil {
+		t.Errorf("the agent is not ready once resubscribed: %v", err)
+	}
 	// Created, then started once the agent tracks it: ctr run starts a task right after
 	// creating it, and right after a restart containerd's events can come later than a
 	// container this fast listens (seen: 16 ms from the task's create, against about 3 ms

@@ -3,14 +3,11 @@ package watcher
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/coldtrace/coldtrace/bpf"
 	"github.com/coldtrace/coldtrace/containerd"
 	"github.com/coldtrace/coldtrace/recorder"
-	"github.com/coldtrace/coldtrace/trace"
 )
 
 // labelKind is the label by which the CRI plugin tells a pod's sandbox (its pause
@@ -67,13 +64,17 @@ func (a *Watcher) record(ctx context.Context, r *recording) {
 	}
 
 	t := r.rec.Run(ctx, r.exited)
-	if err := a.write(t); err != nil {
+	if ex != nil {
+		t.Workload.RestartCount = ex.RestartCount
+	}
+	where, err := a.opts.Store.Put(context.WithoutCancel(ctx), a.opts.Namespace+"/"+r.id, t)
+	if err != nil {
 		a.writeFailed.Add(1)
 		fmt.Fprintf(a.opts.Log, "coldtrace: container %s: %v\n", r.id, err)
 		return
 	}
 	a.written.Add(1)
-	fmt.Fprintf(a.opts.Log, "coldtrace: container %s: %s after %v, trace in %s\n", r.id, t.Outcome, t.Duration, a.path(r.id))
+	fmt.Fprintf(a.opts.Log, "coldtrace: container %s: %s after %v, trace in %s\n", r.id, t.Outcome, t.Duration, where)
 	for _, sink := range a.opts.Sinks {
 		sink(t)
 	}
@@ -110,15 +111,6 @@ func (r *recording) Stop() (warnings []string, incomplete bool) {
 		warnings = append(warnings, "the agent joined after the container's start: what ran before is missing")
 	}
 	return warnings, !r.execSeen || r.create.rejoin || r.earlyDropped > 0 || unrouted > 0
-}
-
-// write stores a trace atomically under the data directory.
-func (a *Watcher) write(t *trace.Trace) error {
-	p := a.path(t.Workload.ContainerID)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	return trace.WriteFile(p, t)
 }
 
 // begin starts the recording of a container whose cgroup is tracked since tracked,

@@ -21,6 +21,7 @@ import (
 	"github.com/coldtrace/coldtrace/containerd"
 	"github.com/coldtrace/coldtrace/recorder"
 	"github.com/coldtrace/coldtrace/trace"
+	"github.com/coldtrace/coldtrace/tracestore"
 )
 
 // Options configure the watcher.
@@ -42,6 +43,9 @@ type Options struct {
 	DevicePatterns  []string
 	// Log receives a line per recorded container and the problems met.
 	Log io.Writer
+	// Store keeps the traces, under <namespace>/<container id>; nil means a tracestore.Dir
+	// in DataDir/traces without bounds.
+	Store tracestore.Store
 	// Sinks receive each trace once it is written (metrics, profiles, spans, remote
 	// stores). They are called in turn from the recording's goroutine, so each must hand the
 	// trace off quickly (a bounded queue) rather than export inline.
@@ -67,6 +71,8 @@ type Watcher struct {
 	ingests *containerd.IngestLog
 	wg      sync.WaitGroup
 	done    chan error
+	// lostAt is when containerd's events failed, while the watcher resubscribes.
+	lostAt atomic.Pointer[time.Time]
 
 	// cgroupMount is the cgroup v2 mount point and cgroupRoot the cgroup at its root, empty
 	// when watchCgroups found none; watched the cgroups below which new cgroups are tracked
@@ -110,6 +116,13 @@ func Start(ctx context.Context, opts Options) (*Watcher, error) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
+	if opts.Store == nil {
+		st, err := tracestore.OpenDir(filepath.Join(opts.DataDir, "traces"), tracestore.Options{Log: opts.Log})
+		if err != nil {
+			return nil, err
+		}
+		opts.Store = st
+	}
 	client, err := containerd.New(opts.Address, opts.Namespace)
 	if err != nil {
 		return nil, err
@@ -150,6 +163,15 @@ func Start(ctx context.Context, opts Options) (*Watcher, error) {
 	return a, nil
 }
 
+// Ready says why the watcher does not follow containerd's events now (it resubscribes),
+// or nil while it does.
+func (a *Watcher) Ready() error {
+	if t := a.lostAt.Load(); t != nil {
+		return fmt.Errorf("resubscribing to containerd's events, lost %v ago", time.Since(*t).Round(time.Second))
+	}
+	return nil
+}
+
 // Wait waits for the watcher to stop and returns why it stopped early, or nil once its
 // context was cancelled.
 func (a *Watcher) Wait() error { return <-a.done }
@@ -165,6 +187,8 @@ func (a *Watcher) watch(ctx context.Context, events <-chan containerd.Event, err
 		if ctx.Err() != nil {
 			return
 		}
+		failed := time.Now()
+		a.lostAt.Store(&failed) // before the line, which tests wait for
 		fmt.Fprintf(a.opts.Log, "coldtrace: containerd's events failed: %v; resubscribing\n", err)
 		for backoff := minBackoff; ; backoff = min(2*backoff, maxBackoff) {
 			select {
@@ -178,6 +202,7 @@ func (a *Watcher) watch(ctx context.Context, events <-chan containerd.Event, err
 			events, errs = a.client.Watch(sub)
 			n, err := a.rejoin(ctx, lost)
 			if err == nil {
+				a.lostAt.Store(nil)
 				fmt.Fprintf(a.opts.Log, "coldtrace: resubscribed to containerd's events after %v; %d containers started meanwhile\n",
 					time.Since(lost).Round(time.Millisecond), n)
 				break

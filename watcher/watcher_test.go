@@ -64,7 +64,12 @@ func buildNode(t *testing.T, opts ctrtest.RegistryOptions, extra ...ctrtest.File
 	testenv.RequireBPF(t)
 	testenv.RequireBinary(t, "ctr")
 	ctrd := ctrtest.StartContainerd(t)
-	reg := ctrtest.StartRegistry(t, opts)
+	return newNode(t, ctrd, ctrtest.StartRegistry(t, opts), extra...)
+}
+
+// newNode is buildNode on a containerd and registry of the caller's.
+func newNode(t *testing.T, ctrd *ctrtest.Containerd, reg *ctrtest.Registry, extra ...ctrtest.File) *node {
+	t.Helper()
 	bin, err := os.ReadFile("/bin/busybox")
 	testenv.Require(t, "/bin/busybox", err == nil, "apt-get install busybox-static")
 	base := []ctrtest.File{{Path: "/bin/busybox", Mode: 0o755, Data: bin}}

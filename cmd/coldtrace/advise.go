@@ -4,13 +4,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/coldtrace/coldtrace/advisor"
+	"github.com/coldtrace/coldtrace/nodeapi"
 	"github.com/coldtrace/coldtrace/trace"
 )
 
@@ -32,7 +35,8 @@ prefetch-list format of a lazy-pull snapshotter.
 
 Example:
    coldtrace advise run1.json.gz run2.json.gz run3.json.gz -o manifest.yaml --budget 10GiB
-   coldtrace advise runs/*.json.gz --export estargz --export-out record.json`,
+   coldtrace advise runs/*.json.gz --export estargz --export-out record.json
+   coldtrace advise --from 'http://node1:9470/?namespace=prod&pod=llm-0' --token-file token -o manifest.yaml`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the prefetch manifest to `FILE` (.yaml or .json)"},
 			&cli.StringFlag{Name: "budget", Usage: "bound the manifest's hot set to `BYTES` (10GiB, 500MB, 4096)"},
@@ -45,6 +49,8 @@ Example:
 			&cli.StringFlag{Name: "name", Usage: "the manifest's metadata.name (default: from the workload)"},
 			&cli.StringFlag{Name: "tenant", Usage: "the manifest's tenant (a Kubernetes namespace name)"},
 			&cli.Uint64Flag{Name: "seed", Usage: "seed of the bootstrap intervals"},
+			&cli.StringSliceFlag{Name: "from", Usage: "also read the traces that an agent's API at `URL` lists (repeatable): http://NODE:9470/?namespace=NS&pod=POD&workload=IMAGE&since=24h, or one trace at http://NODE:9470/api/v1/traces/ID"},
+			&cli.StringFlag{Name: "token-file", Usage: "the agents' API token is in `FILE` (their Secret's token)"},
 		},
 		Action: advise,
 	}
@@ -55,7 +61,7 @@ func advise(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	traces, err := readTraces(args)
+	traces, err := gatherTraces(c, args)
 	if err != nil {
 		return err
 	}
@@ -171,6 +177,41 @@ func (o *occurrences) Set(v string) error {
 
 func (o *occurrences) String() string   { return "" }
 func (o *occurrences) IsBoolFlag() bool { return o.isBool }
+
+// gatherTraces reads the traces in the files at paths and at the agents' APIs of --from.
+func gatherTraces(c *cli.Context, paths []string) ([]*trace.Trace, error) {
+	from := c.StringSlice("from")
+	if len(from) == 0 {
+		return readTraces(paths)
+	}
+	var out []*trace.Trace
+	if len(paths) > 0 {
+		var err error
+		if out, err = readTraces(paths); err != nil {
+			return nil, err
+		}
+	}
+	var token []byte
+	if f := c.String("token-file"); f != "" {
+		var err error
+		if token, err = os.ReadFile(f); err != nil {
+			return nil, fmt.Errorf("--token-file: %w", err)
+		}
+	}
+	client := &http.Client{Timeout: time.Minute}
+	for _, u := range from {
+		ts, err := nodeapi.Fetch(c.Context, client, u, strings.TrimSpace(string(token)))
+		if err != nil {
+			return nil, fmt.Errorf("--from: %w", err)
+		}
+		fmt.Fprintf(c.App.ErrWriter, "coldtrace: %d traces from %s\n", len(ts), u)
+		out = append(out, ts...)
+	}
+	if len(out) == 0 {
+		return nil, cli.Exit("no traces given: the agents listed none", 2)
+	}
+	return out, nil
+}
 
 func readTraces(paths []string) ([]*trace.Trace, error) {
 	if len(paths) == 0 {

@@ -7,18 +7,23 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 
 	"github.com/coldtrace/coldtrace/cache"
+	"github.com/coldtrace/coldtrace/caps"
 	coldmetrics "github.com/coldtrace/coldtrace/metrics"
+	"github.com/coldtrace/coldtrace/nodeapi"
 	"github.com/coldtrace/coldtrace/trace"
+	"github.com/coldtrace/coldtrace/tracestore"
 	"github.com/coldtrace/coldtrace/watcher"
 )
 
@@ -49,20 +54,23 @@ When containerd's event stream fails (containerd restarts for an upgrade or afte
 crash), the agent keeps running: it resubscribes with backoff and records the containers
 whose task was created meanwhile, from their create, marked as joined late.
 
-Traces are written atomically to DATA_DIR/traces/<namespace>/<container id>.json.gz, for
-report, advise and diff. On SIGINT or SIGTERM the agent writes the traces of the
-containers in flight, marked incomplete, and exits.
+Traces are written atomically to DATA_DIR/traces/<namespace>/<container id>.json.gz
+(root's alone: 0700 directories, 0600 files), for report, advise and diff, and kept
+within --retain-bytes and --retain-age, the oldest removed first. On SIGINT or SIGTERM
+the agent writes the traces of the containers in flight, marked incomplete, and exits.
 
-Needs a kernel with BTF (/sys/kernel/btf/vmlinux), the host's PID namespace (the kernel
-reports host PIDs, and the agent reads /proc of the containers' processes), access to
-containerd's socket, and root, or these capabilities:
-  CAP_BPF              load the probes and their maps
-  CAP_PERFMON          attach to tracepoints and uprobes and read kernel memory
-  CAP_SYS_RESOURCE     lock the probes' memory on kernels that charge it to RLIMIT_MEMLOCK
-  CAP_SYS_PTRACE       read the working directories and roots of the containers' processes
-  CAP_DAC_READ_SEARCH  under a uid other than 0: read containerd's snapshots, to tie files to layers
-  CAP_NET_ADMIN        the kernel's notices of destroyed TCP sockets: a pull's registry connections' last bytes
-  CAP_SYS_ADMIN        only where tracefs is not mounted yet, to mount it
+--metrics-address (or --api-address) serves the node's API: /metrics, /healthz,
+/readyz (ready once the probes are attached and containerd's events followed), and
+/api/v1/traces (?namespace=&pod=&workload=&since=&until=) and /api/v1/traces/ID, which
+need "Authorization: Bearer TOKEN" with the token in --api-token-file; "coldtrace
+advise --from URL" reads them.
+
+Needs a kernel with BTF (/sys/kernel/btf/vmlinux), tracefs mounted, the host's PID and
+network namespaces (the kernel reports host PIDs, the agent reads /proc of the
+containers' processes and samples the pullers' sockets), containerd's socket and its
+root directory, and uid 0 with these capabilities, which it checks at its start
+(docs/deploy.md says how each was measured):
+` + capsList() + `
 
 Examples:
   sudo coldtrace agent
@@ -79,7 +87,10 @@ Examples:
 			&cli.StringSliceFlag{Name: "manifest-url", Usage: "apply the prefetch manifest at `URL` (repeatable)"},
 			&cli.DurationFlag{Name: "manifest-poll", Value: 10 * time.Second, Usage: "look for new and changed manifests this often"},
 			&cli.DurationFlag{Name: "rewarm-every", Value: 5 * time.Minute, Usage: "apply every manifest again this often, to bring back what was evicted"},
-			&cli.StringFlag{Name: "metrics-address", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (for example :9470)"},
+			&cli.StringFlag{Name: "metrics-address", Aliases: []string{"api-address"}, Usage: "serve the node's API at http://`ADDR`: /metrics, /healthz, /readyz, /api/v1/traces (for example :9470)"},
+			&cli.StringFlag{Name: "api-token-file", Usage: "the bearer token of /api/v1/traces is in `FILE` (a mounted Secret; without it the traces API refuses every request)"},
+			&cli.StringFlag{Name: "retain-bytes", Value: "1GiB", Usage: "keep at most `BYTES` of traces, removing the oldest first (0: no bound)"},
+			&cli.DurationFlag{Name: "retain-age", Value: 14 * 24 * time.Hour, Usage: "remove traces older than this (0: no bound)"},
 			&cli.IntFlag{Name: "metrics-workloads", Value: coldmetrics.DefaultMaxWorkloads, Usage: "give at most `N` (namespace, workload) pairs series of their own; later ones count as workload \"other\" (docs/metrics.md)"},
 		}, append(cacheFlags(), exportFlags()...)...),
 		Action: runAgent,
@@ -89,6 +100,9 @@ Examples:
 func runAgent(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("agent takes no arguments, got %q", c.Args().Slice())
+	}
+	if err := caps.Check(caps.Agent); err != nil {
+		return err
 	}
 	ring, err := parseBytes(c.String("ring-buffer"))
 	if err != nil {
@@ -112,6 +126,26 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	keep, err := parseBytes(c.String("retain-bytes"))
+	if err != nil {
+		return fmt.Errorf("--retain-bytes: %w", err)
+	}
+	store, err := tracestore.OpenDir(filepath.Join(c.String("data-dir"), "traces"),
+		tracestore.Options{MaxBytes: keep, MaxAge: c.Duration("retain-age"), Registerer: reg, Log: os.Stderr})
+	if err != nil {
+		return err
+	}
+	var started atomic.Pointer[watcher.Watcher]
+	api, err := nodeapi.Handler(nodeapi.Options{Store: store, TokenFile: c.String("api-token-file"), Metrics: reg,
+		Ready: func() error {
+			if w := started.Load(); w != nil {
+				return w.Ready()
+			}
+			return errors.New("loading the probes")
+		}})
+	if err != nil {
+		return fmt.Errorf("--api-token-file: %w", err)
+	}
 	var ln net.Listener
 	if addr := c.String("metrics-address"); addr != "" {
 		if ln, err = net.Listen("tcp", addr); err != nil {
@@ -131,10 +165,29 @@ func runAgent(c *cli.Context) error {
 		defer ca.Close() // after the watch below has returned
 	}
 
+	// The metrics server and the manifest watch end the agent when they fail; the
+	// recordings in flight are written either way.
+	var failed error
+	var once sync.Once
+	fail := func(err error) {
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			once.Do(func() { failed = err; stop() })
+		}
+	}
+	if ln != nil {
+		// Served while the probes load, so that the kubelet sees the agent alive, not ready.
+		srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+		go func() { fail(srv.Serve(ln)) }()
+		defer srv.Close()
+		fmt.Fprintf(os.Stderr, "coldtrace: metrics at http://%s/metrics\n", ln.Addr())
+		fmt.Fprintf(os.Stderr, "coldtrace: node API at http://%s (/healthz, /readyz, /api/v1/traces)\n", ln.Addr())
+	}
+
 	a, err := watcher.Start(ctx, watcher.Options{
 		Address:         c.String("containerd"),
 		Namespace:       c.String("namespace"),
 		DataDir:         c.String("data-dir"),
+		Store:           store,
 		Timeout:         c.Duration("timeout"),
 		PullWindow:      c.Duration("pull-window"),
 		HostsDir:        c.String("hosts-dir"),
@@ -147,23 +200,9 @@ func runAgent(c *cli.Context) error {
 		return err
 	}
 	agentMetrics.Watch(a)
+	started.Store(a)
 	fmt.Fprintf(os.Stderr, "coldtrace: watching containerd at %s, namespace %s; traces in %s\n",
 		c.String("containerd"), c.String("namespace"), c.String("data-dir"))
-	// The metrics server and the manifest watch end the agent when they fail; the
-	// recordings in flight are written either way.
-	var failed error
-	var once sync.Once
-	fail := func(err error) {
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			once.Do(func() { failed = err; stop() })
-		}
-	}
-	if ln != nil {
-		srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
-		go func() { fail(srv.Serve(ln)) }()
-		defer srv.Close()
-		fmt.Fprintf(os.Stderr, "coldtrace: metrics at http://%s/metrics\n", ln.Addr())
-	}
 	var watching sync.WaitGroup
 	if ca != nil {
 		watching.Add(1)
@@ -180,4 +219,13 @@ func runAgent(c *cli.Context) error {
 	watching.Wait()
 	once.Do(func() {}) // no failure after this point is reported
 	return errors.Join(failed, err)
+}
+
+// capsList lists the agent's capabilities for its help.
+func capsList() string {
+	var b strings.Builder
+	for _, c := range caps.Agent {
+		fmt.Fprintf(&b, "  CAP_%-16s %s\n", c.Name, c.Why)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }

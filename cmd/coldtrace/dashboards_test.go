@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
@@ -417,53 +416,11 @@ func checkPromtool(t *testing.T, metricsURL string) {
 	}
 }
 
-// agentProc is a running `coldtrace agent` and the lines it logs.
-type agentProc struct {
-	metrics string // its metrics' URL
-	lines   chan string
-}
-
 func startAgentProc(t *testing.T, bin string, args ...string) *agentProc {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"agent"}, args...)...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	// Room for every line of a test's agent: a full channel would stall the agent's logging.
-	a := &agentProc{lines: make(chan string, 1<<14)}
-	go func() {
-		defer close(a.lines)
-		for sc := bufio.NewScanner(stderr); sc.Scan(); {
-			a.lines <- sc.Text()
-		}
-	}()
+	a := startAgent(t, exec.Command(bin, append([]string{"agent"}, args...)...))
 	a.metrics = strings.TrimPrefix(a.waitLine(t, "coldtrace: metrics at "), "coldtrace: metrics at ")
 	return a
-}
-
-// waitLine waits up to a minute for a line of the agent's log that contains want.
-func (a *agentProc) waitLine(t *testing.T, want string) string {
-	t.Helper()
-	timeout := time.After(time.Minute)
-	for {
-		select {
-		case l, ok := <-a.lines:
-			if !ok {
-				t.Fatalf("the agent ended before saying %q", want)
-			}
-			t.Log(l)
-			if strings.Contains(l, want) {
-				return l
-			}
-		case <-timeout:
-			t.Fatalf("the agent did not say %q", want)
-		}
-	}
 }
 
 func readAgentTrace(t *testing.T, data, id string) *trace.Trace {

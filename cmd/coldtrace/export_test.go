@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"io"
-	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -37,42 +35,16 @@ func TestAgentExports(t *testing.T) {
 	ctrd.TrustHTTP(t, reg.Host)
 	j := exporttest.StartJaeger(t)
 	pyroURL, pushes := exporttest.StartPushReceiver(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metricsAddr := ln.Addr().String()
-	ln.Close()
-
 	data := t.TempDir()
-	cmd := exec.Command(build(t), "agent", "--containerd", ctrd.Address, "--namespace", "default", "--data-dir", data,
-		"--otlp-endpoint", "grpc://"+j.GRPC, "--pyroscope-url", pyroURL, "--metrics-address", metricsAddr)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	sc := bufio.NewScanner(stderr)
-	waitLine := func(want string) {
-		t.Helper()
-		for sc.Scan() {
-			t.Log(sc.Text())
-			if strings.Contains(sc.Text(), want) {
-				return
-			}
-		}
-		t.Fatalf("the agent ended before saying %q", want)
-	}
+	agent := startAgentProc(t, build(t), "--containerd", ctrd.Address, "--namespace", "default", "--data-dir", data,
+		"--otlp-endpoint", "grpc://"+j.GRPC, "--pyroscope-url", pyroURL, "--metrics-address", "127.0.0.1:0")
+	waitLine := func(want string) { t.Helper(); agent.waitLine(t, want) }
 	waitLine("watching containerd")
 	// Pulled while the agent watches, so that the trace begins at the pull.
 	ctrd.Ctr(t, "images", "pull", "--hosts-dir", ctrd.HostsDir, ref)
 	// Ready at its listen, in the container's own network namespace.
 	ctrd.Ctr(t, "run", "-d", ref, "serve", "sh", "-c", "cat /bin/busybox > /dev/null; exec nc -l -p 8080")
 	waitLine("container serve: ready")
-	go io.Copy(io.Discard, stderr)
 	tr, err := trace.ReadFile(filepath.Join(data, "traces", "default", "serve.json.gz"))
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +52,7 @@ func TestAgentExports(t *testing.T) {
 
 	// The exports run after the trace is written: wait for the agent's counters.
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
-		m := scrape(t, "http://"+metricsAddr+"/metrics")
+		m := scrape(t, agent.metrics)
 		if strings.Contains(m, `coldtrace_exports_total{exporter="otlp"} 1`) && strings.Contains(m, `coldtrace_exports_total{exporter="pyroscope"} 1`) {
 			break
 		}
@@ -98,8 +70,8 @@ func TestAgentExports(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the Pyroscope receiver got nothing")
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := cmd.Wait(); err != nil {
+	agent.cmd.Process.Signal(syscall.SIGTERM)
+	if err := agent.cmd.Wait(); err != nil {
 		t.Errorf("the agent stopped with %v", err)
 	}
 }

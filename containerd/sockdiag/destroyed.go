@@ -23,7 +23,8 @@ var ErrMissed = errors.New("sock_diag: notices of destroyed sockets were dropped
 // Destroyed receives the kernel's notice of each TCP socket of the network namespace as
 // it is destroyed, with its final counters: the bytes a poll of live sockets misses
 // since its last poll before the close, and the sockets that lived between two polls.
-// Joining the groups takes CAP_NET_ADMIN.
+// Joining the groups takes no capability (measured on 6.18: sock_diag's netlink family lets
+// anyone receive); only the forced receive buffer size below needs CAP_NET_ADMIN.
 type Destroyed struct {
 	f   *os.File
 	raw syscall.RawConn

@@ -75,7 +75,7 @@ func TestTCPCountsLoopbackTransfer(t *testing.T) {
 // TestDestroyedFinalCounts closes a loopback connection after a transfer of n bytes: the
 // notice of the client socket's destruction holds at least n bytes received.
 func TestDestroyedFinalCounts(t *testing.T) {
-	testenv.RequireRoot(t) // joining the destroy groups takes CAP_NET_ADMIN
+	testenv.RequireRoot(t) // the forced receive buffer takes CAP_NET_ADMIN
 	const n = 1<<20 + 777
 	d, err := WatchDestroyed()
 	if err != nil {

@@ -112,6 +112,8 @@ type PodConfig struct {
 	// /kubepods[/<qos>]/pod<uid>; CgroupParent, when set, is used instead.
 	QoS, CgroupParent string
 	Labels            map[string]string
+	// HostPID puts the pod in the host's PID namespace (a pod spec's hostPID).
+	HostPID bool
 }
 
 // Pod is a running pod sandbox.
@@ -165,6 +167,9 @@ func (c *CRI) RunPod(ctx context.Context, cfg PodConfig) (*Pod, error) {
 				NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE},
 			},
 		},
+	}
+	if cfg.HostPID {
+		pc.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_NODE
 	}
 	r, err := c.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pc})
 	if err != nil {
