@@ -11,15 +11,14 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/coldtrace/coldtrace/advisor"
-	"github.com/coldtrace/coldtrace/trace"
 )
 
 func adviseCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "advise",
 		Usage:     "recommend what to change, with estimated savings, and write a prefetch manifest",
-		ArgsUsage: "TRACE...",
-		Description: `Reads cold-start traces of one workload (several runs give intervals) and prints
+		ArgsUsage: "TRACE|URL...",
+		Description: `Reads cold-start traces of one workload (files, or trace stores: file://DIR, s3://BUCKET/PREFIX) (several runs give intervals) and prints
 the phase statistics, each phase's gap to the host's limits, contention on the link
 (the image pull with the model download, and with other image pulls on the node: how
 long, which images, the pull's share of the link and what it would gain alone), what-if
@@ -32,7 +31,8 @@ prefetch-list format of a lazy-pull snapshotter.
 
 Example:
    coldtrace advise run1.json.gz run2.json.gz run3.json.gz -o manifest.yaml --budget 10GiB
-   coldtrace advise runs/*.json.gz --export estargz --export-out record.json`,
+   coldtrace advise runs/*.json.gz --export estargz --export-out record.json
+   coldtrace advise 's3://bucket/traces/workload/REPO?endpoint=http://minio:9000&path_style=true' --since 24h`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the prefetch manifest to `FILE` (.yaml or .json)"},
 			&cli.StringFlag{Name: "budget", Usage: "bound the manifest's hot set to `BYTES` (10GiB, 500MB, 4096)"},
@@ -45,6 +45,7 @@ Example:
 			&cli.StringFlag{Name: "name", Usage: "the manifest's metadata.name (default: from the workload)"},
 			&cli.StringFlag{Name: "tenant", Usage: "the manifest's tenant (a Kubernetes namespace name)"},
 			&cli.Uint64Flag{Name: "seed", Usage: "seed of the bootstrap intervals"},
+			sinceFlag,
 		},
 		Action: advise,
 	}
@@ -55,7 +56,7 @@ func advise(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	traces, err := readTraces(args)
+	traces, err := readTraces(c, args)
 	if err != nil {
 		return err
 	}
@@ -148,21 +149,6 @@ func interspersed(c *cli.Context) ([]string, error) {
 		}
 	})
 	return out, err
-}
-
-func readTraces(paths []string) ([]*trace.Trace, error) {
-	if len(paths) == 0 {
-		return nil, cli.Exit("no traces given", 2)
-	}
-	var out []*trace.Trace
-	for _, p := range paths {
-		t, err := trace.ReadFile(p)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	return out, nil
 }
 
 // writeTo writes through write to the file at path, or to stdout for "-".

@@ -78,7 +78,7 @@ Examples:
 			&cli.DurationFlag{Name: "manifest-poll", Value: 10 * time.Second, Usage: "look for new and changed manifests this often"},
 			&cli.DurationFlag{Name: "rewarm-every", Value: 5 * time.Minute, Usage: "apply every manifest again this often, to bring back what was evicted"},
 			&cli.StringFlag{Name: "metrics-address", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (for example :9470)"},
-		}, cacheFlags()...),
+		}, append(cacheFlags(), traceStoreFlags()...)...),
 		Action: runAgent,
 	}
 }
@@ -118,7 +118,14 @@ func runAgent(c *cli.Context) error {
 		defer ca.Close() // after the watch below has returned
 	}
 
+	store, closeStore, err := openTraceStore(c, reg)
+	if err != nil {
+		return err
+	}
+	defer closeStore() // after the recordings in flight are written
+
 	a, err := watcher.Start(ctx, watcher.Options{
+		Store:           store,
 		Address:         c.String("containerd"),
 		Namespace:       c.String("namespace"),
 		DataDir:         c.String("data-dir"),

@@ -29,6 +29,7 @@ Example:
 			&cli.Float64Flag{Name: "min-change", Value: 0.10, Usage: "smallest relative growth of the median that counts"},
 			&cli.Float64Flag{Name: "min-seconds", Value: 0.05, Usage: "smallest growth of the median in seconds that counts"},
 			&cli.BoolFlag{Name: "force", Usage: "accept traces of different workloads within one side"},
+			sinceFlag,
 		},
 		Action: diff,
 	}
@@ -43,11 +44,11 @@ func diff(c *cli.Context) error {
 	if sep < 0 {
 		return cli.Exit("separate the old traces from the new ones with --: coldtrace diff OLD... -- NEW...", 2)
 	}
-	old, err := readTraces(args[:sep])
+	old, err := readTraces(c, args[:sep])
 	if err != nil {
 		return err
 	}
-	newer, err := readTraces(args[sep+1:])
+	newer, err := readTraces(c, args[sep+1:])
 	if err != nil {
 		return err
 	}
