@@ -46,6 +46,7 @@ Example:
 			&cli.StringFlag{Name: "tenant", Usage: "the manifest's tenant (a Kubernetes namespace name)"},
 			&cli.Uint64Flag{Name: "seed", Usage: "seed of the bootstrap intervals"},
 			sinceFlag,
+			&cli.StringFlag{Name: "push", Usage: "attach the manifest to the image `REGISTRY/REPO@sha256:DIGEST` in its registry (see coldtrace manifest)"},
 		},
 		Action: advise,
 	}
@@ -86,7 +87,7 @@ func advise(c *cli.Context) error {
 	default:
 		return cli.Exit(fmt.Sprintf("unknown --format %q: text or json", c.String("format")), 2)
 	}
-	if err != nil || (c.String("output") == "" && c.String("export") == "") {
+	if err != nil || (c.String("output") == "" && c.String("export") == "" && c.String("push") == "") {
 		return err
 	}
 
@@ -99,6 +100,11 @@ func advise(c *cli.Context) error {
 			return err
 		}
 		fmt.Fprintf(c.App.ErrWriter, "wrote %s: %d hot-set entries, %d artifacts, %d images\n", out, len(m.Spec.HotSet), len(m.Spec.Artifacts), len(m.Spec.Images))
+	}
+	if image := c.String("push"); image != "" {
+		if err := pushManifest(c, m, image); err != nil {
+			return err
+		}
 	}
 	if f := c.String("export"); f != "" {
 		return writeTo(c.String("export-out"), c.App.Writer, func(w io.Writer) error {
