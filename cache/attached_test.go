@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/coldtrace/coldtrace/containerd"
 	"github.com/coldtrace/coldtrace/internal/ctrtest"
 	"github.com/coldtrace/coldtrace/internal/origin"
 	"github.com/coldtrace/coldtrace/manifest"
@@ -111,5 +112,66 @@ func TestApplyAttached(t *testing.T) {
 				t.Errorf("%v tenant refusals counted, want 1", got)
 			}
 		})
+	}
+}
+
+// The agent's path: a container of an image is created on a node; the manifest attached
+// to the image in the registry is applied for the container's pod namespace.
+func TestWatchAttached(t *testing.T) {
+	reg := ctrtest.StartRegistry(t, ctrtest.RegistryOptions{})
+	img, err := ctrtest.BuildImage([]v1.Layer{ctrtest.BusyboxLayer(t)}, []string{"/bin/sleep", "60"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Push(t, "team/app:v1", img)
+	d, _ := img.Digest()
+	image := reg.Host + "/team/app@" + d.String()
+	o := origin.StartHTTP(t, "/m/model.bin", origin.Random(256<<10), 0)
+	m := modelManifest("", o)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := manifest.Push(ctx, image, m, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+
+	ctrd := ctrtest.StartContainerd(t)
+	root := filepath.Join(t.TempDir(), "store")
+	a, err := New(Config{Containerd: ctrd.Address, Namespace: "k8s.io", StoreRoot: root, OriginAllow: loopback, PlainHTTP: true}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	watched := make(chan error, 1)
+	go func() {
+		watched <- a.WatchAttached(ctx, AttachedOptions{Containerd: ctrd.Address, Namespace: "k8s.io"})
+	}()
+	time.Sleep(time.Second) // the subscription is made asynchronously
+
+	c, err := containerd.New(ctrd.Address, "k8s.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Pull(ctx, ref, containerd.PullOptions{PlainHTTP: true}); err != nil {
+		t.Fatal(err)
+	}
+	ct, err := c.Create(ctx, "app", ref, containerd.CreateOptions{Labels: map[string]string{podNamespace: "team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.Delete(context.Background())
+
+	blob := filepath.Join(root, "tenants", "team-a", "sha256", strings.TrimPrefix(o.Digest(), "sha256:"))
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(blob); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the attached manifest's artifact is not in team-a's store a minute after the container's create")
+		}
+	}
+	cancel()
+	if err := <-watched; err != nil {
+		t.Errorf("watch: %v", err)
 	}
 }

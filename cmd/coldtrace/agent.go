@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -75,6 +76,7 @@ Examples:
 			&cli.StringSliceFlag{Name: "device-pattern", Usage: "glob of accelerator device nodes (repeatable; default: /dev/nvidia*, /dev/dri/*, /dev/kfd, /dev/accel/*, /dev/neuron*)"},
 			&cli.StringFlag{Name: "manifests", Usage: "apply the prefetch manifests in `DIR` (DIR/TENANT/*.yaml: mount one ConfigMap per namespace there; DIR/*.yaml name their own tenant)"},
 			&cli.StringSliceFlag{Name: "manifest-url", Usage: "apply the prefetch manifest at `URL` (repeatable)"},
+			&cli.BoolFlag{Name: "attached-manifests", Usage: "apply the prefetch manifest attached in the registry to the image of each new container, for its pod's namespace (see coldtrace manifest)"},
 			&cli.DurationFlag{Name: "manifest-poll", Value: 10 * time.Second, Usage: "look for new and changed manifests this often"},
 			&cli.DurationFlag{Name: "rewarm-every", Value: 5 * time.Minute, Usage: "apply every manifest again this often, to bring back what was evicted"},
 			&cli.StringFlag{Name: "metrics-address", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (for example :9470)"},
@@ -107,7 +109,7 @@ func runAgent(c *cli.Context) error {
 		defer ln.Close()
 	}
 	var ca *cache.Warmer
-	if c.String("manifests") != "" || len(c.StringSlice("manifest-url")) > 0 {
+	if c.String("manifests") != "" || len(c.StringSlice("manifest-url")) > 0 || c.Bool("attached-manifests") {
 		cfg, err := cacheConfig(c)
 		if err != nil {
 			return err
@@ -157,7 +159,15 @@ func runAgent(c *cli.Context) error {
 		fmt.Fprintf(os.Stderr, "coldtrace: metrics at http://%s/metrics\n", ln.Addr())
 	}
 	var watching sync.WaitGroup
-	if ca != nil {
+	if c.Bool("attached-manifests") {
+		watching.Add(1)
+		go func() {
+			defer watching.Done()
+			fail(ca.WatchAttached(ctx, cache.AttachedOptions{Containerd: c.String("containerd"), Namespace: c.String("namespace"),
+				Every: c.Duration("rewarm-every"), Registry: []remote.Option{registryAuth}, Log: os.Stderr}))
+		}()
+	}
+	if ca != nil && (c.String("manifests") != "" || len(c.StringSlice("manifest-url")) > 0) {
 		watching.Add(1)
 		go func() {
 			defer watching.Done()
