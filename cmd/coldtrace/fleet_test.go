@@ -16,7 +16,8 @@ import (
 )
 
 // Three nodes' real traces uploaded to a real SeaweedFS: advise on the bucket gives the
-// same advice and the same manifest, byte for byte, as advise on the files.
+// same advice and the same manifest, byte for byte, as advise on the files. (Each
+// example run has its own command line: --force takes them as one workload.)
 func TestAdviseBucketEqualsFiles(t *testing.T) {
 	testenv.RequireBPF(t)
 	bin := build(t)
@@ -44,7 +45,7 @@ func TestAdviseBucketEqualsFiles(t *testing.T) {
 	advise := func(args ...string) (out, manifest []byte) {
 		t.Helper()
 		m := filepath.Join(t.TempDir(), "m.yaml")
-		cmd := exec.Command(bin, append([]string{"advise", "--format", "json", "--seed", "7", "-o", m}, args...)...)
+		cmd := exec.Command(bin, append([]string{"advise", "--force", "--format", "json", "--seed", "7", "-o", m}, args...)...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
