@@ -82,6 +82,9 @@ func advise(c *cli.Context) error {
 	switch c.String("format") {
 	case "text":
 		err = a.Format(c.App.Writer)
+		if err == nil {
+			err = formatFleet(c, traces, opt)
+		}
 	case "json":
 		err = a.WriteJSON(c.App.Writer)
 	default:
