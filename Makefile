@@ -21,6 +21,7 @@ BENCH_PKGS ?= $(PKGS)
 BENCH     ?= .
 BENCHTIME ?= 1s
 BENCHFLAGS ?= -benchmem
+ADVISE_N  ?= 10000
 # One package at a time: the tests measure timings (pull rates, phase boundaries) and
 # share the kernel's probes, so parallel packages would make them noisy.
 TESTFLAGS ?= -p 1
@@ -28,7 +29,7 @@ FUZZTIME  ?= 10s
 
 SHELL_SCRIPTS := hack/install-deps.sh .ci/run
 
-.PHONY: help generate check-generate build test bench lint fuzz install clean
+.PHONY: help generate check-generate build test bench bench-advise lint fuzz install clean
 
 help: ## list the targets
 	@echo 'usage: make TARGET [VAR=value ...]'
@@ -68,6 +69,14 @@ test: ## run every test (as root; CI=true turns skips for missing root/BPF/tools
 
 bench: ## run the benchmarks (BENCH_PKGS, BENCH, BENCHTIME)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) $(BENCHFLAGS) $(BENCH_PKGS)
+
+bench-advise: ## advise over ADVISE_N (10000) traces jittered from 3 real ones (needs root and BPF): time and peak memory
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	$(GO) build -o $$dir/coldtrace $(PKG); $(GO) build -o $$dir/jitter ./hack/jitter; \
+	for i in 1 2 3; do $$dir/coldtrace record --example -o $$dir/seed$$i.json.gz >/dev/null; done; \
+	$$dir/jitter -n $(ADVISE_N) -o $$dir/traces $$dir/seed*.json.gz; \
+	echo "advise over $(ADVISE_N) traces (file://):"; \
+	/usr/bin/time -f '  %e s elapsed, %M KiB peak RSS' $$dir/coldtrace advise file://$$dir/traces -o $$dir/m.yaml >/dev/null
 
 lint: ## gofmt, go vet, and shellcheck where installed
 	@files="$$(git ls-files --cached --others --exclude-standard -- '*.go' | grep -v '/testdata/' || true)"; \

@@ -231,4 +231,11 @@ ensure_go() {
 
 apt_install "${PACKAGES[@]}"
 ensure_go
+if [[ $MODE == all ]]; then
+	# SeaweedFS, the S3-compatible server of the trace-store tests: a Go tool of its own
+	# module (hack/seaweedfs, kept out of coldtrace's go.mod), built once here into go's
+	# cache, where the tests find it with `go tool -n`. Long on 2 CPUs (see docs/fleet.md).
+	log "building the weed tool (hack/seaweedfs)"
+	"$(command -v go || echo "$GO_PREFIX/bin/go")" -C "$ROOT/hack/seaweedfs" tool -n weed >/dev/null
+fi
 log "done ($MODE)"
