@@ -85,6 +85,9 @@ func OpenBucket(ctx context.Context, rawURL, node string) (*Bucket, error) {
 	return &Bucket{client: client, bucket: u.Host, prefix: strings.Trim(u.Path, "/"), node: node, keys: map[string]string{}}, nil
 }
 
+// errNotTrace marks an object under the prefix whose head is not a trace's.
+var errNotTrace = errors.New("not a trace")
+
 // Key is where Put stores t given as name (<namespace>/<container id>).
 func (b *Bucket) Key(name string, t *trace.Trace) string {
 	repo, digest := "-", "-"
@@ -136,10 +139,13 @@ func (b *Bucket) List(ctx context.Context, f Filter) ([]Entry, error) {
 	var out []Entry
 	err := b.walk(ctx, f, func(o s3types.Object) error {
 		e, err := b.readEntry(ctx, *o.Key, aws.ToInt64(o.Size), aws.ToTime(o.LastModified))
+		if errors.Is(err, errNotTrace) || errors.Is(err, ErrNotFound) {
+			return nil // not a trace, or removed since the listing: as a Dir, list the others
+		}
 		if err != nil {
 			return err
 		}
-		if e.ID != "" && f.Match(*e) {
+		if f.Match(*e) {
 			out = append(out, *e)
 		}
 		return nil
@@ -186,7 +192,7 @@ func (b *Bucket) readEntry(ctx context.Context, key string, size int64, written 
 	}
 	defer r.Close()
 	if err := readHead(r, e); err != nil {
-		return nil, fmt.Errorf("%s: %w", b.url(key), err)
+		return nil, fmt.Errorf("%s: %w: %v", b.url(key), errNotTrace, err)
 	}
 	b.mu.Lock()
 	b.keys[e.ID] = key
