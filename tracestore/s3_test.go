@@ -82,15 +82,17 @@ func TestSpooledSurvivesStoreOutage(t *testing.T) {
 	record(1)
 	// node-c's agent restarts while the store is down; its spool is all it has.
 	agents["node-c"].Close()
-	time.Sleep(300 * time.Millisecond) // a few failed uploads, retried with backoff
+	// The others try, fail, and back off.
+	for deadline := time.Now().Add(30 * time.Second); testutil.ToFloat64(agents["node-a"].uploads.WithLabelValues("error")) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no failed upload counted 30 s into the store's outage")
+		}
+	}
 	for _, n := range nodes {
 		es, _ := agents[n].spool.List(context.Background(), Filter{})
 		if len(es) != 4 {
 			t.Errorf("%s: %d traces spooled while the store is down, want 4", n, len(es))
 		}
-	}
-	if got := testutil.ToFloat64(agents["node-a"].uploads.WithLabelValues("error")); got == 0 {
-		t.Error("no failed upload counted while the store was down")
 	}
 	agents["node-c"] = spooled(t, url, "node-c", dirs["node-c"], 0)
 	srv.Start()
