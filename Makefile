@@ -76,7 +76,7 @@ bench-advise: ## advise over ADVISE_N (10000) traces jittered from 3 real ones (
 	for i in 1 2 3; do $$dir/coldtrace record --example -o $$dir/seed$$i.json.gz >/dev/null; done; \
 	$$dir/jitter -n $(ADVISE_N) -o $$dir/traces $$dir/seed*.json.gz; \
 	echo "advise over $(ADVISE_N) traces (file://):"; \
-	/usr/bin/time -f '  %e s elapsed, %M KiB peak RSS' $$dir/coldtrace advise file://$$dir/traces -o $$dir/m.yaml >/dev/null
+	/usr/bin/time -f '  %e s elapsed, %U s user CPU, %M KiB peak RSS' $$dir/coldtrace advise file://$$dir/traces -o $$dir/m.yaml >/dev/null
 
 lint: ## gofmt, go vet, and shellcheck where installed
 	@files="$$(git ls-files --cached --others --exclude-standard -- '*.go' | grep -v '/testdata/' || true)"; \
