@@ -21,6 +21,7 @@ BENCH_PKGS ?= $(PKGS)
 BENCH     ?= .
 BENCHTIME ?= 1s
 BENCHFLAGS ?= -benchmem
+ADVISE_N  ?= 10000
 # One package at a time: the tests measure timings (pull rates, phase boundaries) and
 # share the kernel's probes, so parallel packages would make them noisy.
 TESTFLAGS ?= -p 1
@@ -36,7 +37,7 @@ COLDSTART_RUNS ?= 5
 COLDSTART_CURVE_MIB ?= 512,1024,2048
 COLDSTART_OUT ?= bench-coldstart-out
 
-.PHONY: help generate check-generate dashboards check-dashboards build test bench bench-overhead bench-coldstart lint fuzz install clean
+.PHONY: help generate check-generate dashboards check-dashboards build test bench bench-overhead bench-coldstart bench-advise lint fuzz install clean
 
 help: ## list the targets
 	@echo 'usage: make TARGET [VAR=value ...]'
@@ -100,6 +101,14 @@ bench-coldstart: ## the scale-out cold start of an LLM server under six strategi
 PAIRS ?= 7
 bench-overhead: ## what recording costs the workloads and the node, traced vs untraced (docs/overhead.md; PAIRS)
 	$(GO) test -tags overhead -count=1 -timeout 60m -run '^$$' -bench Overhead -benchtime 1x ./hack/benchoverhead -args -pairs $(PAIRS)
+
+bench-advise: ## advise over ADVISE_N (10000) traces jittered from 3 real ones (needs root and BPF): time and peak memory
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	$(GO) build -o $$dir/coldtrace $(PKG); $(GO) build -o $$dir/jitter ./hack/jitter; \
+	for i in 1 2 3; do $$dir/coldtrace record --example -o $$dir/seed$$i.json.gz >/dev/null; done; \
+	$$dir/jitter -n $(ADVISE_N) -o $$dir/traces $$dir/seed*.json.gz; \
+	echo "advise over $(ADVISE_N) traces (file://):"; \
+	/usr/bin/time -f '  %e s elapsed, %U s user CPU, %M KiB peak RSS' $$dir/coldtrace advise file://$$dir/traces -o $$dir/m.yaml >/dev/null
 
 # staticcheck (a go.mod tool, so CI needs nothing installed) with its default checks: the
 # bugs and simplifications vet does not catch (unused code, values never used, deprecated

@@ -237,5 +237,10 @@ if [[ $MODE == all ]]; then
 	# it with `go tool -n`. Several minutes on 2 CPUs.
 	log "building the jaeger tool (hack/jaeger)"
 	"$(command -v go || echo "$GO_PREFIX/bin/go")" -C "$(dirname "${BASH_SOURCE[0]}")/jaeger" tool -n jaeger >/dev/null
+	# SeaweedFS, the S3-compatible server of the trace-store tests: a Go tool of its own
+	# module (hack/seaweedfs, kept out of coldtrace's go.mod), built once here into go's
+	# cache, where the tests find it with `go tool -n`. Long on 2 CPUs (see docs/fleet.md).
+	log "building the weed tool (hack/seaweedfs)"
+	"$(command -v go || echo "$GO_PREFIX/bin/go")" -C "$ROOT/hack/seaweedfs" tool -n weed >/dev/null
 fi
 log "done ($MODE)"

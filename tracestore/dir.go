@@ -203,6 +203,19 @@ func (d *Dir) Open(_ context.Context, id string) (io.ReadCloser, error) {
 	return f, err
 }
 
+// Remove removes the trace stored under name, if any.
+func (d *Dir) Remove(name string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := os.Remove(d.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if e := d.byName[name]; e != nil {
+		d.forget(e)
+	}
+	return nil
+}
+
 func (d *Dir) path(name string) string { return filepath.Join(d.root, filepath.FromSlash(name)+suffix) }
 
 // add indexes e, replacing the entry of the same name; called with d.mu held or before

@@ -60,8 +60,12 @@ func (f Filter) Match(e Entry) bool {
 	return (f.Namespace == "" || f.Namespace == w.Namespace) &&
 		(f.Pod == "" || f.Pod == w.Pod) &&
 		(f.Workload == "" || f.Workload == w.Key() || f.Workload == w.Image) &&
-		(f.Since.IsZero() || !e.Start.Before(f.Since)) &&
-		(f.Until.IsZero() || e.Start.Before(f.Until))
+		f.within(e.Start)
+}
+
+// within says whether start lies in [Since, Until).
+func (f Filter) within(start time.Time) bool {
+	return (f.Since.IsZero() || !start.Before(f.Since)) && (f.Until.IsZero() || start.Before(f.Until))
 }
 
 // CheckName checks a name given to Put: a relative slash-separated path ("k8s.io/<container

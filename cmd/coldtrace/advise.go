@@ -21,8 +21,8 @@ func adviseCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "advise",
 		Usage:     "recommend what to change, with estimated savings, and write a prefetch manifest",
-		ArgsUsage: "TRACE...",
-		Description: `Reads cold-start traces of one workload (several runs give intervals) and prints
+		ArgsUsage: "TRACE|URL...",
+		Description: `Reads cold-start traces of one workload (files, or trace stores: file://DIR, s3://BUCKET/PREFIX) (several runs give intervals) and prints
 the phase statistics, each phase's gap to the host's limits, contention on the link
 (the image pull with the model download, and with other image pulls on the node: how
 long, which images, the pull's share of the link and what it would gain alone), what-if
@@ -36,6 +36,8 @@ prefetch-list format of a lazy-pull snapshotter.
 Example:
    coldtrace advise run1.json.gz run2.json.gz run3.json.gz -o manifest.yaml --budget 10GiB
    coldtrace advise runs/*.json.gz --export estargz --export-out record.json
+   coldtrace advise 's3://bucket/traces/workload/REPO?endpoint=http://minio:9000&path_style=true' --since 24h
+
    coldtrace advise --from 'http://node1:9470/?namespace=prod&pod=llm-0' --token-file token -o manifest.yaml`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the prefetch manifest to `FILE` (.yaml or .json)"},
@@ -51,6 +53,8 @@ Example:
 			&cli.Uint64Flag{Name: "seed", Usage: "seed of the bootstrap intervals"},
 			&cli.StringSliceFlag{Name: "from", Usage: "also read the traces that an agent's API at `URL` lists (repeatable): http://NODE:9470/?namespace=NS&pod=POD&workload=IMAGE&since=24h, or one trace at http://NODE:9470/api/v1/traces/ID"},
 			&cli.StringFlag{Name: "token-file", Usage: "the agents' API token is in `FILE` (their Secret's token)"},
+			sinceFlag,
+			&cli.StringFlag{Name: "push", Usage: "attach the manifest to the image `REGISTRY/REPO@sha256:DIGEST` in its registry (see coldtrace manifest)"},
 		},
 		Action: advise,
 	}
@@ -86,12 +90,15 @@ func advise(c *cli.Context) error {
 	switch c.String("format") {
 	case "text":
 		err = a.Format(c.App.Writer)
+		if err == nil {
+			err = formatFleet(c, traces, opt)
+		}
 	case "json":
 		err = a.WriteJSON(c.App.Writer)
 	default:
 		return cli.Exit(fmt.Sprintf("unknown --format %q: text or json", c.String("format")), 2)
 	}
-	if err != nil || (c.String("output") == "" && c.String("export") == "") {
+	if err != nil || (c.String("output") == "" && c.String("export") == "" && c.String("push") == "") {
 		return err
 	}
 
@@ -104,6 +111,11 @@ func advise(c *cli.Context) error {
 			return err
 		}
 		fmt.Fprintf(c.App.ErrWriter, "wrote %s: %d hot-set entries, %d artifacts, %d images\n", out, len(m.Spec.HotSet), len(m.Spec.Artifacts), len(m.Spec.Images))
+	}
+	if image := c.String("push"); image != "" {
+		if err := pushManifest(c, m, image); err != nil {
+			return err
+		}
 	}
 	if f := c.String("export"); f != "" {
 		return writeTo(c.String("export-out"), c.App.Writer, func(w io.Writer) error {
@@ -182,12 +194,12 @@ func (o *occurrences) IsBoolFlag() bool { return o.isBool }
 func gatherTraces(c *cli.Context, paths []string) ([]*trace.Trace, error) {
 	from := c.StringSlice("from")
 	if len(from) == 0 {
-		return readTraces(paths)
+		return readTraces(c, paths)
 	}
 	var out []*trace.Trace
 	if len(paths) > 0 {
 		var err error
-		if out, err = readTraces(paths); err != nil {
+		if out, err = readTraces(c, paths); err != nil {
 			return nil, err
 		}
 	}
@@ -209,21 +221,6 @@ func gatherTraces(c *cli.Context, paths []string) ([]*trace.Trace, error) {
 	}
 	if len(out) == 0 {
 		return nil, cli.Exit("no traces given: the agents listed none", 2)
-	}
-	return out, nil
-}
-
-func readTraces(paths []string) ([]*trace.Trace, error) {
-	if len(paths) == 0 {
-		return nil, cli.Exit("no traces given", 2)
-	}
-	var out []*trace.Trace
-	for _, p := range paths {
-		t, err := trace.ReadFile(p)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, t)
 	}
 	return out, nil
 }

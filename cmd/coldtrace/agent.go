@@ -7,13 +7,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/urfave/cli/v2"
@@ -85,6 +86,7 @@ Examples:
 			&cli.StringSliceFlag{Name: "device-pattern", Usage: "glob of accelerator device nodes (repeatable; default: /dev/nvidia*, /dev/dri/*, /dev/kfd, /dev/accel/*, /dev/neuron*)"},
 			&cli.StringFlag{Name: "manifests", Usage: "apply the prefetch manifests in `DIR` (DIR/TENANT/*.yaml: mount one ConfigMap per namespace there; DIR/*.yaml name their own tenant)"},
 			&cli.StringSliceFlag{Name: "manifest-url", Usage: "apply the prefetch manifest at `URL` (repeatable)"},
+			&cli.BoolFlag{Name: "attached-manifests", Usage: "apply the prefetch manifest attached in the registry to the image of each new container, for its pod's namespace (see coldtrace manifest)"},
 			&cli.DurationFlag{Name: "manifest-poll", Value: 10 * time.Second, Usage: "look for new and changed manifests this often"},
 			&cli.DurationFlag{Name: "rewarm-every", Value: 5 * time.Minute, Usage: "apply every manifest again this often, to bring back what was evicted"},
 			&cli.StringFlag{Name: "metrics-address", Aliases: []string{"api-address"}, Usage: "serve the node's API at http://`ADDR`: /metrics, /healthz, /readyz, /api/v1/traces (for example :9470)"},
@@ -92,7 +94,7 @@ Examples:
 			&cli.StringFlag{Name: "retain-bytes", Value: "1GiB", Usage: "keep at most `BYTES` of traces, removing the oldest first (0: no bound)"},
 			&cli.DurationFlag{Name: "retain-age", Value: 14 * 24 * time.Hour, Usage: "remove traces older than this (0: no bound)"},
 			&cli.IntFlag{Name: "metrics-workloads", Value: coldmetrics.DefaultMaxWorkloads, Usage: "give at most `N` (namespace, workload) pairs series of their own; later ones count as workload \"other\" (docs/metrics.md)"},
-		}, append(cacheFlags(), exportFlags()...)...),
+		}, slices.Concat(cacheFlags(), exportFlags(), traceStoreFlags())...),
 		Action: runAgent,
 	}
 }
@@ -130,11 +132,11 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--retain-bytes: %w", err)
 	}
-	store, err := tracestore.OpenDir(filepath.Join(c.String("data-dir"), "traces"),
-		tracestore.Options{MaxBytes: keep, MaxAge: c.Duration("retain-age"), Registerer: reg, Log: os.Stderr})
+	store, closeStore, err := openTraceStore(c, tracestore.Options{MaxBytes: keep, MaxAge: c.Duration("retain-age"), Registerer: reg, Log: os.Stderr})
 	if err != nil {
 		return err
 	}
+	defer closeStore() // after the recordings in flight are written
 	var started atomic.Pointer[watcher.Watcher]
 	api, err := nodeapi.Handler(nodeapi.Options{Store: store, TokenFile: c.String("api-token-file"), Metrics: reg,
 		Ready: func() error {
@@ -154,7 +156,7 @@ func runAgent(c *cli.Context) error {
 		defer ln.Close()
 	}
 	var ca *cache.Warmer
-	if c.String("manifests") != "" || len(c.StringSlice("manifest-url")) > 0 {
+	if c.String("manifests") != "" || len(c.StringSlice("manifest-url")) > 0 || c.Bool("attached-manifests") {
 		cfg, err := cacheConfig(c)
 		if err != nil {
 			return err
@@ -204,7 +206,15 @@ func runAgent(c *cli.Context) error {
 	fmt.Fprintf(os.Stderr, "coldtrace: watching containerd at %s, namespace %s; traces in %s\n",
 		c.String("containerd"), c.String("namespace"), c.String("data-dir"))
 	var watching sync.WaitGroup
-	if ca != nil {
+	if c.Bool("attached-manifests") {
+		watching.Add(1)
+		go func() {
+			defer watching.Done()
+			fail(ca.WatchAttached(ctx, cache.AttachedOptions{Containerd: c.String("containerd"), Namespace: c.String("namespace"),
+				Every: c.Duration("rewarm-every"), Registry: []remote.Option{registryAuth}, Log: os.Stderr}))
+		}()
+	}
+	if ca != nil && (c.String("manifests") != "" || len(c.StringSlice("manifest-url")) > 0) {
 		watching.Add(1)
 		go func() {
 			defer watching.Done()

@@ -41,6 +41,7 @@ Example:
 			&cli.Float64Flag{Name: "min-seconds", Value: 0.05, Usage: "smallest growth of the median in seconds that counts"},
 			&cli.Float64Flag{Name: "large-factor", Value: 2, Usage: "a large regression: every new run took at least this many times as long as every old run"},
 			&cli.BoolFlag{Name: "force", Usage: "accept traces of different workloads within one side"},
+			sinceFlag,
 		},
 		Action: diff,
 	}
@@ -56,11 +57,11 @@ func diff(c *cli.Context) error {
 		return cli.Exit("separate the old traces from the new ones with --: coldtrace diff OLD... -- NEW...", 2)
 	}
 	// Status 1 is the gate's "regression": traces that cannot be compared are bad usage.
-	old, err := readTraces(args[:sep])
+	old, err := readTraces(c, args[:sep])
 	if err != nil {
 		return usage(err)
 	}
-	newer, err := readTraces(args[sep+1:])
+	newer, err := readTraces(c, args[sep+1:])
 	if err != nil {
 		return usage(err)
 	}

@@ -42,6 +42,7 @@ Look at a trace again:             coldtrace report trace.json.gz --format html 
 			recordCommand(),
 			reportCommand(),
 			adviseCommand(),
+			manifestCommand(),
 			diffCommand(),
 			agentCommand(),
 			warmCommand(),

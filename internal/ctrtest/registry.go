@@ -31,6 +31,9 @@ type RegistryOptions struct {
 	// Listener is where the registry serves (in a network namespace of the caller's, say);
 	// nil listens on 127.0.0.1.
 	Listener net.Listener
+	// Referrers serves the OCI 1.1 referrers API; without it, clients fall back to the
+	// referrers tag schema.
+	Referrers bool
 }
 
 // Registry is an in-process OCI registry on 127.0.0.1 that counts the bytes it serves:
@@ -74,7 +77,7 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	if opts.Rate > 0 {
 		r.bucket = &bucket{rate: opts.Rate, burst: max(2*chunk, opts.Rate/4)}
 	}
-	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithReferrersSupport(opts.Referrers))
 	r.srv = &http.Server{
 		Handler:  r.wrap(reg),
 		ErrorLog: log.New(io.Discard, "", 0),
