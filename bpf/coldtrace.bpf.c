@@ -356,8 +356,9 @@ static __always_inline bool take(struct args *out)
 	return true;
 }
 
-/* Syscall handlers: sys_enter and sys_exit (at the end) tail-call them by syscall number.
- * An enter handler gets the user registers and the syscall number, an exit handler the
+/* Syscall handlers: sys_enter and sys_exit (at the end) tail-call them by syscall number,
+ * for traced processes only (sys_enter asks tracked(), sys_exit finds the arguments that
+ * the enter handler saved). An enter handler gets the user registers and the syscall number, an exit handler the
  * registers and the return value. */
 #define ENTER(name) SEC("tp_btf/sys_enter") int BPF_PROG(enter_##name, struct pt_regs *regs, long nr)
 #define EXIT(name) SEC("tp_btf/sys_exit") int BPF_PROG(exit_##name, struct pt_regs *regs, long ret)
@@ -365,8 +366,7 @@ static __always_inline bool take(struct args *out)
 #define ENTER_SAVE(name, nargs, stamp)                                         \
 	ENTER(name)                                                                \
 	{                                                                          \
-		if (tracked(bpf_get_current_pid_tgid() >> 32))                        \
-			save_args(regs, nr, nargs, stamp);                                 \
+		save_args(regs, nr, nargs, stamp);                                     \
 		return 0;                                                              \
 	}
 
@@ -581,8 +581,7 @@ static __always_inline void flush_run(__u32 pid, int fd)
 
 /* A close ends the descriptor's read run and its device entry. No event: the collector's
  * descriptor table is overwritten by the next open of the same number, and reads carry
- * their inode, so a stale entry can never name the wrong file. Both maps hold only traced
- * processes, so there is no need to ask tracked() first. */
+ * their inode, so a stale entry can never name the wrong file. */
 ENTER(close)
 {
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
@@ -602,9 +601,6 @@ ENTER(close)
  * writes, not reads. */
 static __always_inline int read_enter(__u64 nr, int fd, __s64 off)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	if (!tracked(id >> 32))
-		return 0;
 	struct args *a = slot(true);
 	if (!a)
 		return 0;
@@ -977,8 +973,6 @@ struct {
  * zero: no file is being read, so pages added during the call are no misses. */
 static __always_inline int write_enter(__u64 nr, int fd, __u64 buf)
 {
-	if (!tracked(bpf_get_current_pid_tgid() >> 32))
-		return 0;
 	struct args *a = slot(true);
 	if (!a)
 		return 0;
@@ -1374,96 +1368,72 @@ int call_exit(struct pt_regs *ctx)
 
 /* ---- syscall dispatch ----
  * Two raw tracepoints see every syscall on the node and tail-call the handler of the
- * syscall, if it has one. A syscall without a handler costs a failed tail call; one with a
- * handler, from an untracked process, a map lookup more (exit handlers find no slot). The
+ * syscall, if it has one. While they are attached, every syscall of every process takes
+ * the kernel's tracing slow path and runs both: that floor is most of what a syscall pays
+ * (docs/overhead.md measures it), and raw tracepoints cannot be scoped to a cgroup. Above
+ * the floor the dispatchers keep an untraced process's syscalls to a load from a constant
+ * table and, for the followed ones, the tracked() lookups at entry and a task-storage
+ * lookup at exit: no tail call, so no handler needs to ask tracked() itself. The
  * per-syscall tracepoints (syscalls:sys_enter_NAME) cost more than that, for the calls of
  * traced processes and of every other (the kernel formats each event's arguments into a
  * perf buffer before the program runs; docs/overhead.md has the figures). So these two are
  * attached only while something is recorded: see Probes.SetActive. */
+
+/* The syscalls with an entry and an exit handler; close has only an entry handler,
+ * nothing waits for its return. */
+#define WITH_EXIT(X) X(read) X(write) X(open) X(mmap) X(ioctl) X(pread64) X(pwrite64)  \
+	X(readv) X(writev) X(sendfile64) X(accept) X(sendto) X(sendmsg) X(listen)         \
+	X(chdir) X(fchdir) X(openat) X(splice) X(accept4) X(preadv) X(pwritev)            \
+	X(copy_file_range) X(preadv2) X(pwritev2) X(openat2)
+#define ENTER_SLOT(name) [NR_##name] = (void *)&enter_##name,
+#define EXIT_SLOT(name) [NR_##name] = (void *)&exit_##name,
+#define FLAG(name) [NR_##name] = 1,
+#define MAX_NR 512
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 512);
+	__uint(max_entries, MAX_NR);
 	__type(key, __u32);
 	__array(values, int(void *));
 } enter_calls SEC(".maps") = {
-	.values = {
-		[NR_read] = (void *)&enter_read,
-		[NR_write] = (void *)&enter_write,
-		[NR_open] = (void *)&enter_open,
-		[NR_close] = (void *)&enter_close,
-		[NR_mmap] = (void *)&enter_mmap,
-		[NR_ioctl] = (void *)&enter_ioctl,
-		[NR_pread64] = (void *)&enter_pread64,
-		[NR_pwrite64] = (void *)&enter_pwrite64,
-		[NR_readv] = (void *)&enter_readv,
-		[NR_writev] = (void *)&enter_writev,
-		[NR_sendfile64] = (void *)&enter_sendfile64,
-		[NR_accept] = (void *)&enter_accept,
-		[NR_sendto] = (void *)&enter_sendto,
-		[NR_sendmsg] = (void *)&enter_sendmsg,
-		[NR_listen] = (void *)&enter_listen,
-		[NR_chdir] = (void *)&enter_chdir,
-		[NR_fchdir] = (void *)&enter_fchdir,
-		[NR_openat] = (void *)&enter_openat,
-		[NR_splice] = (void *)&enter_splice,
-		[NR_accept4] = (void *)&enter_accept4,
-		[NR_preadv] = (void *)&enter_preadv,
-		[NR_pwritev] = (void *)&enter_pwritev,
-		[NR_copy_file_range] = (void *)&enter_copy_file_range,
-		[NR_preadv2] = (void *)&enter_preadv2,
-		[NR_pwritev2] = (void *)&enter_pwritev2,
-		[NR_openat2] = (void *)&enter_openat2,
-	},
+	.values = { WITH_EXIT(ENTER_SLOT) ENTER_SLOT(close) },
 };
 
-/* close has no exit handler: nothing waits for its return. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 512);
+	__uint(max_entries, MAX_NR);
 	__type(key, __u32);
 	__array(values, int(void *));
 } exit_calls SEC(".maps") = {
-	.values = {
-		[NR_read] = (void *)&exit_read,
-		[NR_write] = (void *)&exit_write,
-		[NR_open] = (void *)&exit_open,
-		[NR_mmap] = (void *)&exit_mmap,
-		[NR_ioctl] = (void *)&exit_ioctl,
-		[NR_pread64] = (void *)&exit_pread64,
-		[NR_pwrite64] = (void *)&exit_pwrite64,
-		[NR_readv] = (void *)&exit_readv,
-		[NR_writev] = (void *)&exit_writev,
-		[NR_sendfile64] = (void *)&exit_sendfile64,
-		[NR_accept] = (void *)&exit_accept,
-		[NR_sendto] = (void *)&exit_sendto,
-		[NR_sendmsg] = (void *)&exit_sendmsg,
-		[NR_listen] = (void *)&exit_listen,
-		[NR_chdir] = (void *)&exit_chdir,
-		[NR_fchdir] = (void *)&exit_fchdir,
-		[NR_openat] = (void *)&exit_openat,
-		[NR_splice] = (void *)&exit_splice,
-		[NR_accept4] = (void *)&exit_accept4,
-		[NR_preadv] = (void *)&exit_preadv,
-		[NR_pwritev] = (void *)&exit_pwritev,
-		[NR_copy_file_range] = (void *)&exit_copy_file_range,
-		[NR_preadv2] = (void *)&exit_preadv2,
-		[NR_pwritev2] = (void *)&exit_pwritev2,
-		[NR_openat2] = (void *)&exit_openat2,
-	},
+	.values = { WITH_EXIT(EXIT_SLOT) },
 };
+
+/* Which syscalls have handlers, in .rodata: one load, no helper call. */
+static const __u8 has_enter[MAX_NR] = { WITH_EXIT(FLAG) FLAG(close) };
+static const __u8 has_exit[MAX_NR] = { WITH_EXIT(FLAG) };
 
 SEC("tp_btf/sys_enter")
 int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 {
+	if ((__u64)nr >= MAX_NR || !has_enter[nr] || !tracked(bpf_get_current_pid_tgid() >> 32))
+		return 0;
 	bpf_tail_call(ctx, &enter_calls, nr);
 	return 0;
 }
 
-/* The exit tracepoint passes no syscall number: orig_ax still holds it. */
+/* The exit tracepoint passes no syscall number: orig_ax still holds it. Every exit
+ * handler starts by taking the arguments its entry handler saved, so a thread without
+ * saved arguments has nothing to do. */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 {
-	bpf_tail_call(ctx, &exit_calls, regs->orig_ax);
+	__u64 nr = regs->orig_ax;
+	if (nr >= MAX_NR || !has_exit[nr])
+		return 0;
+	struct args *a = slot(false);
+	if (!a || !a->busy)
+		return 0;
+	bpf_tail_call(ctx, &exit_calls, nr);
 	return 0;
 }
 

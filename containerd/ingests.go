@@ -19,6 +19,11 @@ import (
 // pulls: often enough to bound each one's start and end, rarely enough to cost nothing.
 const IngestPoll = 100 * time.Millisecond
 
+// IngestIdlePoll is how often the node's ingest log (LogIngests) polls while no ingest is
+// active and it watches containerd's ingest directory, which wakes it as an ingest begins:
+// a safety net for a directory that is not the one containerd writes.
+const IngestIdlePoll = 5 * time.Second
+
 // Ingest is a blob that another pull downloaded into containerd's content store while
 // this pull was downloading: one active content ingest that was not this pull's.
 type Ingest struct {
@@ -74,42 +79,55 @@ type ingestWatch struct {
 
 // watchIngests starts polling until stop.
 func (c *Client) watchIngests(ctx context.Context) *ingestWatch {
-	return c.startIngestWatch(context.WithoutCancel(ctx), 0, nil)
+	return c.startIngestWatch(context.WithoutCancel(ctx), 0, nil, nil)
 }
 
 // startIngestWatch polls until ctx ends or the watch is stopped; keep and socks are the
-// watch's fields.
-func (c *Client) startIngestWatch(ctx context.Context, keep time.Duration, socks *sockWatch) *ingestWatch {
+// watch's fields, wake is run's.
+func (c *Client) startIngestWatch(ctx context.Context, keep time.Duration, socks *sockWatch, wake <-chan struct{}) *ingestWatch {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &ingestWatch{c: c, cancel: cancel, done: make(chan struct{}), seen: map[string]*ingestSeen{}, keep: keep, socks: socks}
-	w.run(ctx)
+	w.run(ctx, wake)
 	return w
 }
 
-// run polls now and then every IngestPoll until ctx ends.
-func (w *ingestWatch) run(ctx context.Context) {
-	w.sample(ctx)
+// run polls now and then every IngestPoll until ctx ends; with a wake channel, only while
+// ingests are active (and the sockets are still sampled after them), and otherwise when
+// wake says an ingest began, or every IngestIdlePoll.
+func (w *ingestWatch) run(ctx context.Context, wake <-chan struct{}) {
+	busy := w.sample(ctx)
 	go func() {
 		defer close(w.done)
 		tick := time.NewTicker(IngestPoll)
 		defer tick.Stop()
+		idle := time.NewTicker(IngestIdlePoll)
+		defer idle.Stop()
 		for {
+			t, i, wk := tick.C, idle.C, wake
+			if busy || wake == nil {
+				i, wk = nil, nil
+			} else {
+				t = nil
+			}
 			select {
 			case <-ctx.Done():
 				return
-			case <-tick.C:
-				w.sample(ctx)
+			case <-t:
+			case <-i:
+			case <-wk:
 			}
+			busy = w.sample(ctx)
 		}
 	}()
 }
 
-// sample polls the ingests, then the sockets.
-func (w *ingestWatch) sample(ctx context.Context) {
+// sample polls the ingests, then the sockets, and says whether either is still active.
+func (w *ingestWatch) sample(ctx context.Context) bool {
 	active := w.poll(ctx)
 	if w.socks != nil && ctx.Err() == nil {
-		w.socks.poll(time.Now(), active > 0, w.keep)
+		return w.socks.poll(time.Now(), active > 0, w.keep)
 	}
+	return active > 0
 }
 
 // poll records the ingests active now and those that ended since the last poll, and

@@ -20,20 +20,24 @@ import (
 type IngestLog struct {
 	w        *ingestWatch
 	hostsDir string
+	unwatch  func() // stops the ingest directory's watch
 }
 
-// LogIngests starts polling the node's ingests every IngestPoll until Close; an ingest
+// LogIngests starts polling the node's ingests every IngestPoll until Close, while any is
+// active or containerd's ingest directory is out of sight (see watchIngestDir); an ingest
 // (and a socket) is remembered for keep after it ended. hostsDir is containerd's
 // registry hosts directory, whose hosts.toml name the mirrors a pull may connect to; ""
 // for none.
 func (c *Client) LogIngests(ctx context.Context, keep time.Duration, hostsDir string) *IngestLog {
-	return &IngestLog{w: c.startIngestWatch(ctx, keep, newSockWatch()), hostsDir: hostsDir}
+	wake, unwatch := c.watchIngestDir(ctx)
+	return &IngestLog{w: c.startIngestWatch(ctx, keep, newSockWatch(), wake), hostsDir: hostsDir, unwatch: unwatch}
 }
 
 // Close stops the polls.
 func (l *IngestLog) Close() {
 	l.w.cancel()
 	<-l.w.done
+	l.unwatch()
 	l.w.socks.close()
 }
 

@@ -54,8 +54,8 @@ func newSockWatch() *sockWatch { return &sockWatch{seen: map[uint64]*sockSeen{}}
 
 // poll samples the sockets when ingests are active now or were a moment ago, listening
 // to the notices of destroyed sockets for as long; it forgets the sockets gone for
-// longer than keep.
-func (w *sockWatch) poll(now time.Time, active bool, keep time.Duration) {
+// longer than keep. It says whether it sampled.
+func (w *sockWatch) poll(now time.Time, active bool, keep time.Duration) bool {
 	w.mu.Lock()
 	if active {
 		w.until = now.Add(sockGrace)
@@ -70,14 +70,14 @@ func (w *sockWatch) poll(now time.Time, active bool, keep time.Duration) {
 	}
 	w.mu.Unlock()
 	if !sample {
-		return
+		return false
 	}
 	socks, err := sockdiag.TCP()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err != nil {
 		w.failed, w.err = now, err
-		return
+		return true
 	}
 	live := make(map[uint64]bool, len(socks))
 	for _, s := range socks {
@@ -95,6 +95,7 @@ func (w *sockWatch) poll(now time.Time, active bool, keep time.Duration) {
 			delete(w.seen, c)
 		}
 	}
+	return true
 }
 
 // note records a sight of socket s at now, called with w.mu held; nil when the watch is

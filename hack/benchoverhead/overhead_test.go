@@ -23,6 +23,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+
 	"github.com/coldtrace/coldtrace/bpf"
 	"github.com/coldtrace/coldtrace/internal/ctrtest"
 	"github.com/coldtrace/coldtrace/internal/testenv"
@@ -157,12 +161,15 @@ func tax(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer other.Process.Kill()
-	states := []string{"no probes", "idle agent", "recording"}
+	states := []string{"no probes", "floor", "idle agent", "recording"}
 	res := map[string][2][]sample{}
 	for range *pairs {
 		for _, st := range states {
 			var p *bpf.Probes
-			if st != "no probes" {
+			detach := func() {}
+			if st == "floor" {
+				detach = floor(b)
+			} else if st != "no probes" {
 				var err error
 				if p, err = bpf.Load(bpf.Config{}); err != nil {
 					b.Fatal(err)
@@ -178,6 +185,7 @@ func tax(b *testing.B) {
 				r[0], r[1] = append(r[0], getppid()), append(r[1], dd())
 			}
 			res[st] = r
+			detach()
 			if p != nil {
 				p.Close()
 			}
@@ -193,6 +201,37 @@ func tax(b *testing.B) {
 		fmt.Printf("%-11s %11.1f ns %s %10s %s %.3fx, %.3fx\n", st, median(cpus(r[0])), ratioCol(cpus(base[0]), cpus(r[0])),
 			ms(median(cpus(r[1]))), ratioCol(cpus(base[1]), cpus(r[1])), w0, w1)
 	}
+}
+
+// floor attaches two programs that return at once to the raw sys_enter and sys_exit
+// tracepoints, where the syscall dispatchers sit: what any program there costs every
+// syscall on the node (the kernel's tracing slow path and two program runs), below which
+// no filter in a program can go. It returns their detach.
+func floor(b *testing.B) func() {
+	var links []link.Link
+	detach := func() {
+		for _, l := range links {
+			l.Close()
+		}
+	}
+	for _, tp := range []string{"sys_enter", "sys_exit"} {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: tp, License: "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		})
+		if err != nil {
+			detach()
+			b.Fatal(err)
+		}
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+		prog.Close() // the link holds it
+		if err != nil {
+			detach()
+			b.Fatal(err)
+		}
+		links = append(links, l)
+	}
+	return detach
 }
 
 // agentFootprint runs the agent (in this process) against a containerd where nothing
