@@ -10,6 +10,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,11 +268,18 @@ int main(int argc, char **argv)
 	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
 	if (bind(s, (struct sockaddr *)&a, sizeof(a)))
 		die("bind");
+	/* The recorder stops the workload with SIGTERM once it sees the listen: held off until
+	 * the mark after it is out. */
+	sigset_t term;
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	sigprocmask(SIG_BLOCK, &term, NULL);
 	mark("listen");
 	int err = listen(s, 1);
 	mark("listen_end");
 	if (err)
 		die("listen");
+	sigprocmask(SIG_UNBLOCK, &term, NULL);
 	pause();
 	return 0;
 }
