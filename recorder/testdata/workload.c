@@ -201,6 +201,19 @@ static void load(void)
 	close(fd);
 }
 
+/* await_probe waits until a uprobe is on fn: the kernel writes a breakpoint (int3 on x86)
+ * over the probed instruction in every mapping of the library. */
+static void await_probe(void *fn, const char *name)
+{
+	for (int i = 0; i < 10000; i++) {
+		if (*(volatile unsigned char *)fn == 0xCC)
+			return;
+		sleep_ms(1);
+	}
+	fprintf(stderr, "no uprobe on %s after 10 s\n", name);
+	exit(1);
+}
+
 static void gpu(const char *device, const char *lib)
 {
 	/* The device's open starts the GPU phase; cuCtxCreate_v2's return ends it. */
@@ -214,10 +227,14 @@ static void gpu(const char *device, const char *lib)
 	void *h = dlopen(lib, RTLD_NOW);
 	if (!h)
 		die(dlerror());
-	sleep_ms(100); /* the tracer attaches its uprobes when it sees the library open */
 	int (*init)(unsigned) = dlsym(h, "cuInit");
 	int (*retain)(void **, int) = dlsym(h, "cuDevicePrimaryCtxRetain");
 	int (*create)(void **, unsigned, int) = dlsym(h, "cuCtxCreate_v2");
+	/* The tracer attaches its uprobes when it sees the library open, however long a busy
+	 * machine makes that take: wait for them rather than for a fixed time. */
+	await_probe((void *)init, "cuInit");
+	await_probe((void *)retain, "cuDevicePrimaryCtxRetain");
+	await_probe((void *)create, "cuCtxCreate_v2");
 	void *ctx;
 	/* Each call between marks: the call's own probes fire between them, however late the
 	 * machine lets the caller run. */
