@@ -180,17 +180,7 @@ func TestFaultPaths(t *testing.T) {
 			anonAt := uint64(uintptr(unsafe.Pointer(&anon[0])))
 			pages := map[uint64]bool{} // file pages that faults mapped
 			anonFaults, events := 0, 0
-			var rec ringbuf.Record
-			for {
-				p.Ring().SetDeadline(time.Now().Add(200 * time.Millisecond))
-				if err := p.Ring().ReadInto(&rec); err != nil {
-					break
-				}
-				typ, ptr, err := Decode(rec.RawSample)
-				if err != nil || typ != EvFault {
-					continue
-				}
-				e := (*EventFault)(ptr)
+			for _, e := range faultEvents(p) {
 				switch {
 				case e.Addr >= anonAt && e.Addr < anonAt+uint64(len(anon)):
 					anonFaults++
@@ -213,6 +203,80 @@ func TestFaultPaths(t *testing.T) {
 			}
 			if lookup && events == 0 {
 				t.Errorf("no fault event for the file")
+			}
+		})
+	}
+}
+
+// faultEvents reads the fault events queued in p's ring until it stays empty for 200 ms.
+func faultEvents(p *Probes) []EventFault {
+	var out []EventFault
+	var rec ringbuf.Record
+	for {
+		p.Ring().SetDeadline(time.Now().Add(200 * time.Millisecond))
+		if err := p.Ring().ReadInto(&rec); err != nil {
+			return out
+		}
+		if typ, ptr, err := Decode(rec.RawSample); err == nil && typ == EvFault {
+			out = append(out, *(*EventFault)(ptr))
+		}
+	}
+}
+
+// TestKernelFaults hands readlink a path that lies in a mapped file, which the program
+// itself never touches: the kernel faults the page in while it copies the argument (as
+// with a path constant in an executable's .rodata), and both fault paths must report it.
+func TestKernelFaults(t *testing.T) {
+	testenv.RequireBPF(t)
+	const page = 5
+	content := make([]byte, 8*4096)
+	copy(content[page*4096:], "/proc/self/exe\x00")
+	path := filepath.Join(t.TempDir(), "rodata")
+	if err := os.WriteFile(path, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, lookup := range []bool{false, true} {
+		if !lookup && !RSSPerFault() {
+			continue
+		}
+		t.Run(fmt.Sprintf("lookup=%v", lookup), func(t *testing.T) {
+			p, err := Load(Config{RingBufferBytes: 1 << 20, FaultLookup: lookup})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			if err := p.TrackPID(uint32(os.Getpid())); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			m, err := unix.Mmap(int(f.Fd()), 0, len(content), unix.PROT_READ, unix.MAP_PRIVATE)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Munmap(m)
+			arg := uint64(uintptr(unsafe.Pointer(&m[page*4096])))
+			var buf [256]byte
+			n, _, errno := unix.Syscall(unix.SYS_READLINK, uintptr(arg), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+			if errno != 0 || n == 0 {
+				t.Fatalf("readlink of the mapped path: %v", errno)
+			}
+			var hits int
+			for _, e := range faultEvents(p) {
+				if e.Addr == arg {
+					hits++
+					if e.Dev != 0 && (arg < e.From || arg >= e.To) {
+						t.Errorf("the fault at %#x maps [%#x, %#x)", arg, e.From, e.To)
+					}
+				}
+			}
+			if hits != 1 {
+				t.Errorf("%d fault events at the readlink argument, want 1", hits)
 			}
 		})
 	}
