@@ -95,7 +95,7 @@ func TestWarmHalvesColdStart(t *testing.T) {
 				t.Logf("cold trace: %s (dev %d, ino %d): layer %+v, %d ranges, %d bytes mapped", f.Path, f.Dev, f.Ino, f.Layer, len(f.Ranges), f.MappedBytes)
 			}
 		}
-		t.Errorf("the hot set lacks the entrypoint %s", args[0])
+		t.Errorf("the hot set lacks the entrypoint %s (cold trace: %d events lost, incomplete %v, warnings %v)", args[0], cold.LostEvents, cold.Incomplete, cold.Warnings)
 	}
 
 	// Warm: another new node, then coldtrace warm.
