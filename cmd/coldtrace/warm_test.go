@@ -117,19 +117,9 @@ func TestWarmHalvesColdStart(t *testing.T) {
 	}
 	// The node drops its page cache (a reboot, memory pressure): warming again finds the
 	// image and the shard there, moves nothing over the network, and reads the hot set back.
-	dropCaches(t)
-	pulled, fetched = reg.Total(), shard.Sent()
-	out = warm()
-	t.Logf("warm after the page cache was dropped:\n%s", out)
-	if reg.Total() != pulled || shard.Sent() != fetched || !strings.Contains(out, "prepull 0 done") || !strings.Contains(out, "stage 0 done") {
-		t.Errorf("second warm pulled %d and fetched %d bytes:\n%s", reg.Total()-pulled, shard.Sent()-fetched, out)
-	}
 	// Ground truth for the page cache, read by vmtouch: the shard in the store and the hot
 	// ranges of the weights file in its layer's snapshot.
 	blob := filepath.Join(store, "tenants", "default", "sha256", hex)
-	if res, total := vmtouch(t, blob); res != total {
-		t.Errorf("vmtouch %s: %d of %d pages resident after warm", blob, res, total)
-	}
 	weights, _ := filepath.Glob(filepath.Join(node.Root, "io.containerd.snapshotter.v1.overlayfs", "snapshots", "*", "fs", ctrtest.WeightsPath))
 	var hot int64
 	for _, e := range m.Spec.HotSet {
@@ -140,12 +130,39 @@ func TestWarmHalvesColdStart(t *testing.T) {
 	if len(weights) != 1 || hot == 0 {
 		t.Fatalf("weights in the snapshots: %v; hot pages %d", weights, hot)
 	}
-	if res, total := vmtouch(t, weights[0]); res < hot || res > hot+total/50 {
+	// The page cache is the machine's: another process that drops it (drop_caches, as this
+	// test does, run by a test beside it) between the warm and the start evicts what was
+	// warmed, and the start misses it through no fault of the warmer. The kernel counts
+	// those drops; an attempt with one is made again.
+	var warmed *trace.Trace
+	var blobRes, blobTotal, res, total int64
+	for attempt := 1; ; attempt++ {
+		dropCaches(t)
+		drops := vmstat(t, "drop_pagecache")
+		pulled, fetched = reg.Total(), shard.Sent()
+		out = warm()
+		t.Logf("warm after the page cache was dropped:\n%s", out)
+		if reg.Total() != pulled || shard.Sent() != fetched || !strings.Contains(out, "prepull 0 done") || !strings.Contains(out, "stage 0 done") {
+			t.Errorf("second warm pulled %d and fetched %d bytes:\n%s", reg.Total()-pulled, shard.Sent()-fetched, out)
+		}
+		blobRes, blobTotal = vmtouch(t, blob)
+		res, total = vmtouch(t, weights[0])
+		pulled, fetched = reg.Total(), shard.Sent()
+		warmed = record(node, filepath.Join(store, "tenants", "default"), filepath.Join(dir, "warm.json.gz"))
+		if n := vmstat(t, "drop_pagecache"); n == drops {
+			break
+		} else if attempt == 3 {
+			t.Fatalf("another process dropped the page cache during each of %d attempts to measure the warmed start", attempt)
+		} else {
+			t.Logf("another process dropped the page cache %d times between the warm and the start: measuring again", n-drops)
+		}
+	}
+	if blobRes != blobTotal {
+		t.Errorf("vmtouch %s: %d of %d pages resident after warm", blob, blobRes, blobTotal)
+	}
+	if res < hot || res > hot+total/50 {
 		t.Errorf("vmtouch %s: %d of %d pages resident after warm, want the %d hot ones", weights[0], res, total, hot)
 	}
-
-	pulled, fetched = reg.Total(), shard.Sent()
-	warmed := record(node, filepath.Join(store, "tenants", "default"), filepath.Join(dir, "warm.json.gz"))
 	t.Logf("time to ready: cold %s, after warm %s (%.1fx); pull %s -> %s; registry bytes during the warm start %d, origin bytes %d",
 		time.Duration(cold.Duration), time.Duration(warmed.Duration), float64(cold.Duration)/float64(warmed.Duration),
 		time.Duration(cold.Pull.End-cold.Pull.Start), time.Duration(warmed.Pull.End-warmed.Pull.Start), reg.Total()-pulled, shard.Sent()-fetched)
@@ -198,6 +215,26 @@ func dropCaches(t *testing.T) {
 	if b, err := exec.Command("sh", "-c", "sync && echo 3 > /proc/sys/vm/drop_caches").CombinedOutput(); err != nil {
 		t.Fatalf("drop caches: %v %s", err, b)
 	}
+}
+
+// vmstat returns the counter name of /proc/vmstat.
+func vmstat(t *testing.T, name string) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/vmstat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatalf("/proc/vmstat: %q", line)
+			}
+			return n
+		}
+	}
+	t.Fatalf("/proc/vmstat has no %s", name)
+	return 0
 }
 
 var residentRE = regexp.MustCompile(`Resident Pages: (\d+)/(\d+)`)
