@@ -169,9 +169,16 @@ func TestWarmHalvesColdStart(t *testing.T) {
 	if 2*warmed.Duration > cold.Duration {
 		t.Errorf("after warm the start took %s, cold %s: want at least 2x shorter", time.Duration(warmed.Duration), time.Duration(cold.Duration))
 	}
-	// The pull is about 0 s: only the manifest is asked for again.
-	if p := warmed.Pull.End - warmed.Pull.Start; p > (cold.Pull.End-cold.Pull.Start)/10 || reg.Total()-pulled > 64<<10 {
-		t.Errorf("pull after warm took %s and %d registry bytes", time.Duration(p), reg.Total()-pulled)
+	// The pull is about 0 s: only the manifest is asked for again, no layer is fetched (the
+	// registry's count and the pull's own). Its duration, logged above, is not the measure:
+	// a metadata round trip took 0.66 s, over a tenth of the cold pull, on the loaded machine.
+	if reg.Total()-pulled > 64<<10 {
+		t.Errorf("pull after warm took %d registry bytes", reg.Total()-pulled)
+	}
+	for _, l := range warmed.Pull.Layers {
+		if l.Bytes != 0 {
+			t.Errorf("pull after warm fetched %d bytes of layer %s", l.Bytes, l.Digest)
+		}
 	}
 	// The model came from the store: nothing from the origin, the staged copy read whole.
 	if shard.Sent() != fetched {
