@@ -834,18 +834,18 @@ static __always_inline void emit_fault(__u32 pid, __u32 tid, __u64 address, stru
 	submit(e);
 }
 
-/* A user page fault. With rss_gate it only notes where the thread faults, in the slot that
- * only threads of traced processes have: fault_mapped looks at the faults that map file
- * pages, so anonymous memory costs a slot lookup. Without (before Linux 6.2) it looks the
- * mapping up itself, for every fault of a traced process. */
-SEC("tp_btf/page_fault_user")
-int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+/* A page fault at a user address. With rss_gate it only notes where the thread faults, in
+ * the slot that only threads of traced processes have: fault_mapped looks at the faults that
+ * map file pages, so anonymous memory costs a slot lookup. Without (before Linux 6.2) it
+ * looks the mapping up itself, for every fault of a traced process. user_ip is the user
+ * instruction that faulted, or made the syscall in which the kernel faulted. */
+static __always_inline int note_fault(unsigned long address, __u64 user_ip)
 {
 	if (rss_gate) {
 		struct args *a = slot(false);
 		if (a) {
 			a->fault_addr = address;
-			a->fault_ip = regs->ip;
+			a->fault_ip = user_ip;
 		}
 		return 0;
 	}
@@ -866,6 +866,25 @@ int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned l
 		return 0;
 	emit_fault(pid, id, address, &c);
 	return 0;
+}
+
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+{
+	return note_fault(address, regs->ip);
+}
+
+/* The kernel faults on user memory on a syscall's behalf: a path or buffer argument that
+ * lies in a mapped file (a string constant in an executable's .rodata, a write from mapped
+ * weights) is read from the file by the syscall, not by the program. Without these, such
+ * pages are left out of the hot set and fault from storage on a warmed start. */
+SEC("tp_btf/page_fault_kernel")
+int BPF_PROG(page_fault_kernel, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+{
+	if (address >> 47) /* a kernel address (x86-64's user space ends at 2^47) */
+		return 0;
+	struct pt_regs *user = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	return note_fault(address, user ? user->ip : 0);
 }
 
 #define MM_FILEPAGES 0

@@ -383,6 +383,7 @@ const (
 	coldtraceProgExitWritev         = "exit_writev"
 	coldtraceProgFaultMapped        = "fault_mapped"
 	coldtraceProgPageFault          = "page_fault"
+	coldtraceProgPageFaultKernel    = "page_fault_kernel"
 	coldtraceProgSchedExec          = "sched_exec"
 	coldtraceProgSchedExit          = "sched_exit"
 	coldtraceProgSchedFork          = "sched_fork"
@@ -515,6 +516,7 @@ type coldtraceProgramSpecs struct {
 	ExitWritev         *ebpf.ProgramSpec `ebpf:"exit_writev"`
 	FaultMapped        *ebpf.ProgramSpec `ebpf:"fault_mapped"`
 	PageFault          *ebpf.ProgramSpec `ebpf:"page_fault"`
+	PageFaultKernel    *ebpf.ProgramSpec `ebpf:"page_fault_kernel"`
 	SchedExec          *ebpf.ProgramSpec `ebpf:"sched_exec"`
 	SchedExit          *ebpf.ProgramSpec `ebpf:"sched_exit"`
 	SchedFork          *ebpf.ProgramSpec `ebpf:"sched_fork"`
@@ -725,6 +727,7 @@ type coldtracePrograms struct {
 	ExitWritev         *ebpf.Program `ebpf:"exit_writev"`
 	FaultMapped        *ebpf.Program `ebpf:"fault_mapped"`
 	PageFault          *ebpf.Program `ebpf:"page_fault"`
+	PageFaultKernel    *ebpf.Program `ebpf:"page_fault_kernel"`
 	SchedExec          *ebpf.Program `ebpf:"sched_exec"`
 	SchedExit          *ebpf.Program `ebpf:"sched_exit"`
 	SchedFork          *ebpf.Program `ebpf:"sched_fork"`
@@ -794,6 +797,7 @@ func (p *coldtracePrograms) Close() error {
 		p.ExitWritev,
 		p.FaultMapped,
 		p.PageFault,
+		p.PageFaultKernel,
 		p.SchedExec,
 		p.SchedExit,
 		p.SchedFork,

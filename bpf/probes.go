@@ -86,6 +86,9 @@ var loses = map[string]string{
 	"enter_openat2": "files opened with openat2(2)",
 	"exit_openat2":  "files opened with openat2(2)",
 	"cgroup_mkdir":  "containers are traced from containerd's task-create event, not from their cgroup's creation: a container started at once can run untraced meanwhile",
+
+	// The faults the kernel takes on user memory during a syscall.
+	"page_fault_kernel": "reads of mmapped files by syscalls (a path argument in an executable's .rodata)",
 }
 
 func losesFor(prog string) string {

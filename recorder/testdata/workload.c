@@ -2,12 +2,15 @@
  * usage: workload DIR PORT DEVICE LIBCUDA
  * DIR holds a.dat .. f.dat and model.safetensors, written by the test; PORT is a loopback
  * HTTP server that sends a known number of bytes; DEVICE is a stand-in accelerator node.
- * Each step prints "MARK name <CLOCK_MONOTONIC ns>" before and after it. */
+ * Each step prints "MARK name <CLOCK_MONOTONIC ns>" before and after it, and the operation that
+ * defines a phase boundary is bracketed by marks taken right before and right after it (the
+ * tracer's timestamp must lie between them, however late the machine lets the workload run). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,12 +25,22 @@
 
 static char *dir;
 
-static void mark(const char *name)
+static long long now(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	printf("MARK %s %lld\n", name, (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void mark_at(const char *name, long long ns)
+{
+	printf("MARK %s %lld\n", name, ns);
 	fflush(stdout);
+}
+
+static void mark(const char *name)
+{
+	mark_at(name, now());
 }
 
 static void sleep_ms(long ms)
@@ -126,15 +139,27 @@ static long fetch(int port)
 	int s = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
 	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	/* The fetch starts at connect and ends at the last read that returned data. */
+	mark("connect");
 	if (connect(s, (struct sockaddr *)&a, sizeof(a)))
 		die("connect");
+	mark("connect_end");
 	const char *req = "GET /shard.bin HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
 	if (write(s, req, strlen(req)) < 0)
 		die("write");
 	long total = 0;
-	ssize_t n;
-	while ((n = read(s, buf, sizeof(buf))) > 0)
+	long long before = 0, after = 0;
+	for (;;) {
+		long long b = now();
+		ssize_t n = read(s, buf, sizeof(buf));
+		long long e = now();
+		if (n <= 0)
+			break;
 		total += n;
+		before = b, after = e;
+	}
+	mark_at("last_recv", before);
+	mark_at("last_recv_end", after);
 	close(s);
 	return total;
 }
@@ -144,7 +169,12 @@ static void load(void)
 	/* The header through pread, [0, 4096) */
 	int fd = open_random("model.safetensors");
 	uint64_t hlen;
-	if (pread(fd, &hlen, 8, 0) != 8 || pread(fd, buf, 4088, 8) != 4088)
+	/* The first access to the weights: the load starts (and init ends) in it. */
+	mark("first_weights");
+	if (pread(fd, &hlen, 8, 0) != 8)
+		die("pread header");
+	mark("first_weights_end");
+	if (pread(fd, buf, 4088, 8) != 4088)
 		die("pread header");
 	/* Tensors through a mapping at a 2 MiB-aligned address, every page of [1 MiB, 2 MiB) */
 	size_t size = 4 << 20;
@@ -159,16 +189,37 @@ static void load(void)
 		sum += m[o];
 	/* More tensors through read: [3 MiB, 3 MiB + 256 KiB) */
 	lseek(fd, 3 << 20, SEEK_SET);
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 3; i++)
 		if (read(fd, buf, 65536) != 65536)
 			die("read weights");
+	/* The last access to the weights: the load ends in it. */
+	mark("last_weights");
+	if (read(fd, buf, 65536) != 65536)
+		die("read weights");
+	mark("last_weights_end");
 	munmap(m, size);
 	close(fd);
 }
 
+/* await_probe waits until a uprobe is on fn: the kernel writes a breakpoint (int3 on x86)
+ * over the probed instruction in every mapping of the library. */
+static void await_probe(void *fn, const char *name)
+{
+	for (int i = 0; i < 10000; i++) {
+		if (*(volatile unsigned char *)fn == 0xCC)
+			return;
+		sleep_ms(1);
+	}
+	fprintf(stderr, "no uprobe on %s after 10 s\n", name);
+	exit(1);
+}
+
 static void gpu(const char *device, const char *lib)
 {
+	/* The device's open starts the GPU phase; cuCtxCreate_v2's return ends it. */
+	mark("device_open");
 	int fd = open(device, O_RDWR);
+	mark("device_open_end");
 	if (fd < 0)
 		die(device);
 	for (int i = 0; i < 7; i++)
@@ -176,10 +227,14 @@ static void gpu(const char *device, const char *lib)
 	void *h = dlopen(lib, RTLD_NOW);
 	if (!h)
 		die(dlerror());
-	sleep_ms(100); /* the tracer attaches its uprobes when it sees the library open */
 	int (*init)(unsigned) = dlsym(h, "cuInit");
 	int (*retain)(void **, int) = dlsym(h, "cuDevicePrimaryCtxRetain");
 	int (*create)(void **, unsigned, int) = dlsym(h, "cuCtxCreate_v2");
+	/* The tracer attaches its uprobes when it sees the library open, however long a busy
+	 * machine makes that take: wait for them rather than for a fixed time. */
+	await_probe((void *)init, "cuInit");
+	await_probe((void *)retain, "cuDevicePrimaryCtxRetain");
+	await_probe((void *)create, "cuCtxCreate_v2");
 	void *ctx;
 	/* Each call between marks: the call's own probes fire between them, however late the
 	 * machine lets the caller run. */
@@ -230,9 +285,18 @@ int main(int argc, char **argv)
 	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
 	if (bind(s, (struct sockaddr *)&a, sizeof(a)))
 		die("bind");
+	/* The recorder stops the workload with SIGTERM once it sees the listen: held off until
+	 * the mark after it is out. */
+	sigset_t term;
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	sigprocmask(SIG_BLOCK, &term, NULL);
 	mark("listen");
-	if (listen(s, 1))
+	int err = listen(s, 1);
+	mark("listen_end");
+	if (err)
 		die("listen");
+	sigprocmask(SIG_UNBLOCK, &term, NULL);
 	pause();
 	return 0;
 }
