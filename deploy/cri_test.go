@@ -122,7 +122,7 @@ func TestAgentLeastPrivilegeThroughCRI(t *testing.T) {
 	cri := ctrtest.StartCRI(t, reg)
 	agentRef := reg.Push(t, "coldtrace/agent:test", agentImage(t))
 
-	port := ctrtest.FreePort(t)
+	port := testenv.FreePort(t)
 	data := t.TempDir()
 	r := mustRender(t, map[string]any{
 		"image":      map[string]any{"repository": strings.TrimSuffix(agentRef, ":test"), "tag": "test"},
@@ -195,7 +195,7 @@ func TestAgentLeastPrivilegeThroughCRI(t *testing.T) {
 		t.Fatal(err)
 	}
 	appID, err := cri.RunContainer(ctx, app, ctrtest.ContainerConfig{Name: "server", Image: appRef,
-		Command: []string{"sh", "-c", fmt.Sprintf("cat /data/model.bin > /dev/null; exec httpd -f -p 127.0.0.1:%d", ctrtest.FreePort(t))}})
+		Command: []string{"sh", "-c", fmt.Sprintf("cat /data/model.bin > /dev/null; exec httpd -f -p 127.0.0.1:%d", testenv.FreePort(t))}})
 	if err != nil {
 		t.Fatal(err)
 	}

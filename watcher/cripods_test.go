@@ -61,7 +61,7 @@ func TestAgentRecordsCRIPods(t *testing.T) {
 		return id
 	}
 	serve := func(file string) string {
-		return fmt.Sprintf("cat %s > /dev/null; exec httpd -f -p 127.0.0.1:%d", file, ctrtest.FreePort(t))
+		return fmt.Sprintf("cat %s > /dev/null; exec httpd -f -p 127.0.0.1:%d", file, testenv.FreePort(t))
 	}
 	runPod := func(name, qos string) *ctrtest.Pod {
 		t.Helper()

@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,36 +32,16 @@ type Jaeger struct {
 	Query      string // the query API's base URL
 }
 
-// jaegerBinary is the jaeger executable of the tools module hack/jaeger (go tool caches
-// it once built; hack/install-deps.sh builds it ahead of the tests).
-func jaegerBinary(t testing.TB) string {
-	t.Helper()
-	_, here, _, _ := runtime.Caller(0)
-	dir := filepath.Join(filepath.Dir(here), "..", "..", "hack", "jaeger")
-	out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "-C", dir, "tool", "-n", "jaeger").Output()
-	bin := strings.TrimSpace(string(out))
-	why := ""
-	if err != nil {
-		why = fmt.Sprintf("go -C hack/jaeger tool -n jaeger: %v", err)
-	}
-	testenv.Require(t, "the jaeger tool of hack/jaeger (hack/install-deps.sh builds it)", err == nil && bin != "", why)
-	return bin
-}
-
+// freePort is a loopback address for one of Jaeger's servers.
 func freePort(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 }
 
 // StartJaeger runs Jaeger under a temporary directory until the test ends.
 func StartJaeger(t testing.TB) *Jaeger {
 	t.Helper()
-	bin := jaegerBinary(t)
+	bin := testenv.GoTool(t, "jaeger", "jaeger")
 	j := &Jaeger{GRPC: freePort(t), HTTP: freePort(t)}
 	query, queryGRPC := freePort(t), freePort(t)
 	j.Query = "http://" + query

@@ -7,11 +7,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,32 +33,6 @@ type Server struct {
 	done     chan struct{}
 }
 
-// weedBinary is the weed executable of the tools module hack/seaweedfs (go tool caches it
-// once built; hack/install-deps.sh builds it ahead of the tests).
-func weedBinary(t testing.TB) string {
-	t.Helper()
-	_, here, _, _ := runtime.Caller(0)
-	dir := filepath.Join(filepath.Dir(here), "..", "..", "hack", "seaweedfs")
-	out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "-C", dir, "tool", "-n", "weed").Output()
-	bin := strings.TrimSpace(string(out))
-	why := ""
-	if err != nil {
-		why = fmt.Sprintf("go -C hack/seaweedfs tool -n weed: %v", err)
-	}
-	testenv.Require(t, "the weed tool of hack/seaweedfs (hack/install-deps.sh builds it)", err == nil && bin != "", why)
-	return bin
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // Credentials are what the tests sign with; the server, configured with no identity,
 // accepts any.
 func Credentials(t testing.TB) {
@@ -75,9 +47,9 @@ func Credentials(t testing.TB) {
 func Start(t testing.TB, bucket string) *Server {
 	t.Helper()
 	Credentials(t)
-	s := &Server{t: t, bin: weedBinary(t), dir: t.TempDir()}
-	port := func(flag string) string { return "-" + flag + "=" + strconv.Itoa(freePort(t)) }
-	s3port := freePort(t)
+	s := &Server{t: t, bin: testenv.GoTool(t, "seaweedfs", "weed"), dir: t.TempDir()}
+	port := func(flag string) string { return "-" + flag + "=" + strconv.Itoa(testenv.FreePort(t)) }
+	s3port := testenv.FreePort(t)
 	s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", s3port)
 	s.args = []string{"server", "-dir=" + s.dir, "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 		port("master.port"), port("master.port.grpc"), port("volume.port"), port("volume.port.grpc"),
