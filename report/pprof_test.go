@@ -4,11 +4,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/coldtrace/coldtrace/internal/testenv"
 	"github.com/coldtrace/coldtrace/trace"
 )
 
@@ -16,7 +16,7 @@ import (
 // by the code that wrote the profile.
 func goPprof(t *testing.T, file string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), append(append([]string{"tool", "pprof"}, args...), file)...)
+	cmd := exec.Command(testenv.GoBinary(t), append(append([]string{"tool", "pprof"}, args...), file)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("go tool pprof %s: %v\n%s", strings.Join(args, " "), err, out)

@@ -18,7 +18,7 @@ func GoTool(t testing.TB, dir, name string) string {
 	t.Helper()
 	_, here, _, _ := runtime.Caller(0)
 	mod := filepath.Join(filepath.Dir(here), "..", "..", "hack", dir)
-	out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "-C", mod, "tool", "-n", name).Output()
+	out, err := exec.Command(GoBinary(t), "-C", mod, "tool", "-n", name).Output()
 	bin := strings.TrimSpace(string(out))
 	why := ""
 	if err != nil {
@@ -26,6 +26,12 @@ func GoTool(t testing.TB, dir, name string) string {
 	}
 	Require(t, fmt.Sprintf("the %s tool of hack/%s (hack/install-deps.sh builds it)", name, dir), err == nil && bin != "", why)
 	return bin
+}
+
+// GoBinary is the go command that runs the tests, for tests that run go's own tools.
+func GoBinary(t testing.TB) string {
+	t.Helper()
+	return RequireBinary(t, "go")
 }
 
 // FreePort is a TCP port free on 127.0.0.1 now, for a server that must be told its port
