@@ -444,13 +444,40 @@ ENTER_SAVE(openat2, 4, false)
 ENTER_SAVE(open, 3, false)
 
 /* Open events go out with their path's real length, not all PATH_LEN bytes, so that the
- * ring buffer and its reader move a tenth of the bytes: each is built here and copied. */
+ * ring buffer and its reader move a tenth of the bytes: each is built here and copied. BPF
+ * programs are preemptible, so two on one CPU could build in the scratch at once (see
+ * emit_run): only a program alone with it does; another reserves a whole record instead. */
+struct open_scratch {
+	__u32 busy; /* programs using the scratch now */
+	struct event_open e;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct event_open);
+	__type(value, struct open_scratch);
 } open_scratch SEC(".maps");
+
+/* fill_open fills e but its header and returns the path's length with its NUL. */
+static __always_inline __u64 fill_open(struct event_open *e, struct args *a, long ret, int dirfd_arg,
+				       int path_arg, int flags_arg, struct finfo *fi)
+{
+	e->dirfd = dirfd_arg < 0 ? -100 /* AT_FDCWD */ : (int)a->a[dirfd_arg];
+	e->fd = ret;
+	e->flags = flags_arg < 0 ? 0 : (int)a->a[flags_arg];
+	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)a->a[path_arg]);
+	if (n < 1) {
+		e->path[0] = 0;
+		n = 1;
+	}
+	e->dev = fi->dev;
+	e->ino = fi->ino;
+	e->size = fi->size;
+	e->mode = fi->mode;
+	e->rdev = fi->rdev;
+	return n;
+}
 
 static __always_inline int open_exit(long ret, int dirfd_arg, int path_arg, int flags_arg)
 {
@@ -460,34 +487,33 @@ static __always_inline int open_exit(long ret, int dirfd_arg, int path_arg, int 
 
 	if (!take(&a) || ret < 0)
 		return 0;
-	__u32 zero = 0;
-	struct event_open *e = bpf_map_lookup_elem(&open_scratch, &zero);
-	if (!e)
-		return 0;
-	fill_hdr(&e->h, EV_OPEN, pid, tid, bpf_ktime_get_ns());
-	e->dirfd = dirfd_arg < 0 ? -100 /* AT_FDCWD */ : (int)a.a[dirfd_arg];
-	e->fd = ret;
-	e->flags = flags_arg < 0 ? 0 : (int)a.a[flags_arg];
-	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)a.a[path_arg]);
-	if (n < 1) {
-		e->path[0] = 0;
-		n = 1;
-	}
-
 	struct finfo fi = {};
 	struct file *f = fd_file(ret);
 	if (f)
 		file_info(f, &fi);
-	e->dev = fi.dev;
-	e->ino = fi.ino;
-	e->size = fi.size;
-	e->mode = fi.mode;
-	e->rdev = fi.rdev;
-	__u64 size = offsetof(struct event_open, path) + n;
-	if (size > sizeof(*e))
-		size = sizeof(*e);
-	if (bpf_ringbuf_output(&events, e, size, wake_flags(size)))
-		count_lost();
+
+	__u32 zero = 0;
+	struct open_scratch *sc = bpf_map_lookup_elem(&open_scratch, &zero);
+	if (!sc)
+		return 0;
+	__sync_fetch_and_add(&sc->busy, 1);
+	if (*(volatile __u32 *)&sc->busy == 1) {
+		struct event_open *e = &sc->e;
+		fill_hdr(&e->h, EV_OPEN, pid, tid, bpf_ktime_get_ns());
+		__u64 size = offsetof(struct event_open, path) + fill_open(e, &a, ret, dirfd_arg, path_arg, flags_arg, &fi);
+		if (size > sizeof(*e))
+			size = sizeof(*e);
+		if (bpf_ringbuf_output(&events, e, size, wake_flags(size)))
+			count_lost();
+		__sync_fetch_and_add(&sc->busy, -1);
+	} else {
+		__sync_fetch_and_add(&sc->busy, -1);
+		struct event_open *e;
+		if (reserve(e, EV_OPEN, pid, tid)) {
+			fill_open(e, &a, ret, dirfd_arg, path_arg, flags_arg, &fi);
+			bpf_ringbuf_submit(e, wake_flags(sizeof(*e)));
+		}
+	}
 
 	if ((fi.mode & S_IFMT) == S_IFCHR) {
 		struct fdkey k = { .pid = pid, .fd = ret };

@@ -258,6 +258,13 @@ type coldtraceMissRun struct {
 	Order uint32
 }
 
+type coldtraceOpenScratch struct {
+	_    structs.HostLayout
+	Busy uint32
+	_    [4]byte
+	E    coldtraceEventOpen
+}
+
 type coldtraceReadBatch struct {
 	_    structs.HostLayout
 	N    uint32
