@@ -310,7 +310,21 @@ func (a *Watcher) startRecording(ctx context.Context, ev containerd.Event) {
 func (a *Watcher) track(ctx context.Context, ev containerd.Event) (*recording, error) {
 	cg, err := a.processCgroup(ev.PID)
 	if err != nil {
-		return nil, err
+		// A container may run and exit before its task's event is handled. Its cgroup was
+		// tracked from its creation all the same, and its events wait by process once the
+		// reader has dispatched them, for which it needs a.mu. Only this goroutine starts
+		// recordings, so none of this container starts meanwhile.
+		e := a.earlyPID[ev.PID]
+		if e == nil {
+			a.mu.Unlock()
+			a.catchUp()
+			a.mu.Lock()
+			e = a.earlyPID[ev.PID]
+		}
+		if e == nil {
+			return nil, err
+		}
+		cg = containerd.Cgroup{ID: e.id}
 	}
 	if err := a.probes.TrackCgroup(cg.ID); err != nil {
 		return nil, err

@@ -373,6 +373,41 @@ func TestAgentTracksFromCgroupCreation(t *testing.T) {
 	t.Logf("%d processes, %d files, ready after %v", len(tr.Processes), len(tr.Files), tr.Duration)
 }
 
+// TestAgentRecordsContainerGoneBeforeTracked holds the agent back while a container reads
+// a file and exits: its init process is gone from /proc when the agent handles the task's
+// creation, as happens to an init container or a crash on a busy node. The kernel tracked
+// the cgroup from its creation, so the trace must still hold the read and the exit.
+func TestAgentRecordsContainerGoneBeforeTracked(t *testing.T) {
+	n := startNode(t)
+	n.startAgent(t)
+	if err := n.run("first", "/data/b.txt"); err != nil { // see TestAgentTracksFromCgroupCreation
+		t.Fatal(err)
+	}
+	n.trace(t, "first")
+
+	n.agent.mu.Lock()
+	err := n.runScript("gone", "cat /data/a.txt > /dev/null; exit 3")
+	for deadline := time.Now().Add(10 * time.Second); err == nil; time.Sleep(10 * time.Millisecond) {
+		if b, rerr := os.ReadFile(filepath.Join(cgroupDir(t, n.id("gone")), "cgroup.procs")); rerr != nil || len(b) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			err = errors.New("the container still runs after 10s")
+		}
+	}
+	n.agent.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := n.trace(t, "gone")
+	if tr.Outcome != trace.OutcomeExited {
+		t.Errorf("outcome %s (%s), want exited", tr.Outcome, tr.Error)
+	}
+	if !slices.ContainsFunc(tr.Files, func(f trace.File) bool { return f.Path == "/data/a.txt" && f.BytesRead == 3000 }) {
+		t.Errorf("the read of /data/a.txt (3000 bytes) is not in the trace: %+v", tr.Files)
+	}
+}
+
 // cgroupDir is the cgroup v2 directory of a container.
 func cgroupDir(t *testing.T, id string) string {
 	t.Helper()
