@@ -214,11 +214,17 @@ func (w *sockWatch) conns(addrs map[netip.AddrPort]bool, from, to time.Time) []R
 				continue // before the window, after it, or a change of the sent bytes only
 			}
 			prev = sm.recv
-			if c.FirstRecv.IsZero() {
-				c.FirstRecv = sm.at
+			// A sample sees bytes up to a poll after they came; those of the download
+			// came by its end, its last blob's commit.
+			at := sm.at
+			if at.After(to) {
+				at = to
 			}
-			c.LastRecv = sm.at
-			c.Samples = append(c.Samples, ConnSample{At: sm.at, Recv: sm.recv - base.recv})
+			if c.FirstRecv.IsZero() {
+				c.FirstRecv = at
+			}
+			c.LastRecv = at
+			c.Samples = append(c.Samples, ConnSample{At: at, Recv: sm.recv - base.recv})
 		}
 		// It opened by its first receive; one kept alive from an earlier download opens,
 		// for this one, at its start.

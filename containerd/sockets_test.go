@@ -33,4 +33,8 @@ func TestSockWatchConns(t *testing.T) {
 	if c := got[1]; c.Recv != 4000 || !c.Open.Equal(at(1050)) || !c.FirstRecv.Equal(at(1050)) || len(c.Samples) != 2 {
 		t.Errorf("new connection %+v: want all its 4000 bytes, open at its first receive", c)
 	}
+	// Its bytes seen at 1300 came by the download's end.
+	if c := got[1]; !c.LastRecv.Equal(at(1250)) {
+		t.Errorf("new connection's last receive %v, want the download's end %v", c.LastRecv, at(1250))
+	}
 }
